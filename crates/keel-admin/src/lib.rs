@@ -1,1 +1,37 @@
-//! tmp
+//! keel's admin HTTP surface, as an axum [`Router`](axum::Router).
+//!
+//! # Endpoints
+//! Public by default (`auth.public_health`, `auth.public_metrics`):
+//! - `GET /alive` — liveness; checks nothing.
+//! - `GET /ready` — readiness; 503 with the failing components, and 503 once shutdown begins.
+//! - `GET /health` — short summary; `GET /health/detailed` — `application/health+json`.
+//! - `GET /metrics` — Prometheus text exposition.
+//!
+//! Under `/api/v1`, always authenticated (`Authorization: Bearer …`):
+//! - `GET /api/v1/system/metrics` — CPU, memory, load, process RSS, threads, fds.
+//! - `GET /api/v1/system/info` — version, platform, data dir, effective config (secrets redacted).
+//! - `GET /api/v1/system/history?window=15m|1h|6h|24h` — sampled history and the RSS trend.
+//! - `GET /api/v1/stats` — system, health, HTTP and every registered subsystem's stats.
+//! - `GET /api/v1/openapi.json` — the OpenAPI 3.1 document of all of the above.
+//!
+//! # Layout
+//! - [`state`]: [`AdminState`], what the handlers share.
+//! - [`router`]: assembles routes, auth gates and middleware.
+//! - [`auth`]: the authentication middleware and the [`auth::Authorized`] role extractor.
+//! - [`request`]: request ids, problem+json finishing, and access logging.
+//! - [`http_metrics`]: per-route request counters and latency histograms.
+//! - [`history`]: the background sampler behind `/api/v1/system/history`.
+//! - [`json`]: [`json::ApiJson`], a JSON extractor whose rejections are problem+json.
+//! - `routes`: the handlers.
+
+pub mod auth;
+pub mod history;
+pub mod http_metrics;
+pub mod json;
+pub mod request;
+pub mod router;
+mod routes;
+pub mod state;
+
+pub use router::{openapi, router};
+pub use state::{AdminState, AdminStateBuilder, StatsSource};

@@ -1,0 +1,7 @@
+//! The handlers, one module per area.
+
+pub(crate) mod health;
+pub(crate) mod metrics;
+pub(crate) mod openapi;
+pub(crate) mod stats;
+pub(crate) mod system;
