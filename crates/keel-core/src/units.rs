@@ -46,10 +46,19 @@ impl FromStr for HumanDuration {
 
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
         if self.0.is_zero() {
             return f.write_str("0s");
         }
-        write!(f, "{}", humantime::format_duration(self.0))
+        if self.0.subsec_nanos() % 1_000_000 != 0 {
+            return write!(f, "{}", humantime::format_duration(self.0));
+        }
+        for (unit, size) in [("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+            if ms % size == 0 {
+                return write!(f, "{}{unit}", ms / size);
+            }
+        }
+        write!(f, "{ms}ms")
     }
 }
 
@@ -256,11 +265,14 @@ mod tests {
             ("250ms", Duration::from_millis(250)),
             ("1h 30m", Duration::from_secs(5400)),
             ("0", Duration::ZERO),
+            ("1day", Duration::from_secs(86_400)),
+            ("1500ms", Duration::from_millis(1500)),
         ];
         for (text, want) in cases {
             let d: HumanDuration = text.parse().unwrap();
             assert_eq!(d.get(), want, "{text}");
             let again: HumanDuration = d.to_string().parse().unwrap();
+            assert!(!d.to_string().contains("day"), "{d}");
             assert_eq!(again, d);
         }
         for bad in ["", "30", "5 parsecs", "-1s"] {

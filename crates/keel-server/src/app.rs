@@ -1,0 +1,181 @@
+//! Assembling keel from its config, and running it until shutdown.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), keel_server::StartError> {
+//! let config = keel_server::config::Config::default();
+//! let app = keel_server::App::builder(config).build()?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(keel_server::StartError::Serve)?;
+//! app.run(listener, async { let _ = tokio::signal::ctrl_c().await; }).await
+//! # }
+//! ```
+
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use keel_admin::router::RouterOptions;
+use keel_admin::{AdminState, AdminStateBuilder};
+use keel_auth::{AuthConfigError, Authenticator};
+use keel_core::{Clock, HealthRegistry, Metrics, Shutdown};
+use tokio::net::TcpListener;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::admin_token::{self, AdminToken, AdminTokenError};
+use crate::checks;
+use crate::config::Config;
+
+/// Why keel cannot start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory cannot be created.
+    #[error("server.data_dir: cannot create {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The generated admin token cannot be read or written.
+    #[error(transparent)]
+    AdminToken(#[from] AdminTokenError),
+    /// The `[auth]` section is invalid (e.g. an unreadable key file).
+    #[error("{}: {}", .0.field, .0.reason)]
+    Auth(#[from] AuthConfigError),
+    /// Binding or serving failed.
+    #[error("serving failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Builds an [`App`]; lets embedders and tests add API routes.
+pub struct AppBuilder {
+    config: Config,
+    clock: Clock,
+    api: Vec<OpenApiRouter>,
+}
+
+impl AppBuilder {
+    /// Uses `clock` instead of the system clock.
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Serves `routes` under `/api/v1`, authenticated and in the OpenAPI document.
+    pub fn api_routes(mut self, routes: OpenApiRouter) -> Self {
+        self.api.push(routes);
+        self
+    }
+
+    /// Creates the data directory and admin token, and assembles every subsystem.
+    pub fn build(self) -> Result<App, StartError> {
+        let config = self.config;
+        let data_dir = config.server.data_dir.clone();
+        std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir { path: data_dir.clone(), source })?;
+        let configured = !config.auth.tokens.is_empty() || config.auth.jwt.enabled();
+        let admin_token = if configured { None } else { Some(admin_token::ensure(&data_dir)?) };
+        let authenticator = Authenticator::new(&config.auth, admin_token.as_ref().map(|t| &t.token))?;
+
+        let shutdown = Shutdown::new();
+        let state = AdminStateBuilder {
+            health: HealthRegistry::new(config.health.check_timeout.get()),
+            metrics: Metrics::new(&keel_core::BuildInfo::current()),
+            authenticator: Arc::new(authenticator),
+            public_health: config.auth.public_health,
+            public_metrics: config.auth.public_metrics,
+            sample_interval: config.system.sample_interval.get(),
+            history_retention: config.system.history_retention.get(),
+            shutdown,
+            clock: self.clock,
+            service_id: service_id(&config),
+            data_dir: data_dir.clone(),
+            effective_config: config.redacted_json(),
+        }
+        .build();
+        checks::register_builtin(&state, &data_dir, &config.health, &config.redis);
+        let router = keel_admin::router(
+            state.clone(),
+            RouterOptions {
+                body_limit: usize::try_from(config.server.body_limit.bytes()).unwrap_or(usize::MAX),
+                api: self.api,
+            },
+        );
+        Ok(App { config, state, router, admin_token })
+    }
+}
+
+fn service_id(config: &Config) -> String {
+    config
+        .server
+        .service_id
+        .clone()
+        .or_else(|| sysinfo::System::host_name().ok())
+        .unwrap_or_else(|| "keel".to_owned())
+}
+
+/// An assembled keel, ready to serve.
+pub struct App {
+    config: Config,
+    state: AdminState,
+    router: Router,
+    admin_token: Option<AdminToken>,
+}
+
+impl App {
+    /// Starts building an app from `config`.
+    pub fn builder(config: Config) -> AppBuilder {
+        AppBuilder { config, clock: Clock::system(), api: Vec::new() }
+    }
+
+    /// The effective config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The admin state (health registry, metrics, shutdown flag…).
+    pub fn state(&self) -> &AdminState {
+        &self.state
+    }
+
+    /// The generated admin token, when no credential is configured.
+    pub fn admin_token(&self) -> Option<&AdminToken> {
+        self.admin_token.as_ref()
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then stops gracefully: readiness turns
+    /// 503 at once, new requests are still accepted for `server.shutdown_delay`, then the
+    /// listener closes and in-flight requests get `server.shutdown_grace` to finish.
+    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
+        let state = self.state.clone();
+        let sampler = keel_admin::history::spawn_sampler(state.clone());
+        let delay = self.config.server.shutdown_delay.get();
+        let grace = self.config.server.shutdown_grace.get();
+        let flag = state.shutdown().clone();
+        let stop_accepting = async move {
+            tokio::select! {
+                () = shutdown => flag.trigger(),
+                () = flag.wait() => {}
+            }
+            tracing::info!(delay = ?delay, "shutting down: /ready now answers 503");
+            tokio::time::sleep(delay).await;
+            tracing::info!(grace = ?grace, "no longer accepting connections; draining in-flight requests");
+        };
+        let make_service = self.router.into_make_service_with_connect_info::<SocketAddr>();
+        let serve = axum::serve(listener, make_service).with_graceful_shutdown(stop_accepting).into_future();
+        let deadline = async {
+            state.shutdown().wait().await;
+            tokio::time::sleep(delay + grace).await;
+        };
+        let result = tokio::select! {
+            result = serve => result.map_err(StartError::Serve),
+            () = deadline => {
+                tracing::warn!("shutdown grace period over; closing remaining connections");
+                Ok(())
+            }
+        };
+        sampler.abort();
+        tracing::info!("stopped");
+        result
+    }
+}

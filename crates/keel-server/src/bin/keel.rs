@@ -1,0 +1,125 @@
+//! The `keel` binary: parses the command line, loads config, and hands over to the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use keel_server::cli::{Cli, Command, ConfigCommand, ServeArgs};
+use keel_server::config::{Config, ConfigSources, Overrides, load::load, render};
+use keel_server::{App, banner, logging};
+
+/// Exit code for configuration errors (EX_CONFIG of sysexits.h).
+const EXIT_CONFIG: u8 = 78;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(&args),
+        Command::Config(ConfigCommand::Default) => {
+            print!("{}", render::default_toml());
+            ExitCode::SUCCESS
+        }
+        Command::Config(ConfigCommand::Reference) => {
+            print!("{}", render::markdown_reference());
+            ExitCode::SUCCESS
+        }
+        Command::Config(ConfigCommand::Check { path }) => match load_config(Some(&path), Overrides::default()) {
+            Ok(config) => {
+                let shown = toml::to_string(&config.redacted_json()).unwrap_or_default();
+                println!("# {} is valid. Effective configuration (secrets redacted):\n\n{shown}", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+    }
+}
+
+fn load_config(file: Option<&std::path::Path>, overrides: Overrides) -> Result<Config, ExitCode> {
+    let env = |name: &str| std::env::var(name).ok();
+    load(&ConfigSources { file, env: &env, overrides }).map_err(|e| {
+        eprintln!("keel: configuration error: {e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn serve(args: &ServeArgs) -> ExitCode {
+    let config = match load_config(args.config.as_deref(), args.overrides()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if let Err(e) = logging::init(&config.log) {
+        eprintln!("keel: configuration error: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if config.server.worker_threads > 0 {
+        runtime.worker_threads(config.server.worker_threads);
+    }
+    let runtime = match runtime.build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("keel: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let listen = config.server.listen;
+        let app = match App::builder(config).build() {
+            Ok(app) => app,
+            Err(e) => {
+                eprintln!("keel: cannot start: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        };
+        let listener = match tokio::net::TcpListener::bind(listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("keel: server.listen: cannot listen on {listen}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let addr = listener.local_addr().unwrap_or(listen);
+        print!("{}", banner::render(&app, addr));
+        match app.run(listener, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("keel: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Resolves on the first SIGINT or SIGTERM; a second one exits at once.
+async fn shutdown_signal() {
+    wait_for_signal().await;
+    tokio::spawn(async {
+        wait_for_signal().await;
+        eprintln!("keel: second signal, exiting now");
+        std::process::exit(130);
+    });
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).ok();
+        let term = async {
+            match term.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = term => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,85 @@
+//! keel's configuration: one struct per subsystem, composed into [`Config`].
+//!
+//! Sources, lowest precedence first: built-in defaults, the TOML file, environment variables
+//! (`KEEL_<SECTION>_<FIELD>`, plus `REDIS_URL`/`REDIS_HOST`/… as Node deployments set them), and
+//! command-line flags. See [`load`] for the merge and `docs/configuration.md` for every key.
+//!
+//! # Layout
+//! - `sections`: the sections owned by the server itself (`[server]`, `[log]`, `[health]`,
+//!   `[system]`); `[auth]` comes from `keel-auth`; [`redis`]: `[redis]`.
+//! - [`load`]: reading, merging and validating, with errors that name the key.
+//! - [`schema`]: the key list derived from the structs (types, defaults, docs, env names).
+//! - [`render`]: the commented default `keel.toml` and the Markdown reference.
+
+pub mod load;
+pub mod redis;
+pub mod render;
+pub mod schema;
+mod sections;
+
+use keel_auth::AuthConfig;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use load::{ConfigError, ConfigSources, Overrides};
+pub use redis::RedisConfig;
+pub use sections::{HealthConfig, LogConfig, LogFormat, ServerConfig, SystemConfig};
+
+/// The whole keel configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The HTTP listener, data directory and shutdown behaviour.
+    pub server: ServerConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Credentials for the API and which endpoints are public.
+    pub auth: AuthConfig,
+    /// Built-in health checks.
+    pub health: HealthConfig,
+    /// System sampling for `/api/v1/system/history`.
+    pub system: SystemConfig,
+    /// Redis, for scaling out across instances. Unset = everything stays in-process.
+    pub redis: RedisConfig,
+}
+
+/// A config value that is wrong, with the key path that holds it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct FieldError {
+    /// The key path, e.g. `server.listen` or `auth.tokens[0].role`.
+    pub field: String,
+    /// What is wrong and how to fix it.
+    pub reason: String,
+}
+
+impl FieldError {
+    /// An error at `field`.
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Checks every section's values beyond their types.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        self.server.validate()?;
+        self.log.validate()?;
+        self.auth
+            .validate()
+            .map_err(|e| FieldError::new(e.field, e.reason))?;
+        self.health.validate()?;
+        self.system.validate()?;
+        self.redis.validate()?;
+        Ok(())
+    }
+
+    /// The config as JSON with every secret replaced by `[redacted]`, for `system/info` and
+    /// `keel config check`.
+    pub fn redacted_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+}

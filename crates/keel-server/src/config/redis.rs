@@ -1,0 +1,172 @@
+//! The `[redis]` section. Set `url` (or `host`) to scale out; unset, keel keeps everything
+//! in-process. Node deployments' `REDIS_URL`, `REDIS_HOST`, `REDIS_PORT`, `REDIS_PASSWORD`,
+//! `REDIS_DB` and `REDIS_KEY_PREFIX` are read into this section.
+
+use std::fmt::Write;
+
+use keel_core::{HumanDuration, Secret};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize, Serializer};
+
+use super::FieldError;
+
+/// Redis connection settings.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host[:port][/db]`, `rediss://` for TLS. Printed with the password
+    /// redacted. Takes precedence over host/port/password/db.
+    #[serde(serialize_with = "serialize_redacted_url")]
+    pub url: Option<Secret>,
+    /// Host, when `url` is not set.
+    pub host: Option<String>,
+    /// Port, when `url` is not set.
+    pub port: u16,
+    /// Password, when `url` is not set.
+    pub password: Option<Secret>,
+    /// Database number, when `url` is not set.
+    pub db: i64,
+    /// Prefix of every key keel writes.
+    pub key_prefix: String,
+    /// How long connecting (and a health-check PING) may take.
+    pub connect_timeout: HumanDuration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            host: None,
+            port: 6379,
+            password: None,
+            db: 0,
+            key_prefix: "keel:".to_owned(),
+            connect_timeout: HumanDuration::from_secs(2),
+        }
+    }
+}
+
+impl RedisConfig {
+    /// Whether Redis is configured at all.
+    pub fn is_configured(&self) -> bool {
+        self.url.is_some() || self.host.is_some()
+    }
+
+    /// The connection URL (with credentials), if configured.
+    pub fn connection_url(&self) -> Option<Secret> {
+        if let Some(url) = &self.url {
+            return Some(url.clone());
+        }
+        let host = self.host.as_ref()?;
+        let mut url = String::from("redis://");
+        if let Some(pw) = &self.password {
+            let _ = write!(url, ":{}@", percent_encode(pw.expose()));
+        }
+        let _ = write!(url, "{host}:{}/{}", self.port, self.db);
+        Some(Secret::new(url))
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), FieldError> {
+        if let Some(url) = &self.url {
+            let u = url.expose();
+            let scheme_ok = ["redis://", "rediss://", "unix://", "redis+unix://"]
+                .iter()
+                .any(|s| u.starts_with(s));
+            if !scheme_ok {
+                return Err(FieldError::new(
+                    "redis.url",
+                    format!("must start with redis://, rediss:// or unix:// (got {})", redact_url(u)),
+                ));
+            }
+            if redis::IntoConnectionInfo::into_connection_info(u).is_err() {
+                return Err(FieldError::new("redis.url", format!("is not a valid Redis URL: {}", redact_url(u))));
+            }
+        }
+        if matches!(&self.host, Some(h) if h.trim().is_empty()) {
+            return Err(FieldError::new("redis.host", "must not be empty when set"));
+        }
+        if self.port == 0 {
+            return Err(FieldError::new("redis.port", "must be between 1 and 65535"));
+        }
+        if !(0..=65_535).contains(&self.db) {
+            return Err(FieldError::new("redis.db", "must be between 0 and 65535"));
+        }
+        if self.connect_timeout.get().is_zero() {
+            return Err(FieldError::new("redis.connect_timeout", "must be greater than 0"));
+        }
+        Ok(())
+    }
+}
+
+/// The URL with any password replaced by `[redacted]`.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &rest[..at];
+    let user = userinfo.split_once(':').map_or("", |(u, _)| u);
+    let shown_user = if userinfo.contains(':') { user } else { "" };
+    format!("{}://{}:{}@{}", &url[..scheme_end], shown_user, keel_core::units::REDACTED, &rest[at + 1..])
+}
+
+fn serialize_redacted_url<S: Serializer>(url: &Option<Secret>, s: S) -> Result<S::Ok, S::Error> {
+    match url {
+        Some(u) => s.serialize_some(&redact_url(u.expose())),
+        None => s.serialize_none(),
+    }
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(redact_url("redis://:s3cret@cache:6379/0"), "redis://:[redacted]@cache:6379/0");
+        assert_eq!(redact_url("rediss://app:s3cret@cache/2"), "rediss://app:[redacted]@cache/2");
+        assert_eq!(redact_url("redis://tokenonly@cache"), "redis://:[redacted]@cache");
+        assert_eq!(redact_url("redis://cache:6379"), "redis://cache:6379");
+    }
+
+    #[test]
+    fn url_from_parts() {
+        let cfg = RedisConfig {
+            host: Some("cache".into()),
+            password: Some(Secret::new("p@ss word")),
+            db: 3,
+            ..RedisConfig::default()
+        };
+        assert!(cfg.is_configured());
+        assert_eq!(cfg.connection_url().unwrap().expose(), "redis://:p%40ss%20word@cache:6379/3");
+        assert!(!RedisConfig::default().is_configured());
+        let json = serde_json::to_string(&cfg).unwrap();
+        assert!(!json.contains("p@ss"), "{json}");
+    }
+
+    #[test]
+    fn validation_names_fields_without_leaking() {
+        let cfg = RedisConfig { url: Some(Secret::new("http://:pw@x")), ..RedisConfig::default() };
+        let err = cfg.validate().unwrap_err();
+        assert_eq!(err.field, "redis.url");
+        assert!(!err.reason.contains("pw"), "{}", err.reason);
+        let cfg = RedisConfig { port: 0, ..RedisConfig::default() };
+        assert_eq!(cfg.validate().unwrap_err().field, "redis.port");
+    }
+}
