@@ -42,7 +42,10 @@ pub async fn authenticate(
     if public {
         return next.run(request).await;
     }
-    let header = request.headers().get(header::AUTHORIZATION).map(HeaderValue::as_bytes);
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
     match state.authenticator().authenticate(header) {
         Ok(principal) => {
             tracing::debug!(subject = %principal.subject, role = %principal.role, "authenticated");
@@ -70,7 +73,9 @@ fn unauthorized(error: &AuthError) -> Response {
         .with_detail(error.to_string());
     let mut response = problem.into_response();
     if let Ok(value) = HeaderValue::from_str(&challenge) {
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
     }
     response
 }
@@ -122,9 +127,11 @@ impl<S: Send + Sync, R: RequiredRole> FromRequestParts<S> for Authorized<R> {
                 R::ROLE,
                 principal.role
             );
-            return Err(Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden")
-                .with_detail(detail)
-                .into_response());
+            return Err(
+                Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden")
+                    .with_detail(detail)
+                    .into_response(),
+            );
         }
         Ok(Self {
             principal,

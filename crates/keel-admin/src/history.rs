@@ -37,7 +37,11 @@ pub fn record_sample(state: &AdminState) -> Sample {
         p95_ms: window.p95_ms,
     };
     let now = state.clock().unix_ms();
-    state.history().lock().unwrap_or_else(|e| e.into_inner()).push(now, sample);
+    state
+        .history()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(now, sample);
     sample
 }
 

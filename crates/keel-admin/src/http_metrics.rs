@@ -17,7 +17,8 @@ use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
 
 /// Latency buckets, seconds: from 100 µs to 10 s.
 pub const LATENCY_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
 ];
 
 /// The HTTP series and the current sampling window.
@@ -63,13 +64,19 @@ impl HttpMetrics {
     /// Creates the series and registers them with `metrics`.
     pub fn new(metrics: &keel_core::Metrics) -> Self {
         let requests = IntCounterVec::new(
-            Opts::new("keel_http_requests_total", "Requests to keel's HTTP API by route template, method and status class."),
+            Opts::new(
+                "keel_http_requests_total",
+                "Requests to keel's HTTP API by route template, method and status class.",
+            ),
             &["route", "method", "status"],
         )
         .expect("static metric definition is valid");
         let duration = HistogramVec::new(
-            HistogramOpts::new("keel_http_request_duration_seconds", "Latency of keel's HTTP API by route template and method.")
-                .buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "keel_http_request_duration_seconds",
+                "Latency of keel's HTTP API by route template and method.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
             &["route", "method"],
         )
         .expect("static metric definition is valid");
@@ -93,14 +100,20 @@ impl HttpMetrics {
             400..=499 => "4xx",
             _ => "5xx",
         };
-        self.requests.with_label_values(&[route, method, class]).inc();
-        self.duration.with_label_values(&[route, method]).observe(elapsed.as_secs_f64());
+        self.requests
+            .with_label_values(&[route, method, class])
+            .inc();
+        self.duration
+            .with_label_values(&[route, method])
+            .observe(elapsed.as_secs_f64());
         self.total.fetch_add(1, Ordering::Relaxed);
         let is_error = status >= 500;
         if is_error {
             self.server_errors.fetch_add(1, Ordering::Relaxed);
         }
-        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX).max(1);
+        let micros = u64::try_from(elapsed.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
         let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
         w.latency_us.saturating_record(micros);
         w.count += 1;
@@ -136,7 +149,11 @@ impl HttpMetrics {
 }
 
 /// Middleware: times the request and records it under its route template.
-pub async fn track(State(metrics): State<std::sync::Arc<HttpMetrics>>, request: Request, next: Next) -> Response {
+pub async fn track(
+    State(metrics): State<std::sync::Arc<HttpMetrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let method = request.method().as_str().to_owned();
     let route = request
@@ -144,7 +161,12 @@ pub async fn track(State(metrics): State<std::sync::Arc<HttpMetrics>>, request: 
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let response = next.run(request).await;
-    metrics.record(&route, &method, response.status().as_u16(), started.elapsed());
+    metrics.record(
+        &route,
+        &method,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
     response
 }
 
@@ -163,8 +185,15 @@ mod tests {
         assert_eq!(m.total(), 20);
         assert_eq!(m.server_errors(), 1);
         let text = registry.encode();
-        assert!(text.contains(r#"keel_http_requests_total{method="GET",route="/alive",status="2xx"} 19"#), "{text}");
-        assert!(text.contains(r#"keel_http_requests_total{method="POST",route="/api/v1/x",status="5xx"} 1"#));
+        assert!(
+            text.contains(
+                r#"keel_http_requests_total{method="GET",route="/alive",status="2xx"} 19"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            r#"keel_http_requests_total{method="POST",route="/api/v1/x",status="5xx"} 1"#
+        ));
         assert!(text.contains(r#"keel_http_request_duration_seconds_bucket{method="GET",route="/alive",le="0.001"} 19"#));
         let w = m.take_window();
         assert!(w.request_rate > 0.0 && w.error_rate > 0.0);

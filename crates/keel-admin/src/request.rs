@@ -40,7 +40,10 @@ fn request_id_of(request: &Request) -> Arc<str> {
         .get(&X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|id| is_well_formed(id))
-        .map_or_else(|| Arc::from(uuid::Uuid::new_v4().simple().to_string()), Arc::from)
+        .map_or_else(
+            || Arc::from(uuid::Uuid::new_v4().simple().to_string()),
+            Arc::from,
+        )
 }
 
 /// Middleware: request id, tracing span, problem+json finishing, 5xx logging.
@@ -48,13 +51,20 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
     let id = request_id_of(&request);
     request.extensions_mut().insert(RequestId(id.clone()));
     let path = request.uri().path().to_owned();
-    let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path = %path);
+    let span =
+        tracing::info_span!("request", request_id = %id, method = %request.method(), path = %path);
     let started = Instant::now();
     let response = next.run(request).instrument(span.clone()).await;
-    let mut response = finish_problem(response, &path, &id).instrument(span.clone()).await;
+    let mut response = finish_problem(response, &path, &id)
+        .instrument(span.clone())
+        .await;
     let status = response.status();
     span.in_scope(|| {
-        tracing::debug!(status = status.as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "served");
+        tracing::debug!(
+            status = status.as_u16(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "served"
+        );
     });
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(X_REQUEST_ID.clone(), value);
@@ -86,20 +96,32 @@ async fn finish_problem(response: Response, path: &str, id: &str) -> Response {
             let text = to_bytes(body, MAX_ERROR_TEXT).await.unwrap_or_default();
             let text = String::from_utf8_lossy(&text).trim().to_owned();
             let mut p = Problem::status(status);
-            p.detail = Some(if text.is_empty() { default_detail(status) } else { text });
+            p.detail = Some(if text.is_empty() {
+                default_detail(status)
+            } else {
+                text
+            });
             p
         }
     };
     if status.is_server_error() {
-        tracing::error!(status = status.as_u16(), detail = problem.detail.as_deref().unwrap_or(""), "server error");
+        tracing::error!(
+            status = status.as_u16(),
+            detail = problem.detail.as_deref().unwrap_or(""),
+            "server error"
+        );
         problem.detail = Some(format!(
             "keel could not complete this request; the error is logged under request id {id}"
         ));
     }
     problem.instance = Some(path.to_owned());
-    problem.extensions.insert("request_id".to_owned(), id.into());
+    problem
+        .extensions
+        .insert("request_id".to_owned(), id.into());
     let bytes = serde_json::to_vec(&problem).unwrap_or_default();
-    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    parts
+        .headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.extensions.insert(problem);
     Response::from_parts(parts, Body::from(bytes))
@@ -107,11 +129,16 @@ async fn finish_problem(response: Response, path: &str, id: &str) -> Response {
 
 fn default_detail(status: StatusCode) -> String {
     match status {
-        StatusCode::NOT_FOUND => "no such endpoint; see /api/v1/openapi.json for the API".to_owned(),
-        StatusCode::METHOD_NOT_ALLOWED => {
-            "this endpoint does not accept that method; the Allow header lists those it does".to_owned()
+        StatusCode::NOT_FOUND => {
+            "no such endpoint; see /api/v1/openapi.json for the API".to_owned()
         }
-        StatusCode::PAYLOAD_TOO_LARGE => "the request body is larger than this endpoint accepts".to_owned(),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            "this endpoint does not accept that method; the Allow header lists those it does"
+                .to_owned()
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            "the request body is larger than this endpoint accepts".to_owned()
+        }
         s => s.canonical_reason().unwrap_or("error").to_owned(),
     }
 }

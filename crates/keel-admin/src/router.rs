@@ -50,11 +50,17 @@ fn assemble(state: AdminState, extra: Vec<OpenApiRouter>) -> (Router, OpenApi) {
         .routes(routes!(health::ready))
         .routes(routes!(health::health))
         .routes(routes!(health::health_detailed))
-        .layer(from_fn_with_state((state.clone(), Gate::Health), authenticate))
+        .layer(from_fn_with_state(
+            (state.clone(), Gate::Health),
+            authenticate,
+        ))
         .with_state(state.clone());
     let metrics_routes = OpenApiRouter::new()
         .routes(routes!(metrics::metrics))
-        .layer(from_fn_with_state((state.clone(), Gate::Metrics), authenticate))
+        .layer(from_fn_with_state(
+            (state.clone(), Gate::Metrics),
+            authenticate,
+        ))
         .with_state(state.clone());
     let mut api = OpenApiRouter::new()
         .routes(routes!(system::system_metrics))
@@ -66,21 +72,28 @@ fn assemble(state: AdminState, extra: Vec<OpenApiRouter>) -> (Router, OpenApi) {
     for more in extra {
         api = api.merge(more);
     }
-    let api = api.layer(from_fn_with_state((state.clone(), Gate::Always), authenticate));
+    let api = api.layer(from_fn_with_state(
+        (state.clone(), Gate::Always),
+        authenticate,
+    ));
     let (router, mut doc) = OpenApiRouter::with_openapi(base_document(&state))
         .merge(health_routes)
         .merge(metrics_routes)
         .nest("/api/v1", api)
         .split_for_parts();
-    doc.components.get_or_insert_with(Default::default).add_security_scheme(
-        "bearer",
-        SecurityScheme::Http(
-            HttpBuilder::new()
-                .scheme(HttpAuthScheme::Bearer)
-                .description(Some("An API token from config or the generated admin token, or a JWT."))
-                .build(),
-        ),
-    );
+    doc.components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API token from config or the generated admin token, or a JWT.",
+                    ))
+                    .build(),
+            ),
+        );
     (router, doc)
 }
 

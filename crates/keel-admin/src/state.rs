@@ -186,7 +186,11 @@ impl AdminState {
 
     /// The registered stats sources.
     pub fn stats_sources(&self) -> Vec<(String, StatsSource)> {
-        self.0.stats.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.0
+            .stats
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub(crate) fn openapi_json(&self) -> &OnceLock<String> {

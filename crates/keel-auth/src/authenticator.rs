@@ -7,8 +7,8 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::{AuthConfig, AuthConfigError, JwtAlgorithm, JwtConfig};
 use crate::Role;
+use crate::config::{AuthConfig, AuthConfigError, JwtAlgorithm, JwtConfig};
 
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,7 +79,10 @@ fn digest(token: &str) -> [u8; 32] {
 impl Authenticator {
     /// Builds the authenticator from config, plus the generated admin token if there is one.
     /// Reads `auth.jwt.public_key_file` if set.
-    pub fn new(config: &AuthConfig, generated_admin: Option<&Secret>) -> Result<Self, AuthConfigError> {
+    pub fn new(
+        config: &AuthConfig,
+        generated_admin: Option<&Secret>,
+    ) -> Result<Self, AuthConfigError> {
         config.validate()?;
         let mut tokens: Vec<TokenEntry> = config
             .tokens
@@ -157,7 +160,10 @@ impl JwtVerifier {
                 return Ok(inline.as_bytes().to_vec());
             }
             let path = cfg.public_key_file.as_ref().ok_or_else(|| {
-                AuthConfigError::new("auth.jwt.public_key", "RS256/ES256 need public_key or public_key_file")
+                AuthConfigError::new(
+                    "auth.jwt.public_key",
+                    "RS256/ES256 need public_key or public_key_file",
+                )
             })?;
             std::fs::read(path).map_err(|e| {
                 AuthConfigError::new(
@@ -167,15 +173,27 @@ impl JwtVerifier {
             })
         };
         let bad_key = |e: jsonwebtoken::errors::Error| {
-            AuthConfigError::new("auth.jwt.public_key", format!("not a valid PEM public key: {e}"))
+            AuthConfigError::new(
+                "auth.jwt.public_key",
+                format!("not a valid PEM public key: {e}"),
+            )
         };
         let (key, alg) = match cfg.algorithm {
             JwtAlgorithm::HS256 => {
                 let secret = cfg.secret.as_ref().map(Secret::expose).unwrap_or_default();
-                (DecodingKey::from_secret(secret.as_bytes()), Algorithm::HS256)
+                (
+                    DecodingKey::from_secret(secret.as_bytes()),
+                    Algorithm::HS256,
+                )
             }
-            JwtAlgorithm::RS256 => (DecodingKey::from_rsa_pem(&pem()?).map_err(bad_key)?, Algorithm::RS256),
-            JwtAlgorithm::ES256 => (DecodingKey::from_ec_pem(&pem()?).map_err(bad_key)?, Algorithm::ES256),
+            JwtAlgorithm::RS256 => (
+                DecodingKey::from_rsa_pem(&pem()?).map_err(bad_key)?,
+                Algorithm::RS256,
+            ),
+            JwtAlgorithm::ES256 => (
+                DecodingKey::from_ec_pem(&pem()?).map_err(bad_key)?,
+                Algorithm::ES256,
+            ),
         };
         let mut validation = Validation::new(alg);
         validation.leeway = cfg.leeway.get().as_secs();
@@ -204,15 +222,19 @@ impl JwtVerifier {
     fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation)
             .map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => AuthError::Expired,
-                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-                ErrorKind::InvalidSignature => AuthError::InvalidJwt("bad signature".to_owned()),
-                ErrorKind::InvalidIssuer => AuthError::InvalidJwt("wrong issuer".to_owned()),
-                ErrorKind::InvalidAudience => AuthError::InvalidJwt("wrong audience".to_owned()),
-                ErrorKind::InvalidAlgorithm => AuthError::InvalidJwt("algorithm not accepted".to_owned()),
-                ErrorKind::MissingRequiredClaim(c) => AuthError::InvalidJwt(format!("missing claim `{c}`")),
-                _ => AuthError::InvalidToken,
-            })?;
+            ErrorKind::ExpiredSignature => AuthError::Expired,
+            ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+            ErrorKind::InvalidSignature => AuthError::InvalidJwt("bad signature".to_owned()),
+            ErrorKind::InvalidIssuer => AuthError::InvalidJwt("wrong issuer".to_owned()),
+            ErrorKind::InvalidAudience => AuthError::InvalidJwt("wrong audience".to_owned()),
+            ErrorKind::InvalidAlgorithm => {
+                AuthError::InvalidJwt("algorithm not accepted".to_owned())
+            }
+            ErrorKind::MissingRequiredClaim(c) => {
+                AuthError::InvalidJwt(format!("missing claim `{c}`"))
+            }
+            _ => AuthError::InvalidToken,
+        })?;
         let claims = data.claims;
         let role = match claims.get(&self.role_claim) {
             Some(v) => role_from_claim(v).ok_or_else(|| {
@@ -222,7 +244,11 @@ impl JwtVerifier {
                 AuthError::InvalidJwt(format!("missing role claim `{}`", self.role_claim))
             })?,
         };
-        let subject = claims.get("sub").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let subject = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         Ok(Principal {
             subject,
             role,

@@ -131,7 +131,10 @@ impl AuthConfig {
         let mut names = std::collections::HashSet::new();
         for (i, t) in self.tokens.iter().enumerate() {
             if t.name.trim().is_empty() {
-                return Err(AuthConfigError::new(format!("auth.tokens[{i}].name"), "must not be empty"));
+                return Err(AuthConfigError::new(
+                    format!("auth.tokens[{i}].name"),
+                    "must not be empty",
+                ));
             }
             if !names.insert(t.name.as_str()) {
                 return Err(AuthConfigError::new(
@@ -145,7 +148,11 @@ impl AuthConfig {
                     "must be at least 16 characters (generate one with `openssl rand -hex 32`)",
                 ));
             }
-            if t.token.expose().chars().any(|c| c.is_whitespace() || c.is_control()) {
+            if t.token
+                .expose()
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+            {
                 return Err(AuthConfigError::new(
                     format!("auth.tokens[{i}].token"),
                     "must not contain whitespace or control characters",
@@ -157,12 +164,18 @@ impl AuthConfig {
             return Ok(());
         }
         if jwt.role_claim.is_empty() {
-            return Err(AuthConfigError::new("auth.jwt.role_claim", "must not be empty"));
+            return Err(AuthConfigError::new(
+                "auth.jwt.role_claim",
+                "must not be empty",
+            ));
         }
         match jwt.algorithm {
             JwtAlgorithm::HS256 => {
                 let Some(secret) = &jwt.secret else {
-                    return Err(AuthConfigError::new("auth.jwt.secret", "HS256 needs a secret"));
+                    return Err(AuthConfigError::new(
+                        "auth.jwt.secret",
+                        "HS256 needs a secret",
+                    ));
                 };
                 if secret.expose().len() < 32 {
                     return Err(AuthConfigError::new(

@@ -8,7 +8,17 @@ use serde::{Deserialize, Serialize};
 
 /// What a caller may do. Each role may do everything the roles before it may.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
     utoipa::ToSchema,
 )]
 #[serde(rename_all = "lowercase")]

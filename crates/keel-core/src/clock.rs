@@ -77,7 +77,11 @@ impl Default for Clock {
 
 impl std::fmt::Debug for Clock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.is_mock() { "Clock::mock" } else { "Clock::system" })
+        f.write_str(if self.is_mock() {
+            "Clock::mock"
+        } else {
+            "Clock::system"
+        })
     }
 }
 

@@ -266,10 +266,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_check_that_hangs_fails_with_timed_out() {
         let registry = HealthRegistry::new(Duration::from_secs(2));
-        registry.register(CheckSpec::new("slow", "ping", "datastore").required(), || async {
-            std::future::pending::<()>().await;
-            CheckOutcome::pass()
-        });
+        registry.register(
+            CheckSpec::new("slow", "ping", "datastore").required(),
+            || async {
+                std::future::pending::<()>().await;
+                CheckOutcome::pass()
+            },
+        );
         let report = registry.run_readiness().await;
         assert_eq!(report.status(), HealthStatus::Fail);
         let failing: Vec<_> = report.failing_required().collect();
@@ -283,12 +286,14 @@ mod tests {
         registry.register(CheckSpec::new("opt", "x", "component"), || async {
             CheckOutcome::fail("optional")
         });
-        registry.register(CheckSpec::new("req", "x", "component").required(), || async {
-            CheckOutcome::fail("first")
-        });
-        registry.register(CheckSpec::new("req", "x", "component").required(), || async {
-            CheckOutcome::pass()
-        });
+        registry.register(
+            CheckSpec::new("req", "x", "component").required(),
+            || async { CheckOutcome::fail("first") },
+        );
+        registry.register(
+            CheckSpec::new("req", "x", "component").required(),
+            || async { CheckOutcome::pass() },
+        );
         assert_eq!(registry.keys(), vec!["opt:x", "req:x"]);
         let report = registry.run_readiness().await;
         assert_eq!(report.results.len(), 1);

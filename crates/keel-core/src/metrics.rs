@@ -22,11 +22,15 @@ impl Metrics {
             let _ = registry.register(Box::new(pc));
         }
         let info = IntGaugeVec::new(
-            Opts::new("keel_build_info", "Build information of the running keel (always 1)."),
+            Opts::new(
+                "keel_build_info",
+                "Build information of the running keel (always 1).",
+            ),
             &["version", "commit"],
         )
         .expect("static metric definition is valid");
-        info.with_label_values(&[build.version, build.commit]).set(1);
+        info.with_label_values(&[build.version, build.commit])
+            .set(1);
         let _ = registry.register(Box::new(info));
         Self { registry }
     }

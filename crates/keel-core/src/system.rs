@@ -72,10 +72,10 @@ impl SystemSampler {
     /// The latest snapshot, refreshed if the previous one is older than [`Self::MIN_INTERVAL`].
     pub fn sample(&self) -> SystemSnapshot {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((at, snap)) = &state.last {
-            if at.elapsed() < Self::MIN_INTERVAL {
-                return snap.clone();
-            }
+        if let Some((at, snap)) = &state.last
+            && at.elapsed() < Self::MIN_INTERVAL
+        {
+            return snap.clone();
         }
         let snap = self.read(&mut state);
         state.last = Some((Instant::now(), snap.clone()));
@@ -196,7 +196,10 @@ pub fn slope_per_hour<T>(samples: &[(u64, T)], value: impl Fn(&T) -> f64) -> Opt
     }
     let t0 = samples[0].0 as f64;
     let n = samples.len() as f64;
-    let xs: Vec<f64> = samples.iter().map(|(t, _)| (*t as f64 - t0) / 3_600_000.0).collect();
+    let xs: Vec<f64> = samples
+        .iter()
+        .map(|(t, _)| (*t as f64 - t0) / 3_600_000.0)
+        .collect();
     let ys: Vec<f64> = samples.iter().map(|(_, s)| value(s)).collect();
     let mean_x = xs.iter().sum::<f64>() / n;
     let mean_y = ys.iter().sum::<f64>() / n;
@@ -234,16 +237,23 @@ mod tests {
         }
         assert_eq!(h.len(), 3);
         let all = h.window(40_000, Duration::from_secs(3600));
-        assert_eq!(all.iter().map(|(_, v)| *v).collect::<Vec<_>>(), vec![2, 3, 4]);
+        assert_eq!(
+            all.iter().map(|(_, v)| *v).collect::<Vec<_>>(),
+            vec![2, 3, 4]
+        );
         let recent = h.window(40_000, Duration::from_secs(10));
-        assert_eq!(recent.iter().map(|(_, v)| *v).collect::<Vec<_>>(), vec![3, 4]);
+        assert_eq!(
+            recent.iter().map(|(_, v)| *v).collect::<Vec<_>>(),
+            vec![3, 4]
+        );
     }
 
     #[test]
     fn slope_of_a_steady_leak_is_its_rate() {
         // 1 MiB every 10 minutes = 6 MiB per hour.
-        let samples: Vec<(u64, f64)> =
-            (0..7u64).map(|i| (i * 600_000, (100 + i) as f64 * 1048576.0)).collect();
+        let samples: Vec<(u64, f64)> = (0..7u64)
+            .map(|i| (i * 600_000, (100 + i) as f64 * 1048576.0))
+            .collect();
         let slope = slope_per_hour(&samples, |v| *v).unwrap();
         assert!((slope - 6.0 * 1048576.0).abs() < 1.0, "{slope}");
         let flat: Vec<(u64, f64)> = (0..5u64).map(|i| (i * 1000, 42.0)).collect();

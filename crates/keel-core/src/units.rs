@@ -39,7 +39,9 @@ impl FromStr for HumanDuration {
             return Ok(Self(Duration::ZERO));
         }
         humantime::parse_duration(s).map(Self).map_err(|e| {
-            format!("invalid duration {s:?} ({e}); write it like \"250ms\", \"30s\", \"5m\" or \"1h\"")
+            format!(
+                "invalid duration {s:?} ({e}); write it like \"250ms\", \"30s\", \"5m\" or \"1h\""
+            )
         })
     }
 }
@@ -50,11 +52,11 @@ impl fmt::Display for HumanDuration {
         if self.0.is_zero() {
             return f.write_str("0s");
         }
-        if self.0.subsec_nanos() % 1_000_000 != 0 {
+        if !self.0.subsec_nanos().is_multiple_of(1_000_000) {
             return write!(f, "{}", humantime::format_duration(self.0));
         }
         for (unit, size) in [("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
-            if ms % size == 0 {
+            if ms.is_multiple_of(size) {
                 return write!(f, "{}{unit}", ms / size);
             }
         }
@@ -130,13 +132,18 @@ impl FromStr for ByteSize {
         let t = s.trim();
         let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
-        let bad = || format!("invalid size {s:?}; write it like \"512KiB\", \"256MiB\" or \"1GiB\"");
+        let bad =
+            || format!("invalid size {s:?}; write it like \"512KiB\", \"256MiB\" or \"1GiB\"");
         let n: u64 = num.parse().map_err(|_| bad())?;
         let unit = unit.trim().to_ascii_lowercase();
         if unit.is_empty() {
             return Ok(Self(n));
         }
-        let mult = UNITS.iter().find(|(u, _)| *u == unit).map(|(_, m)| *m).ok_or_else(bad)?;
+        let mult = UNITS
+            .iter()
+            .find(|(u, _)| *u == unit)
+            .map(|(_, m)| *m)
+            .ok_or_else(bad)?;
         n.checked_mul(mult)
             .map(Self)
             .ok_or_else(|| format!("size {s:?} is too large"))
@@ -146,7 +153,7 @@ impl FromStr for ByteSize {
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (unit, mult) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-            if self.0 >= mult && self.0 % mult == 0 {
+            if self.0 >= mult && self.0.is_multiple_of(mult) {
                 return write!(f, "{}{unit}", self.0 / mult);
             }
         }

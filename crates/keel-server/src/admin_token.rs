@@ -36,7 +36,10 @@ pub struct AdminTokenError {
 /// Reads `<data_dir>/admin-token`, creating it (mode 0600) with a fresh token if missing.
 pub fn ensure(data_dir: &Path) -> Result<AdminToken, AdminTokenError> {
     let path = data_dir.join(FILE_NAME);
-    let err = |reason: String| AdminTokenError { path: path.clone(), reason };
+    let err = |reason: String| AdminTokenError {
+        path: path.clone(),
+        reason,
+    };
     match std::fs::read_to_string(&path) {
         Ok(text) => {
             let token = text.trim();
@@ -44,12 +47,17 @@ pub fn ensure(data_dir: &Path) -> Result<AdminToken, AdminTokenError> {
                 return Err(err("holds no usable token (at least 16 characters); delete it to generate a new one".into()));
             }
             warn_if_readable_by_others(&path);
-            return Ok(AdminToken { path: path.clone(), token: Secret::new(token), created: false });
+            return Ok(AdminToken {
+                path: path.clone(),
+                token: Secret::new(token),
+                created: false,
+            });
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(err(e.to_string())),
     }
-    let token = keel_auth::generate_token().map_err(|e| err(format!("no randomness available: {e}")))?;
+    let token =
+        keel_auth::generate_token().map_err(|e| err(format!("no randomness available: {e}")))?;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -58,7 +66,11 @@ pub fn ensure(data_dir: &Path) -> Result<AdminToken, AdminTokenError> {
     file.write_all(format!("{token}\n").as_bytes())
         .and_then(|()| file.sync_all())
         .map_err(|e| err(e.to_string()))?;
-    Ok(AdminToken { path, token: Secret::new(token), created: true })
+    Ok(AdminToken {
+        path,
+        token: Secret::new(token),
+        created: true,
+    })
 }
 
 fn warn_if_readable_by_others(path: &Path) {

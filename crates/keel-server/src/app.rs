@@ -72,10 +72,18 @@ impl AppBuilder {
     pub fn build(self) -> Result<App, StartError> {
         let config = self.config;
         let data_dir = config.server.data_dir.clone();
-        std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir { path: data_dir.clone(), source })?;
+        std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
         let configured = !config.auth.tokens.is_empty() || config.auth.jwt.enabled();
-        let admin_token = if configured { None } else { Some(admin_token::ensure(&data_dir)?) };
-        let authenticator = Authenticator::new(&config.auth, admin_token.as_ref().map(|t| &t.token))?;
+        let admin_token = if configured {
+            None
+        } else {
+            Some(admin_token::ensure(&data_dir)?)
+        };
+        let authenticator =
+            Authenticator::new(&config.auth, admin_token.as_ref().map(|t| &t.token))?;
 
         let shutdown = Shutdown::new();
         let state = AdminStateBuilder {
@@ -101,7 +109,12 @@ impl AppBuilder {
                 api: self.api,
             },
         );
-        Ok(App { config, state, router, admin_token })
+        Ok(App {
+            config,
+            state,
+            router,
+            admin_token,
+        })
     }
 }
 
@@ -125,7 +138,11 @@ pub struct App {
 impl App {
     /// Starts building an app from `config`.
     pub fn builder(config: Config) -> AppBuilder {
-        AppBuilder { config, clock: Clock::system(), api: Vec::new() }
+        AppBuilder {
+            config,
+            clock: Clock::system(),
+            api: Vec::new(),
+        }
     }
 
     /// The effective config.
@@ -146,7 +163,11 @@ impl App {
     /// Serves on `listener` until `shutdown` resolves, then stops gracefully: readiness turns
     /// 503 at once, new requests are still accepted for `server.shutdown_delay`, then the
     /// listener closes and in-flight requests get `server.shutdown_grace` to finish.
-    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
         let state = self.state.clone();
         let sampler = keel_admin::history::spawn_sampler(state.clone());
         let delay = self.config.server.shutdown_delay.get();
@@ -161,8 +182,12 @@ impl App {
             tokio::time::sleep(delay).await;
             tracing::info!(grace = ?grace, "no longer accepting connections; draining in-flight requests");
         };
-        let make_service = self.router.into_make_service_with_connect_info::<SocketAddr>();
-        let serve = axum::serve(listener, make_service).with_graceful_shutdown(stop_accepting).into_future();
+        let make_service = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let serve = axum::serve(listener, make_service)
+            .with_graceful_shutdown(stop_accepting)
+            .into_future();
         let deadline = async {
             state.shutdown().wait().await;
             tokio::time::sleep(delay + grace).await;

@@ -21,14 +21,22 @@ use tokio::sync::Mutex;
 use crate::config::{HealthConfig, RedisConfig};
 
 /// Registers every built-in check with the state's health registry.
-pub fn register_builtin(state: &AdminState, data_dir: &Path, health: &HealthConfig, redis: &RedisConfig) {
+pub fn register_builtin(
+    state: &AdminState,
+    data_dir: &Path,
+    health: &HealthConfig,
+    redis: &RedisConfig,
+) {
     let registry = state.health();
 
     let dir = data_dir.to_owned();
-    registry.register(CheckSpec::new("datadir", "writable", "datastore").required(), move || {
-        let dir = dir.clone();
-        async move { blocking(move || write_probe(&dir)).await }
-    });
+    registry.register(
+        CheckSpec::new("datadir", "writable", "datastore").required(),
+        move || {
+            let dir = dir.clone();
+            async move { blocking(move || write_probe(&dir)).await }
+        },
+    );
 
     let dir = data_dir.to_owned();
     let min_free = health.disk_min_free.bytes();
@@ -39,41 +47,54 @@ pub fn register_builtin(state: &AdminState, data_dir: &Path, health: &HealthConf
 
     let sampler_state = state.clone();
     let warn_at = health.memory_warn_percent;
-    registry.register(CheckSpec::new("memory", "utilization", "system"), move || {
-        let state = sampler_state.clone();
-        async move {
-            blocking(move || {
-                let percent = (state.sampler().sample().memory_used_percent * 10.0).round() / 10.0;
-                let outcome = if percent >= warn_at {
-                    CheckOutcome::warn(format!("system memory {percent}% used (warns at {warn_at}%)"))
-                } else {
-                    CheckOutcome::pass()
-                };
-                outcome.observed(percent, "percent")
-            })
-            .await
-        }
-    });
+    registry.register(
+        CheckSpec::new("memory", "utilization", "system"),
+        move || {
+            let state = sampler_state.clone();
+            async move {
+                blocking(move || {
+                    let percent =
+                        (state.sampler().sample().memory_used_percent * 10.0).round() / 10.0;
+                    let outcome = if percent >= warn_at {
+                        CheckOutcome::warn(format!(
+                            "system memory {percent}% used (warns at {warn_at}%)"
+                        ))
+                    } else {
+                        CheckOutcome::pass()
+                    };
+                    outcome.observed(percent, "percent")
+                })
+                .await
+            }
+        },
+    );
 
     let process_state = state.clone();
     registry.register(CheckSpec::new("process", "memory", "system"), move || {
         let state = process_state.clone();
         async move {
-            blocking(move || CheckOutcome::pass().observed(state.sampler().sample().process_rss_bytes, "bytes")).await
+            blocking(move || {
+                CheckOutcome::pass().observed(state.sampler().sample().process_rss_bytes, "bytes")
+            })
+            .await
         }
     });
 
     let started = Instant::now();
-    registry.register(CheckSpec::new("uptime", "uptime", "system"), move || async move {
-        CheckOutcome::pass().observed(started.elapsed().as_secs(), "s")
-    });
+    registry.register(
+        CheckSpec::new("uptime", "uptime", "system"),
+        move || async move { CheckOutcome::pass().observed(started.elapsed().as_secs(), "s") },
+    );
 
     if let Some(url) = redis.connection_url() {
         let probe = Arc::new(RedisProbe::new(url, redis.connect_timeout.get()));
-        registry.register(CheckSpec::new("redis", "connection", "datastore"), move || {
-            let probe = probe.clone();
-            async move { probe.check().await }
-        });
+        registry.register(
+            CheckSpec::new("redis", "connection", "datastore"),
+            move || {
+                let probe = probe.clone();
+                async move { probe.check().await }
+            },
+        );
     }
 }
 
@@ -107,7 +128,9 @@ fn free_space(dir: &Path, min_free: u64) -> CheckOutcome {
         Some(d) => {
             let free = d.available_space();
             let outcome = if free < min_free {
-                CheckOutcome::warn(format!("{free} bytes free, below health.disk_min_free ({min_free})"))
+                CheckOutcome::warn(format!(
+                    "{free} bytes free, below health.disk_min_free ({min_free})"
+                ))
             } else {
                 CheckOutcome::pass()
             };
@@ -155,7 +178,10 @@ impl RedisProbe {
                 let ms = (started.elapsed().as_secs_f64() * 1000.0 * 100.0).round() / 100.0;
                 CheckOutcome::pass().observed(ms, "ms")
             }
-            Ok(Err(e)) => CheckOutcome::warn(format!("Redis unreachable ({}); serving from memory", e.kind_name())),
+            Ok(Err(e)) => CheckOutcome::warn(format!(
+                "Redis unreachable ({}); serving from memory",
+                e.kind_name()
+            )),
             Err(_) => CheckOutcome::warn("Redis did not answer PING in time; serving from memory"),
         }
     }

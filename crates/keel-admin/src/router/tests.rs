@@ -22,8 +22,16 @@ fn state_with(public_health: bool) -> AdminState {
     let mut auth = AuthConfig::default();
     auth.public_health = public_health;
     auth.tokens = vec![
-        TokenConfig { name: "a".into(), token: Secret::new(ADMIN), role: Role::Admin },
-        TokenConfig { name: "v".into(), token: Secret::new(VIEWER), role: Role::Viewer },
+        TokenConfig {
+            name: "a".into(),
+            token: Secret::new(ADMIN),
+            role: Role::Admin,
+        },
+        TokenConfig {
+            name: "v".into(),
+            token: Secret::new(VIEWER),
+            role: Role::Viewer,
+        },
     ];
     AdminStateBuilder {
         health: HealthRegistry::new(Duration::from_secs(2)),
@@ -43,19 +51,35 @@ fn state_with(public_health: bool) -> AdminState {
 }
 
 fn app(state: &AdminState) -> Router {
-    router(state.clone(), RouterOptions { body_limit: 1024, api: Vec::new() })
+    router(
+        state.clone(),
+        RouterOptions {
+            body_limit: 1024,
+            api: Vec::new(),
+        },
+    )
 }
 
-async fn call(app: &Router, method: &str, uri: &str, token: Option<&str>) -> (StatusCode, Value, axum::http::HeaderMap) {
+async fn call(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+) -> (StatusCode, Value, axum::http::HeaderMap) {
     let mut req = Request::builder().method(method).uri(uri);
     if let Some(t) = token {
         req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
     }
-    let resp = app.clone().oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+    let resp = app
+        .clone()
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
     let status = resp.status();
     let headers = resp.headers().clone();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let value = serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
     (status, value, headers)
 }
 
@@ -66,7 +90,12 @@ async fn every_route_is_in_the_openapi_document() {
     let (status, doc, _) = call(&app, "GET", "/api/v1/openapi.json", Some(VIEWER)).await;
     assert_eq!(status, StatusCode::OK);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
-    let paths: Vec<&str> = doc["paths"].as_object().unwrap().keys().map(String::as_str).collect();
+    let paths: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     let expected = [
         "/alive",
         "/ready",
@@ -80,11 +109,18 @@ async fn every_route_is_in_the_openapi_document() {
         "/api/v1/openapi.json",
     ];
     for path in expected {
-        assert!(paths.contains(&path), "{path} missing from OpenAPI paths {paths:?}");
+        assert!(
+            paths.contains(&path),
+            "{path} missing from OpenAPI paths {paths:?}"
+        );
         let (status, _, _) = call(&app, "GET", path, Some(ADMIN)).await;
         assert!(status.is_success(), "{path} answered {status}");
     }
-    assert_eq!(paths.len(), expected.len(), "a documented path is not in this test's list: {paths:?}");
+    assert_eq!(
+        paths.len(),
+        expected.len(),
+        "a documented path is not in this test's list: {paths:?}"
+    );
 }
 
 #[tokio::test]
@@ -92,30 +128,41 @@ async fn readiness_follows_required_checks_and_shutdown() {
     let state = state_with(true);
     let app = app(&state);
     let (status, body, _) = call(&app, "GET", "/ready", None).await;
-    assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("ready")));
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("ready"))
+    );
 
-    state.health().register(CheckSpec::new("disk", "writable", "datastore").required(), || async {
-        CheckOutcome::fail("read-only file system")
-    });
+    state.health().register(
+        CheckSpec::new("disk", "writable", "datastore").required(),
+        || async { CheckOutcome::fail("read-only file system") },
+    );
     let (status, body, headers) = call(&app, "GET", "/ready", None).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["failing"]["disk:writable"], "read-only file system");
     assert_eq!(headers[header::CONTENT_TYPE], "application/json");
 
-    state.health().register(CheckSpec::new("disk", "writable", "datastore").required(), || async { CheckOutcome::pass() });
+    state.health().register(
+        CheckSpec::new("disk", "writable", "datastore").required(),
+        || async { CheckOutcome::pass() },
+    );
     assert_eq!(call(&app, "GET", "/ready", None).await.0, StatusCode::OK);
     state.shutdown().trigger();
     let (status, body, _) = call(&app, "GET", "/ready", None).await;
-    assert_eq!((status, body["status"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("shutting_down")));
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("shutting_down"))
+    );
     assert_eq!(call(&app, "GET", "/alive", None).await.0, StatusCode::OK);
 }
 
 #[tokio::test]
 async fn detailed_health_is_health_json() {
     let state = state_with(true);
-    state.health().register(CheckSpec::new("memory", "utilization", "system"), || async {
-        CheckOutcome::warn("high").observed(93.5, "percent")
-    });
+    state.health().register(
+        CheckSpec::new("memory", "utilization", "system"),
+        || async { CheckOutcome::warn("high").observed(93.5, "percent") },
+    );
     let app = app(&state);
     let (status, body, headers) = call(&app, "GET", "/health/detailed", None).await;
     assert_eq!(status, StatusCode::OK);
@@ -131,9 +178,16 @@ async fn detailed_health_is_health_json() {
     assert_eq!(check["status"], "warn");
     assert!(check["time"].as_str().unwrap().ends_with('Z'));
 
-    state.health().register(CheckSpec::new("store", "writable", "datastore"), || async { CheckOutcome::fail("gone") });
+    state
+        .health()
+        .register(CheckSpec::new("store", "writable", "datastore"), || async {
+            CheckOutcome::fail("gone")
+        });
     let (status, body, _) = call(&app, "GET", "/health/detailed", None).await;
-    assert_eq!((status, body["status"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("fail")));
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("fail"))
+    );
     let (status, body, _) = call(&app, "GET", "/health", None).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["checks"]["store:writable"], "fail");
@@ -146,9 +200,17 @@ async fn health_can_be_made_private() {
     let (status, body, headers) = call(&app, "GET", "/health", None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(headers[header::CONTENT_TYPE], "application/problem+json");
-    assert!(headers[header::WWW_AUTHENTICATE].to_str().unwrap().starts_with("Bearer realm=\"keel\""));
+    assert!(
+        headers[header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer realm=\"keel\"")
+    );
     assert_eq!(body["instance"], "/health");
-    assert_eq!(call(&app, "GET", "/health", Some(VIEWER)).await.0, StatusCode::OK);
+    assert_eq!(
+        call(&app, "GET", "/health", Some(VIEWER)).await.0,
+        StatusCode::OK
+    );
     // /metrics stays public unless its own switch is off.
     assert_eq!(call(&app, "GET", "/metrics", None).await.0, StatusCode::OK);
 }
@@ -162,16 +224,30 @@ async fn errors_are_problems_with_request_ids() {
     assert_eq!(headers[header::CONTENT_TYPE], "application/problem+json");
     assert_eq!(body["status"], 404);
     assert_eq!(body["instance"], "/nope");
-    assert_eq!(body["request_id"], headers["x-request-id"].to_str().unwrap());
+    assert_eq!(
+        body["request_id"],
+        headers["x-request-id"].to_str().unwrap()
+    );
 
     let (status, body, headers) = call(&app, "DELETE", "/alive", None).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(body["title"], "Method Not Allowed");
     assert!(headers.contains_key(header::ALLOW));
 
-    let (status, body, _) = call(&app, "GET", "/api/v1/system/history?window=2d", Some(VIEWER)).await;
+    let (status, body, _) = call(
+        &app,
+        "GET",
+        "/api/v1/system/history?window=2d",
+        Some(VIEWER),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(body["detail"].as_str().unwrap().contains("15m, 1h, 6h, 24h"));
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("15m, 1h, 6h, 24h")
+    );
 }
 
 #[tokio::test]
@@ -185,7 +261,13 @@ async fn system_info_redacts_and_history_has_a_sample() {
     assert!(!body.to_string().contains(ADMIN));
 
     crate::history::record_sample(&state);
-    let (status, body, _) = call(&app, "GET", "/api/v1/system/history?window=1h", Some(VIEWER)).await;
+    let (status, body, _) = call(
+        &app,
+        "GET",
+        "/api/v1/system/history?window=1h",
+        Some(VIEWER),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["samples"].as_array().unwrap().len(), 1);
     assert!(body["samples"][0]["rss_bytes"].as_u64().unwrap() > 0);

@@ -21,7 +21,10 @@ pub(crate) const HEALTH_JSON: &str = "application/health+json";
     responses((status = 200, description = "The process is serving", body = Object, content_type = "application/json")))]
 pub(crate) async fn alive() -> Response {
     (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
         r#"{"status":"alive"}"#,
     )
         .into_response()
@@ -42,7 +45,10 @@ pub(crate) struct ReadyBody {
     responses((status = 200, body = ReadyBody), (status = 503, body = ReadyBody)))]
 pub(crate) async fn ready(State(state): State<AdminState>) -> Response {
     if state.shutdown().is_triggered() {
-        let body = ReadyBody { status: "shutting_down", failing: BTreeMap::new() };
+        let body = ReadyBody {
+            status: "shutting_down",
+            failing: BTreeMap::new(),
+        };
         return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
     }
     let report = state.health().run_readiness().await;
@@ -51,9 +57,20 @@ pub(crate) async fn ready(State(state): State<AdminState>) -> Response {
         .map(|r| (r.spec.key(), r.outcome.output.clone().unwrap_or_default()))
         .collect();
     if failing.is_empty() {
-        axum::Json(ReadyBody { status: "ready", failing }).into_response()
+        axum::Json(ReadyBody {
+            status: "ready",
+            failing,
+        })
+        .into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(ReadyBody { status: "not_ready", failing })).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(ReadyBody {
+                status: "not_ready",
+                failing,
+            }),
+        )
+            .into_response()
     }
 }
 
@@ -86,9 +103,17 @@ pub(crate) async fn health(State(state): State<AdminState>) -> Response {
         status: report.status(),
         version: state.build().version,
         uptime_seconds: state.sampler().sample().process_uptime_seconds,
-        checks: report.results.iter().map(|r| (r.spec.key(), r.outcome.status)).collect(),
+        checks: report
+            .results
+            .iter()
+            .map(|r| (r.spec.key(), r.outcome.status))
+            .collect(),
     };
-    (status_code(&report, state.shutdown().is_triggered()), axum::Json(body)).into_response()
+    (
+        status_code(&report, state.shutdown().is_triggered()),
+        axum::Json(body),
+    )
+        .into_response()
 }
 
 /// Detailed health as `application/health+json` (draft-inadarei-api-health-check): `status`,
@@ -107,13 +132,20 @@ pub(crate) async fn health_detailed(State(state): State<AdminState>) -> Response
             obj.insert("componentType".into(), json!(r.spec.component_type));
             obj.insert("time".into(), json!(rfc3339(r.time)));
         }
-        match checks.entry(r.spec.key()).or_insert_with(|| Value::Array(Vec::new())) {
+        match checks
+            .entry(r.spec.key())
+            .or_insert_with(|| Value::Array(Vec::new()))
+        {
             Value::Array(items) => items.push(entry),
             _ => unreachable!("entries are always arrays"),
         }
     }
     let shutting_down = state.shutdown().is_triggered();
-    let status = if shutting_down { HealthStatus::Fail } else { report.status() };
+    let status = if shutting_down {
+        HealthStatus::Fail
+    } else {
+        report.status()
+    };
     let mut body = json!({
         "status": status,
         "version": state.build().version.split('.').next().unwrap_or("0"),

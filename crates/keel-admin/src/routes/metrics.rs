@@ -13,7 +13,10 @@ use crate::AdminState;
                content_type = "text/plain; version=0.0.4")))]
 pub(crate) async fn metrics(State(state): State<AdminState>) -> Response {
     (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
         state.metrics().encode(),
     )
         .into_response()

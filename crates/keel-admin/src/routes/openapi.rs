@@ -10,6 +10,17 @@ use crate::AdminState;
 #[utoipa::path(get, path = "/openapi.json", tag = "meta", security(("bearer" = [])),
     responses((status = 200, description = "OpenAPI 3.1 document", body = Object)))]
 pub(crate) async fn openapi_json(State(state): State<AdminState>) -> Response {
-    let doc = state.openapi_json().get().cloned().unwrap_or_else(|| "{}".to_owned());
-    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], doc).into_response()
+    let doc = state
+        .openapi_json()
+        .get()
+        .cloned()
+        .unwrap_or_else(|| "{}".to_owned());
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        doc,
+    )
+        .into_response()
 }

@@ -11,7 +11,10 @@ use crate::auth::{Authorized, ViewerRole};
 /// are enabled), in one document.
 #[utoipa::path(get, path = "/stats", tag = "system", security(("bearer" = [])),
     responses((status = 200, description = "Sections keyed by subsystem", body = Object)))]
-pub(crate) async fn stats(_: Authorized<ViewerRole>, State(state): State<AdminState>) -> Json<Value> {
+pub(crate) async fn stats(
+    _: Authorized<ViewerRole>,
+    State(state): State<AdminState>,
+) -> Json<Value> {
     let report = state.health().run_all().await;
     let mut doc = Map::new();
     doc.insert("system".into(), json!(state.sampler().sample()));

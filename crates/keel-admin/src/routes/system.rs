@@ -16,7 +16,10 @@ use crate::history::Sample;
 /// CPU, memory, load, and this process's RSS, threads and open file descriptors, now.
 #[utoipa::path(get, path = "/system/metrics", tag = "system", security(("bearer" = [])),
     responses((status = 200, body = SystemSnapshot)))]
-pub(crate) async fn system_metrics(_: Authorized<ViewerRole>, State(state): State<AdminState>) -> Json<SystemSnapshot> {
+pub(crate) async fn system_metrics(
+    _: Authorized<ViewerRole>,
+    State(state): State<AdminState>,
+) -> Json<SystemSnapshot> {
     let sampler_state = state.clone();
     let snap = tokio::task::spawn_blocking(move || sampler_state.sampler().sample())
         .await
@@ -50,7 +53,10 @@ pub(crate) struct SystemInfo {
 /// secrets redacted. Never environment variables, tokens, passwords or credentials.
 #[utoipa::path(get, path = "/system/info", tag = "system", security(("bearer" = [])),
     responses((status = 200, body = SystemInfo)))]
-pub(crate) async fn system_info(_: Authorized<ViewerRole>, State(state): State<AdminState>) -> Json<SystemInfo> {
+pub(crate) async fn system_info(
+    _: Authorized<ViewerRole>,
+    State(state): State<AdminState>,
+) -> Json<SystemInfo> {
     let snap = state.sampler().sample();
     let started = UNIX_EPOCH + Duration::from_millis(state.clock().unix_ms())
         - Duration::from_secs(snap.process_uptime_seconds);
@@ -121,6 +127,9 @@ pub(crate) async fn system_history(
         window: name,
         interval_seconds: state.sample_interval().as_secs_f64(),
         rss_trend_bytes_per_hour: trend,
-        samples: samples.into_iter().map(|(t, sample)| HistoryPoint { t, sample }).collect(),
+        samples: samples
+            .into_iter()
+            .map(|(t, sample)| HistoryPoint { t, sample })
+            .collect(),
     }))
 }

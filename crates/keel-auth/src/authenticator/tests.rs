@@ -13,24 +13,28 @@ const EC_PRIVATE: &str = include_str!("../../../keel-test/keys/ec-private.pem");
 const EC_PUBLIC: &str = include_str!("../../../keel-test/keys/ec-public.pem");
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 fn config_with_tokens() -> AuthConfig {
-    let mut cfg = AuthConfig::default();
-    cfg.tokens = vec![
-        TokenConfig {
-            name: "dash".into(),
-            token: Secret::new("viewer-token-0000000"),
-            role: Role::Viewer,
-        },
-        TokenConfig {
-            name: "ci".into(),
-            token: Secret::new("admin-token-00000000"),
-            role: Role::Admin,
-        },
-    ];
-    cfg
+    AuthConfig {
+        tokens: vec![
+            TokenConfig {
+                name: "dash".into(),
+                token: Secret::new("viewer-token-0000000"),
+                role: Role::Viewer,
+            },
+            TokenConfig {
+                name: "ci".into(),
+                token: Secret::new("admin-token-00000000"),
+                role: Role::Admin,
+            },
+        ],
+        ..AuthConfig::default()
+    }
 }
 
 fn hs256_config() -> AuthConfig {
@@ -44,27 +48,54 @@ fn bearer(s: &str) -> Vec<u8> {
 }
 
 fn hs256(claims: serde_json::Value) -> String {
-    encode(&Header::default(), &claims, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
+    encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
 }
 
 #[test]
 fn static_tokens_map_to_their_roles() {
     let auth = Authenticator::new(&config_with_tokens(), None).unwrap();
-    let p = auth.authenticate(Some(&bearer("viewer-token-0000000"))).unwrap();
-    assert_eq!((p.subject.as_str(), p.role, p.kind), ("dash", Role::Viewer, PrincipalKind::Token));
-    let p = auth.authenticate(Some(b"bearer  admin-token-00000000 ")).unwrap();
+    let p = auth
+        .authenticate(Some(&bearer("viewer-token-0000000")))
+        .unwrap();
+    assert_eq!(
+        (p.subject.as_str(), p.role, p.kind),
+        ("dash", Role::Viewer, PrincipalKind::Token)
+    );
+    let p = auth
+        .authenticate(Some(b"bearer  admin-token-00000000 "))
+        .unwrap();
     assert_eq!(p.role, Role::Admin);
-    assert_eq!(auth.authenticate(Some(&bearer("admin-token-0000000"))), Err(AuthError::InvalidToken));
+    assert_eq!(
+        auth.authenticate(Some(&bearer("admin-token-0000000"))),
+        Err(AuthError::InvalidToken)
+    );
 }
 
 #[test]
 fn header_shape_errors() {
     let auth = Authenticator::new(&config_with_tokens(), None).unwrap();
     assert_eq!(auth.authenticate(None), Err(AuthError::Missing));
-    assert_eq!(auth.authenticate(Some(b"Basic dXNlcjpwYXNz")), Err(AuthError::Malformed));
-    assert_eq!(auth.authenticate(Some(b"Bearer")), Err(AuthError::Malformed));
-    assert_eq!(auth.authenticate(Some(b"Bearer   ")), Err(AuthError::Malformed));
-    assert_eq!(auth.authenticate(Some(&[0xff, 0xfe])), Err(AuthError::Malformed));
+    assert_eq!(
+        auth.authenticate(Some(b"Basic dXNlcjpwYXNz")),
+        Err(AuthError::Malformed)
+    );
+    assert_eq!(
+        auth.authenticate(Some(b"Bearer")),
+        Err(AuthError::Malformed)
+    );
+    assert_eq!(
+        auth.authenticate(Some(b"Bearer   ")),
+        Err(AuthError::Malformed)
+    );
+    assert_eq!(
+        auth.authenticate(Some(&[0xff, 0xfe])),
+        Err(AuthError::Malformed)
+    );
 }
 
 #[test]
@@ -81,25 +112,46 @@ fn hs256_jwt_roles_expiry_and_not_before() {
     let auth = Authenticator::new(&hs256_config(), None).unwrap();
     let ok = hs256(json!({"sub": "u1", "role": "worker", "exp": now() + 600}));
     let p = auth.authenticate(Some(&bearer(&ok))).unwrap();
-    assert_eq!((p.subject.as_str(), p.role, p.kind), ("u1", Role::Worker, PrincipalKind::Jwt));
+    assert_eq!(
+        (p.subject.as_str(), p.role, p.kind),
+        ("u1", Role::Worker, PrincipalKind::Jwt)
+    );
 
     let roles = hs256(json!({"role": ["viewer", "admin", "nonsense"], "exp": now() + 600}));
-    assert_eq!(auth.authenticate(Some(&bearer(&roles))).unwrap().role, Role::Admin);
+    assert_eq!(
+        auth.authenticate(Some(&bearer(&roles))).unwrap().role,
+        Role::Admin
+    );
 
     let expired = hs256(json!({"role": "admin", "exp": now() - 3600}));
-    assert_eq!(auth.authenticate(Some(&bearer(&expired))), Err(AuthError::Expired));
+    assert_eq!(
+        auth.authenticate(Some(&bearer(&expired))),
+        Err(AuthError::Expired)
+    );
 
     let future = hs256(json!({"role": "admin", "exp": now() + 7200, "nbf": now() + 3600}));
-    assert_eq!(auth.authenticate(Some(&bearer(&future))), Err(AuthError::NotYetValid));
+    assert_eq!(
+        auth.authenticate(Some(&bearer(&future))),
+        Err(AuthError::NotYetValid)
+    );
 
     let no_exp = hs256(json!({"role": "admin"}));
-    assert!(matches!(auth.authenticate(Some(&bearer(&no_exp))), Err(AuthError::InvalidJwt(_))));
+    assert!(matches!(
+        auth.authenticate(Some(&bearer(&no_exp))),
+        Err(AuthError::InvalidJwt(_))
+    ));
 
     let no_role = hs256(json!({"exp": now() + 600}));
-    assert!(matches!(auth.authenticate(Some(&bearer(&no_role))), Err(AuthError::InvalidJwt(_))));
+    assert!(matches!(
+        auth.authenticate(Some(&bearer(&no_role))),
+        Err(AuthError::InvalidJwt(_))
+    ));
 
     let bad_role = hs256(json!({"role": "root", "exp": now() + 600}));
-    assert!(matches!(auth.authenticate(Some(&bearer(&bad_role))), Err(AuthError::InvalidJwt(_))));
+    assert!(matches!(
+        auth.authenticate(Some(&bearer(&bad_role))),
+        Err(AuthError::InvalidJwt(_))
+    ));
 
     let other_key = encode(
         &Header::default(),
@@ -107,7 +159,10 @@ fn hs256_jwt_roles_expiry_and_not_before() {
         &EncodingKey::from_secret(b"another-secret-another-secret-another"),
     )
     .unwrap();
-    assert!(matches!(auth.authenticate(Some(&bearer(&other_key))), Err(AuthError::InvalidJwt(_))));
+    assert!(matches!(
+        auth.authenticate(Some(&bearer(&other_key))),
+        Err(AuthError::InvalidJwt(_))
+    ));
 }
 
 #[test]
@@ -118,7 +173,10 @@ fn default_role_issuer_and_audience() {
     cfg.jwt.audience = Some("keel".into());
     let auth = Authenticator::new(&cfg, None).unwrap();
     let good = hs256(json!({"iss": "https://id.example", "aud": "keel", "exp": now() + 60}));
-    assert_eq!(auth.authenticate(Some(&bearer(&good))).unwrap().role, Role::Viewer);
+    assert_eq!(
+        auth.authenticate(Some(&bearer(&good))).unwrap().role,
+        Role::Viewer
+    );
     let wrong_iss = hs256(json!({"iss": "https://evil.example", "aud": "keel", "exp": now() + 60}));
     assert_eq!(
         auth.authenticate(Some(&bearer(&wrong_iss))),
@@ -134,7 +192,12 @@ fn default_role_issuer_and_audience() {
 #[test]
 fn rs256_and_es256_with_pem_keys() {
     for (alg, jwt_alg, private, public) in [
-        (Algorithm::RS256, JwtAlgorithm::RS256, RSA_PRIVATE, RSA_PUBLIC),
+        (
+            Algorithm::RS256,
+            JwtAlgorithm::RS256,
+            RSA_PRIVATE,
+            RSA_PUBLIC,
+        ),
         (Algorithm::ES256, JwtAlgorithm::ES256, EC_PRIVATE, EC_PUBLIC),
     ] {
         let mut cfg = AuthConfig::default();
@@ -145,8 +208,17 @@ fn rs256_and_es256_with_pem_keys() {
             Algorithm::RS256 => EncodingKey::from_rsa_pem(private.as_bytes()).unwrap(),
             _ => EncodingKey::from_ec_pem(private.as_bytes()).unwrap(),
         };
-        let token = encode(&Header::new(alg), &json!({"role": "admin", "exp": now() + 60}), &key).unwrap();
-        assert_eq!(auth.authenticate(Some(&bearer(&token))).unwrap().role, Role::Admin, "{alg:?}");
+        let token = encode(
+            &Header::new(alg),
+            &json!({"role": "admin", "exp": now() + 60}),
+            &key,
+        )
+        .unwrap();
+        assert_eq!(
+            auth.authenticate(Some(&bearer(&token))).unwrap().role,
+            Role::Admin,
+            "{alg:?}"
+        );
         // An HS256 token signed with the public key as secret must not pass (algorithm confusion).
         let confused = encode(
             &Header::default(),
@@ -154,7 +226,10 @@ fn rs256_and_es256_with_pem_keys() {
             &EncodingKey::from_secret(public.as_bytes()),
         )
         .unwrap();
-        assert!(auth.authenticate(Some(&bearer(&confused))).is_err(), "{alg:?}");
+        assert!(
+            auth.authenticate(Some(&bearer(&confused))).is_err(),
+            "{alg:?}"
+        );
     }
 }
 

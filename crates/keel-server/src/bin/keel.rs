@@ -22,20 +22,30 @@ fn main() -> ExitCode {
             print!("{}", render::markdown_reference());
             ExitCode::SUCCESS
         }
-        Command::Config(ConfigCommand::Check { path }) => match load_config(Some(&path), Overrides::default()) {
-            Ok(config) => {
-                let shown = toml::to_string(&config.redacted_json()).unwrap_or_default();
-                println!("# {} is valid. Effective configuration (secrets redacted):\n\n{shown}", path.display());
-                ExitCode::SUCCESS
+        Command::Config(ConfigCommand::Check { path }) => {
+            match load_config(Some(&path), Overrides::default()) {
+                Ok(config) => {
+                    let shown = config.redacted_toml();
+                    println!(
+                        "# {} is valid. Effective configuration (secrets redacted):\n\n{shown}",
+                        path.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(code) => code,
             }
-            Err(code) => code,
-        },
+        }
     }
 }
 
 fn load_config(file: Option<&std::path::Path>, overrides: Overrides) -> Result<Config, ExitCode> {
     let env = |name: &str| std::env::var(name).ok();
-    load(&ConfigSources { file, env: &env, overrides }).map_err(|e| {
+    load(&ConfigSources {
+        file,
+        env: &env,
+        overrides,
+    })
+    .map_err(|e| {
         eprintln!("keel: configuration error: {e}");
         ExitCode::from(EXIT_CONFIG)
     })

@@ -96,7 +96,13 @@ pub fn load(sources: &ConfigSources<'_>) -> Result<Config, ConfigError> {
     for (name, field, kind) in REDIS_ALIASES {
         if let Some(raw) = (sources.env)(name).filter(|v| !v.is_empty()) {
             let value = env_value(name, &raw, kind)?;
-            set(&mut table, &["redis", field], value, &mut origin, format!("environment variable {name}"))?;
+            set(
+                &mut table,
+                &["redis", field],
+                value,
+                &mut origin,
+                format!("environment variable {name}"),
+            )?;
         }
     }
     for key in config_tree().all_keys() {
@@ -104,7 +110,13 @@ pub fn load(sources: &ConfigSources<'_>) -> Result<Config, ConfigError> {
         if let Some(raw) = (sources.env)(&name).filter(|v| !v.is_empty()) {
             let value = env_value(&name, &raw, &key.kind)?;
             let path: Vec<&str> = key.path.iter().map(String::as_str).collect();
-            set(&mut table, &path, value, &mut origin, format!("environment variable {name}"))?;
+            set(
+                &mut table,
+                &path,
+                value,
+                &mut origin,
+                format!("environment variable {name}"),
+            )?;
         }
     }
     apply_overrides(&mut table, &sources.overrides, &mut origin)?;
@@ -130,20 +142,42 @@ fn read_file(path: &Path) -> Result<Table, ConfigError> {
     })
 }
 
-fn apply_overrides(table: &mut Table, o: &Overrides, origin: &mut HashMap<String, String>) -> Result<(), ConfigError> {
+fn apply_overrides(
+    table: &mut Table,
+    o: &Overrides,
+    origin: &mut HashMap<String, String>,
+) -> Result<(), ConfigError> {
     if let Some(listen) = o.listen {
-        set(table, &["server", "listen"], Value::String(listen.to_string()), origin, "--listen".into())?;
+        set(
+            table,
+            &["server", "listen"],
+            Value::String(listen.to_string()),
+            origin,
+            "--listen".into(),
+        )?;
     }
     if let Some(dir) = &o.data_dir {
         let dir = Value::String(dir.to_string_lossy().into_owned());
-        set(table, &["server", "data_dir"], dir, origin, "--data-dir".into())?;
+        set(
+            table,
+            &["server", "data_dir"],
+            dir,
+            origin,
+            "--data-dir".into(),
+        )?;
     }
     if let Some(format) = o.log_format {
         let text = match format {
             LogFormat::Text => "text",
             LogFormat::Json => "json",
         };
-        set(table, &["log", "format"], Value::String(text.into()), origin, "--log-format".into())?;
+        set(
+            table,
+            &["log", "format"],
+            Value::String(text.into()),
+            origin,
+            "--log-format".into(),
+        )?;
     }
     Ok(())
 }
@@ -203,11 +237,17 @@ fn env_value(name: &str, raw: &str, kind: &Kind) -> Result<Value, ConfigError> {
 
 /// The key path and a one-line reason (toml appends an "in `table`" line; the path says that).
 fn split_path_error(path: &str, message: &str) -> (String, String) {
-    let field = if path == "." || path.is_empty() { "(top level)".to_owned() } else { path.to_owned() };
+    let field = if path == "." || path.is_empty() {
+        "(top level)".to_owned()
+    } else {
+        path.to_owned()
+    };
     let first_line = message.lines().next().unwrap_or_default();
     let reason = match first_line.strip_prefix("unknown field `") {
         Some(rest) => {
-            let expected = rest.split_once('`').map_or("", |(_, tail)| tail.trim_start_matches(", "));
+            let expected = rest
+                .split_once('`')
+                .map_or("", |(_, tail)| tail.trim_start_matches(", "));
             format!("unknown key; {expected}")
         }
         None => first_line.to_owned(),
@@ -220,7 +260,11 @@ fn field_error(field: String, reason: String, origin: &HashMap<String, String>) 
         .get(&field)
         .map(|source| format!(" (set by {source})"))
         .unwrap_or_default();
-    ConfigError::Field { field, reason, origin }
+    ConfigError::Field {
+        field,
+        reason,
+        origin,
+    }
 }
 
 #[cfg(test)]

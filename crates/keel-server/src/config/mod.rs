@@ -82,4 +82,21 @@ impl Config {
     pub fn redacted_json(&self) -> serde_json::Value {
         serde_json::to_value(self).unwrap_or_default()
     }
+
+    /// The config as TOML with secrets redacted and unset keys left out.
+    pub fn redacted_toml(&self) -> String {
+        fn drop_nulls(v: &mut serde_json::Value) {
+            match v {
+                serde_json::Value::Object(map) => {
+                    map.retain(|_, v| !v.is_null());
+                    map.values_mut().for_each(drop_nulls);
+                }
+                serde_json::Value::Array(items) => items.iter_mut().for_each(drop_nulls),
+                _ => {}
+            }
+        }
+        let mut value = self.redacted_json();
+        drop_nulls(&mut value);
+        toml::to_string(&value).unwrap_or_else(|e| format!("# cannot render as TOML: {e}\n"))
+    }
 }

@@ -75,11 +75,17 @@ impl RedisConfig {
             if !scheme_ok {
                 return Err(FieldError::new(
                     "redis.url",
-                    format!("must start with redis://, rediss:// or unix:// (got {})", redact_url(u)),
+                    format!(
+                        "must start with redis://, rediss:// or unix:// (got {})",
+                        redact_url(u)
+                    ),
                 ));
             }
             if redis::IntoConnectionInfo::into_connection_info(u).is_err() {
-                return Err(FieldError::new("redis.url", format!("is not a valid Redis URL: {}", redact_url(u))));
+                return Err(FieldError::new(
+                    "redis.url",
+                    format!("is not a valid Redis URL: {}", redact_url(u)),
+                ));
             }
         }
         if matches!(&self.host, Some(h) if h.trim().is_empty()) {
@@ -92,7 +98,10 @@ impl RedisConfig {
             return Err(FieldError::new("redis.db", "must be between 0 and 65535"));
         }
         if self.connect_timeout.get().is_zero() {
-            return Err(FieldError::new("redis.connect_timeout", "must be greater than 0"));
+            return Err(FieldError::new(
+                "redis.connect_timeout",
+                "must be greater than 0",
+            ));
         }
         Ok(())
     }
@@ -111,7 +120,13 @@ pub fn redact_url(url: &str) -> String {
     let userinfo = &rest[..at];
     let user = userinfo.split_once(':').map_or("", |(u, _)| u);
     let shown_user = if userinfo.contains(':') { user } else { "" };
-    format!("{}://{}:{}@{}", &url[..scheme_end], shown_user, keel_core::units::REDACTED, &rest[at + 1..])
+    format!(
+        "{}://{}:{}@{}",
+        &url[..scheme_end],
+        shown_user,
+        keel_core::units::REDACTED,
+        &rest[at + 1..]
+    )
 }
 
 fn serialize_redacted_url<S: Serializer>(url: &Option<Secret>, s: S) -> Result<S::Ok, S::Error> {
@@ -139,9 +154,18 @@ mod tests {
 
     #[test]
     fn urls_are_redacted() {
-        assert_eq!(redact_url("redis://:s3cret@cache:6379/0"), "redis://:[redacted]@cache:6379/0");
-        assert_eq!(redact_url("rediss://app:s3cret@cache/2"), "rediss://app:[redacted]@cache/2");
-        assert_eq!(redact_url("redis://tokenonly@cache"), "redis://:[redacted]@cache");
+        assert_eq!(
+            redact_url("redis://:s3cret@cache:6379/0"),
+            "redis://:[redacted]@cache:6379/0"
+        );
+        assert_eq!(
+            redact_url("rediss://app:s3cret@cache/2"),
+            "rediss://app:[redacted]@cache/2"
+        );
+        assert_eq!(
+            redact_url("redis://tokenonly@cache"),
+            "redis://:[redacted]@cache"
+        );
         assert_eq!(redact_url("redis://cache:6379"), "redis://cache:6379");
     }
 
@@ -154,7 +178,10 @@ mod tests {
             ..RedisConfig::default()
         };
         assert!(cfg.is_configured());
-        assert_eq!(cfg.connection_url().unwrap().expose(), "redis://:p%40ss%20word@cache:6379/3");
+        assert_eq!(
+            cfg.connection_url().unwrap().expose(),
+            "redis://:p%40ss%20word@cache:6379/3"
+        );
         assert!(!RedisConfig::default().is_configured());
         let json = serde_json::to_string(&cfg).unwrap();
         assert!(!json.contains("p@ss"), "{json}");
@@ -162,11 +189,17 @@ mod tests {
 
     #[test]
     fn validation_names_fields_without_leaking() {
-        let cfg = RedisConfig { url: Some(Secret::new("http://:pw@x")), ..RedisConfig::default() };
+        let cfg = RedisConfig {
+            url: Some(Secret::new("http://:pw@x")),
+            ..RedisConfig::default()
+        };
         let err = cfg.validate().unwrap_err();
         assert_eq!(err.field, "redis.url");
         assert!(!err.reason.contains("pw"), "{}", err.reason);
-        let cfg = RedisConfig { port: 0, ..RedisConfig::default() };
+        let cfg = RedisConfig {
+            port: 0,
+            ..RedisConfig::default()
+        };
         assert_eq!(cfg.validate().unwrap_err().field, "redis.port");
     }
 }

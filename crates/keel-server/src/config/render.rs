@@ -105,14 +105,18 @@ pub fn markdown_reference() -> String {
         let _ = writeln!(out, "### `[{}]`\n", table.path.join("."));
         let _ = writeln!(out, "{}\n", one_line(&table.description));
         if !table.keys.is_empty() {
-            out.push_str("| Key | Type | Default | Environment | Description |\n|---|---|---|---|---|\n");
+            out.push_str(
+                "| Key | Type | Default | Environment | Description |\n|---|---|---|---|---|\n",
+            );
             for key in &table.keys {
                 let _ = writeln!(
                     out,
                     "| `{}` | {} | {} | `{}` | {} |",
                     key.path.last().map(String::as_str).unwrap_or_default(),
                     type_text(key),
-                    key.default.as_ref().map_or_else(|| "unset".to_owned(), |v| format!("`{}`", toml_literal(v))),
+                    key.default
+                        .as_ref()
+                        .map_or_else(|| "unset".to_owned(), |v| format!("`{}`", toml_literal(v))),
                     key.env_name(),
                     one_line(&key.description).replace('|', "\\|"),
                 );
@@ -121,7 +125,11 @@ pub fn markdown_reference() -> String {
         }
         for array in &table.arrays {
             let _ = writeln!(out, "#### `[[{}]]`\n", array.path.join("."));
-            let _ = writeln!(out, "{} Not settable from the environment.\n", one_line(&array.description));
+            let _ = writeln!(
+                out,
+                "{} Not settable from the environment.\n",
+                one_line(&array.description)
+            );
             out.push_str("| Key | Type | Description |\n|---|---|---|\n");
             for key in &array.keys {
                 let _ = writeln!(
@@ -140,7 +148,12 @@ pub fn markdown_reference() -> String {
 
 fn type_text(key: &Key) -> String {
     if !key.choices.is_empty() {
-        return key.choices.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(" \\| ");
+        return key
+            .choices
+            .iter()
+            .map(|c| format!("`{c}`"))
+            .collect::<Vec<_>>()
+            .join(" \\| ");
     }
     match (&key.kind, key.format.as_deref()) {
         (Kind::String, Some("duration")) => "duration".to_owned(),
@@ -183,8 +196,16 @@ mod tests {
         let text = default_toml();
         let reference = markdown_reference();
         for key in config_tree().all_keys() {
-            assert!(text.contains(&format!("# env: {}\n", key.env_name())), "{} not in default file", key.dotted());
-            assert!(reference.contains(&format!("`{}`", key.env_name())), "{} not in reference", key.dotted());
+            assert!(
+                text.contains(&format!("# env: {}\n", key.env_name())),
+                "{} not in default file",
+                key.dotted()
+            );
+            assert!(
+                reference.contains(&format!("`{}`", key.env_name())),
+                "{} not in reference",
+                key.dotted()
+            );
         }
     }
 }

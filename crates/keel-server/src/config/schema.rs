@@ -96,7 +96,11 @@ impl Table {
 pub fn config_tree() -> Table {
     let schema = schemars::schema_for!(Config);
     let root = schema.as_value().clone();
-    let defs = root.get("$defs").and_then(Value::as_object).cloned().unwrap_or_default();
+    let defs = root
+        .get("$defs")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
     let walker = Walker { defs };
     walker.table(Vec::new(), &root, None)
 }
@@ -115,7 +119,10 @@ impl Walker {
             }
         }
         if let Some(any) = schema.get("anyOf").and_then(Value::as_array) {
-            let non_null: Vec<&Value> = any.iter().filter(|s| s.get("type") != Some(&Value::from("null"))).collect();
+            let non_null: Vec<&Value> = any
+                .iter()
+                .filter(|s| s.get("type") != Some(&Value::from("null")))
+                .collect();
             if non_null.len() == 1 {
                 return self.resolve(non_null[0]);
             }
@@ -145,15 +152,14 @@ impl Walker {
                 table.tables.push(self.table(child, prop, doc));
                 continue;
             }
-            if type_names(target).contains(&"array") {
-                if let Some(items) = target.get("items") {
-                    if self.resolve(items).get("properties").is_some() {
-                        let mut item = self.table(child, items, doc);
-                        item.description = doc.unwrap_or_default().to_owned();
-                        table.arrays.push(item);
-                        continue;
-                    }
-                }
+            if type_names(target).contains(&"array")
+                && let Some(items) = target.get("items")
+                && self.resolve(items).get("properties").is_some()
+            {
+                let mut item = self.table(child, items, doc);
+                item.description = doc.unwrap_or_default().to_owned();
+                table.arrays.push(item);
+                continue;
             }
             table.keys.push(self.key(child, prop, target, doc));
         }
@@ -163,10 +169,19 @@ impl Walker {
     fn key(&self, path: Vec<String>, prop: &Value, target: &Value, doc: Option<&str>) -> Key {
         let types = type_names(target);
         let choices: Vec<String> = match (target.get("enum"), target.get("oneOf")) {
-            (Some(Value::Array(values)), _) => values.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+            (Some(Value::Array(values)), _) => values
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
             (_, Some(Value::Array(variants))) => variants
                 .iter()
-                .filter_map(|v| self.resolve(v).get("const").and_then(Value::as_str).map(str::to_owned))
+                .filter_map(|v| {
+                    self.resolve(v)
+                        .get("const")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                })
                 .collect(),
             _ => Vec::new(),
         };
@@ -188,7 +203,10 @@ impl Walker {
             default,
             kind,
             choices,
-            format: target.get("format").and_then(Value::as_str).map(str::to_owned),
+            format: target
+                .get("format")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
         }
     }
 }
@@ -209,15 +227,31 @@ mod tests {
     fn tree_covers_sections_in_declaration_order() {
         let tree = config_tree();
         let sections: Vec<String> = tree.tables.iter().map(|t| t.path.join(".")).collect();
-        assert_eq!(sections, ["server", "log", "auth", "health", "system", "redis"]);
+        assert_eq!(
+            sections,
+            ["server", "log", "auth", "health", "system", "redis"]
+        );
         let keys: Vec<String> = tree.all_keys().iter().map(|k| k.dotted()).collect();
-        for expected in ["server.listen", "auth.public_health", "auth.jwt.secret", "redis.url", "log.format"] {
-            assert!(keys.contains(&expected.to_owned()), "{expected} missing from {keys:?}");
+        for expected in [
+            "server.listen",
+            "auth.public_health",
+            "auth.jwt.secret",
+            "redis.url",
+            "log.format",
+        ] {
+            assert!(
+                keys.contains(&expected.to_owned()),
+                "{expected} missing from {keys:?}"
+            );
         }
         let auth = &tree.tables[2];
         assert_eq!(auth.arrays.len(), 1);
         assert_eq!(auth.arrays[0].path, ["auth", "tokens"]);
-        let token_keys: Vec<&str> = auth.arrays[0].keys.iter().map(|k| k.path[2].as_str()).collect();
+        let token_keys: Vec<&str> = auth.arrays[0]
+            .keys
+            .iter()
+            .map(|k| k.path[2].as_str())
+            .collect();
         assert_eq!(token_keys, ["name", "token", "role"]);
     }
 
@@ -233,8 +267,14 @@ mod tests {
         assert_eq!(find("auth.public_metrics").kind, Kind::Boolean);
         assert_eq!(find("health.memory_warn_percent").kind, Kind::Number);
         assert_eq!(find("log.format").choices, ["text", "json"]);
-        assert_eq!(find("auth.jwt.algorithm").choices, ["HS256", "RS256", "ES256"]);
-        assert_eq!(find("auth.jwt.default_role").choices, ["viewer", "worker", "admin"]);
+        assert_eq!(
+            find("auth.jwt.algorithm").choices,
+            ["HS256", "RS256", "ES256"]
+        );
+        assert_eq!(
+            find("auth.jwt.default_role").choices,
+            ["viewer", "worker", "admin"]
+        );
         assert!(find("auth.jwt.secret").is_secret());
         assert_eq!(find("auth.jwt.secret").default, None);
         assert_eq!(find("auth.jwt.secret").env_name(), "KEEL_AUTH_JWT_SECRET");

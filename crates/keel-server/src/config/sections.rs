@@ -50,16 +50,25 @@ impl ServerConfig {
             return Err(FieldError::new("server.data_dir", "must not be empty"));
         }
         if self.body_limit.bytes() == 0 {
-            return Err(FieldError::new("server.body_limit", "must be greater than 0"));
+            return Err(FieldError::new(
+                "server.body_limit",
+                "must be greater than 0",
+            ));
         }
         if self.body_limit.bytes() > u64::from(u32::MAX) {
             return Err(FieldError::new("server.body_limit", "must be at most 4GiB"));
         }
         if self.worker_threads > 1024 {
-            return Err(FieldError::new("server.worker_threads", "must be at most 1024 (0 = one per core)"));
+            return Err(FieldError::new(
+                "server.worker_threads",
+                "must be at most 1024 (0 = one per core)",
+            ));
         }
         if matches!(&self.service_id, Some(id) if id.trim().is_empty()) {
-            return Err(FieldError::new("server.service_id", "must not be empty when set"));
+            return Err(FieldError::new(
+                "server.service_id",
+                "must not be empty when set",
+            ));
         }
         Ok(())
     }
@@ -99,7 +108,9 @@ impl LogConfig {
         tracing_subscriber::EnvFilter::builder()
             .parse(&self.level)
             .map(|_| ())
-            .map_err(|e| FieldError::new("log.level", format!("invalid filter {:?}: {e}", self.level)))
+            .map_err(|e| {
+                FieldError::new("log.level", format!("invalid filter {:?}: {e}", self.level))
+            })
     }
 }
 
@@ -128,10 +139,16 @@ impl Default for HealthConfig {
 impl HealthConfig {
     pub(crate) fn validate(&self) -> Result<(), FieldError> {
         if self.check_timeout.get().is_zero() {
-            return Err(FieldError::new("health.check_timeout", "must be greater than 0"));
+            return Err(FieldError::new(
+                "health.check_timeout",
+                "must be greater than 0",
+            ));
         }
         if !(self.memory_warn_percent > 0.0 && self.memory_warn_percent <= 100.0) {
-            return Err(FieldError::new("health.memory_warn_percent", "must be in (0, 100]"));
+            return Err(FieldError::new(
+                "health.memory_warn_percent",
+                "must be in (0, 100]",
+            ));
         }
         Ok(())
     }
@@ -159,7 +176,10 @@ impl Default for SystemConfig {
 impl SystemConfig {
     pub(crate) fn validate(&self) -> Result<(), FieldError> {
         if self.sample_interval.get() < std::time::Duration::from_secs(1) {
-            return Err(FieldError::new("system.sample_interval", "must be at least 1s"));
+            return Err(FieldError::new(
+                "system.sample_interval",
+                "must be at least 1s",
+            ));
         }
         if self.history_retention.get() < self.sample_interval.get() {
             return Err(FieldError::new(
@@ -167,7 +187,9 @@ impl SystemConfig {
                 "must be at least system.sample_interval",
             ));
         }
-        if self.history_retention.get().as_secs() / self.sample_interval.get().as_secs().max(1) > 1_000_000 {
+        if self.history_retention.get().as_secs() / self.sample_interval.get().as_secs().max(1)
+            > 1_000_000
+        {
             return Err(FieldError::new(
                 "system.history_retention",
                 "would keep over 1,000,000 samples; raise sample_interval or lower the retention",
