@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Foundation benchmarks: idle RSS, start-to-ready time, and GET /alive throughput side by side
+# with nginx serving a static 1-byte file (one worker each, wrk -t1 -c50 -d10s, same run).
+#
+# Usage: bench/foundation.sh [rounds]     (default 5 rounds; prints medians and the ratio)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${1:-5}
+DURATION=${DURATION:-10s}
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need nginx || ! need wrk; then
+  apt-get update -qq && apt-get install -y -qq nginx-light wrk >/dev/null
+fi
+
+cargo build --release -q -p keel-server
+KEEL=$PWD/target/release/keel
+WORK=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+echo "== idle RSS and start-to-ready ($ROUNDS runs)"
+python3 bench/startup_rss.py "$KEEL" "$WORK" "$ROUNDS"
+
+echo "== GET /alive throughput vs nginx static 1-byte file (wrk -t1 -c50 -d$DURATION, $ROUNDS rounds)"
+NGINX_PORT=$(free_port)
+mkdir -p "$WORK/www" "$WORK/nginx"
+printf 'x' > "$WORK/www/one"
+cat > "$WORK/nginx/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $WORK/nginx/nginx.pid;
+error_log stderr warn;
+user root;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    root $WORK/www;
+  }
+}
+CONF
+nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
+KEEL_PORT=$(free_port)
+KEEL_SERVER_WORKER_THREADS=1 KEEL_LOG=warn "$KEEL" serve --listen "127.0.0.1:$KEEL_PORT" --data-dir "$WORK/keel" >/dev/null &
+for _ in $(seq 100); do
+  curl -fs "http://127.0.0.1:$KEEL_PORT/ready" >/dev/null 2>&1 && curl -fs "http://127.0.0.1:$NGINX_PORT/one" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+rps() { wrk -t1 -c50 -d"$DURATION" --latency "$1" | awk '/Requests\/sec/ {print $2}'; }
+keel_runs=(); nginx_runs=()
+for i in $(seq "$ROUNDS"); do
+  n=$(rps "http://127.0.0.1:$NGINX_PORT/one"); k=$(rps "http://127.0.0.1:$KEEL_PORT/alive")
+  nginx_runs+=("$n"); keel_runs+=("$k")
+  printf 'round %d: nginx %s rps, keel %s rps, ratio %s\n' "$i" "$n" "$k" "$(ratio "$k" "$n")"
+done
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+mk=$(median "${keel_runs[@]}"); mn=$(median "${nginx_runs[@]}")
+printf 'median: nginx %.0f rps, keel %.0f rps, keel/nginx = %s (target >= 0.80)\n' "$mn" "$mk" "$(ratio "$mk" "$mn")"
