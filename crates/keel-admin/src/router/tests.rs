@@ -285,3 +285,23 @@ async fn stats_include_registered_sources() {
     assert!(body["system"]["memory_total_bytes"].as_u64().unwrap() > 0);
     assert_eq!(body["health"]["status"], "pass");
 }
+
+#[tokio::test]
+async fn server_errors_hide_their_detail_and_name_the_request_id() {
+    use utoipa_axum::router::OpenApiRouter;
+    use utoipa_axum::routes;
+
+    #[utoipa::path(get, path = "/boom", responses((status = 500)))]
+    async fn boom() -> Problem {
+        Problem::status(StatusCode::INTERNAL_SERVER_ERROR).with_detail("db password is hunter2")
+    }
+
+    let state = state_with(true);
+    let extra = OpenApiRouter::new().routes(routes!(boom));
+    let app = router(state.clone(), RouterOptions { body_limit: 1024, api: vec![extra] });
+    let (status, body, headers) = call(&app, "GET", "/api/v1/boom", Some(VIEWER)).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    let detail = body["detail"].as_str().unwrap();
+    assert!(!detail.contains("hunter2"), "{detail}");
+    assert!(detail.contains(headers["x-request-id"].to_str().unwrap()), "{detail}");
+}
