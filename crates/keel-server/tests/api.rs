@@ -186,23 +186,11 @@ async fn rs256_and_es256_jwts() {
         let claims =
             json!({"sub": "u", "role": "viewer", "iss": "https://id.test", "exp": now() + 60});
         let token = encode(&Header::new(alg), &claims, &key).unwrap();
-        let ok = server
-            .client()
-            .get(server.url("/api/v1/stats"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
+        let ok = server.get_bearer("/api/v1/stats", &token).await;
         assert_eq!(ok.status(), StatusCode::OK, "{alg:?}");
         let claims = json!({"role": "viewer", "iss": "https://other.test", "exp": now() + 60});
         let wrong_iss = encode(&Header::new(alg), &claims, &key).unwrap();
-        let resp = server
-            .client()
-            .get(server.url("/api/v1/stats"))
-            .bearer_auth(&wrong_iss)
-            .send()
-            .await
-            .unwrap();
+        let resp = server.get_bearer("/api/v1/stats", &wrong_iss).await;
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{alg:?}");
     }
 }
@@ -271,12 +259,7 @@ async fn request_ids_are_echoed_or_generated() {
         .unwrap();
     let generated = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
     assert_eq!(generated.len(), 32);
-    let resp = server
-        .client()
-        .get(server.url("/nope"))
-        .send()
-        .await
-        .unwrap();
+    let resp = server.public("/nope").await;
     let id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
     let (_, body) = problem(resp).await;
     assert_eq!(body["request_id"], id);
@@ -286,24 +269,14 @@ async fn request_ids_are_echoed_or_generated() {
 async fn metrics_are_prometheus_text_with_route_templates() {
     let (server, _) = server().await;
     for _ in 0..3 {
-        server
-            .client()
-            .get(server.url("/alive"))
-            .send()
-            .await
-            .unwrap();
+        server.public("/alive").await;
     }
     server
         .get("/api/v1/system/history?window=1h")
         .send()
         .await
         .unwrap();
-    let resp = server
-        .client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap();
+    let resp = server.public("/metrics").await;
     assert!(
         resp.headers()["content-type"]
             .to_str()
@@ -370,27 +343,15 @@ async fn system_endpoints_answer_and_hide_secrets() {
 
     // Redis is configured but unreachable: a warning, not a failure, and still ready.
     let health: Value = server
-        .client()
-        .get(server.url("/health/detailed"))
-        .send()
+        .public("/health/detailed")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(health["checks"]["redis:connection"][0]["status"], "warn");
     assert_eq!(health["status"], "warn");
     assert!(!health.to_string().contains("sup3rsecret"));
-    assert_eq!(
-        server
-            .client()
-            .get(server.url("/ready"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(server.public("/ready").await.status(), StatusCode::OK);
 
     let stats: Value = server
         .get("/api/v1/stats")
@@ -409,11 +370,8 @@ async fn redis_check_passes_against_a_real_redis() {
     let url = redis.url();
     let server = TestServer::start_with(|c| c.redis.url = Some(Secret::new(url)), Vec::new()).await;
     let health: Value = server
-        .client()
-        .get(server.url("/health/detailed"))
-        .send()
+        .public("/health/detailed")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -424,11 +382,8 @@ async fn redis_check_passes_against_a_real_redis() {
     // Redis goes away: the check warns, keel stays ready.
     drop(redis);
     let health: Value = server
-        .client()
-        .get(server.url("/health/detailed"))
-        .send()
+        .public("/health/detailed")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -436,16 +391,7 @@ async fn redis_check_passes_against_a_real_redis() {
         health["checks"]["redis:connection"][0]["status"], "warn",
         "{health}"
     );
-    assert_eq!(
-        server
-            .client()
-            .get(server.url("/ready"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(server.public("/ready").await.status(), StatusCode::OK);
 }
 
 #[tokio::test]
@@ -456,28 +402,14 @@ async fn graceful_shutdown_flips_readiness_and_finishes_in_flight_requests() {
         vec![support::routes(gate.clone())],
     )
     .await;
-    assert_eq!(
-        server
-            .client()
-            .get(server.url("/ready"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(server.public("/ready").await.status(), StatusCode::OK);
 
     let in_flight = tokio::spawn(server.get("/api/v1/test/slow").send());
     gate.entered.notified().await;
     server.begin_shutdown();
     server.state().shutdown().wait().await;
 
-    let resp = server
-        .client()
-        .get(server.url("/ready"))
-        .send()
-        .await
-        .unwrap();
+    let resp = server.public("/ready").await;
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
         resp.json::<Value>().await.unwrap()["status"],

@@ -147,6 +147,25 @@ impl TestServer {
             .bearer_auth(token)
     }
 
+    /// `GET path` without credentials, sent.
+    pub async fn public(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// `GET path` with `token` as bearer credential, sent.
+    pub async fn get_bearer(&self, path: &str, token: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
     /// `GET path` as admin.
     pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
         self.request(reqwest::Method::GET, path, Role::Admin)

@@ -298,10 +298,19 @@ async fn server_errors_hide_their_detail_and_name_the_request_id() {
 
     let state = state_with(true);
     let extra = OpenApiRouter::new().routes(routes!(boom));
-    let app = router(state.clone(), RouterOptions { body_limit: 1024, api: vec![extra] });
+    let app = router(
+        state.clone(),
+        RouterOptions {
+            body_limit: 1024,
+            api: vec![extra],
+        },
+    );
     let (status, body, headers) = call(&app, "GET", "/api/v1/boom", Some(VIEWER)).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     let detail = body["detail"].as_str().unwrap();
     assert!(!detail.contains("hunter2"), "{detail}");
-    assert!(detail.contains(headers["x-request-id"].to_str().unwrap()), "{detail}");
+    assert!(
+        detail.contains(headers["x-request-id"].to_str().unwrap()),
+        "{detail}"
+    );
 }
