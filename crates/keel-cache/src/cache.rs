@@ -1,0 +1,493 @@
+//! The cache engine.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_skiplist::SkipMap;
+use keel_core::Clock;
+use moka::notification::RemovalCause;
+use moka::ops::compute::Op;
+use moka::sync::Cache as Moka;
+
+use crate::config::CacheConfig;
+use crate::entry::{Entry, content_hash, maybe_compress};
+use crate::error::{CacheError, validate_key, validate_tag};
+use crate::glob::Glob;
+use crate::stats::{CacheStats, Counters};
+
+/// How to store a value.
+#[derive(Debug, Clone, Default)]
+pub struct SetOptions {
+    /// Time to live: `None` = `cache.default_ttl`; `Some(Duration::ZERO)` = never expires.
+    pub ttl: Option<Duration>,
+    /// The content type to return with the value.
+    pub content_type: Option<String>,
+    /// Tags to invalidate the entry by.
+    pub tags: Vec<String>,
+}
+
+impl SetOptions {
+    /// Options with the given TTL.
+    pub fn ttl(ttl: Duration) -> Self {
+        Self { ttl: Some(ttl), ..Self::default() }
+    }
+}
+
+/// Whether a set created a new entry or replaced one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetOutcome {
+    /// No live entry had the key.
+    Created,
+    /// A live entry was replaced.
+    Replaced,
+}
+
+/// A value read from the cache.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheValue {
+    /// The value as it was stored.
+    pub bytes: Bytes,
+    /// Its content type, if one was given.
+    pub content_type: Option<Arc<str>>,
+    /// Time left before it expires (`None` = never).
+    pub ttl_remaining: Option<Duration>,
+    /// A strong validator for the value (hex of a content hash).
+    pub etag: String,
+    /// Its tags.
+    pub tags: Vec<Arc<str>>,
+}
+
+/// A key in a listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyInfo {
+    /// The key.
+    pub key: Arc<str>,
+    /// The value's size before compression.
+    pub size: usize,
+    /// Bytes it is charged (key, stored value, metadata).
+    pub stored_size: usize,
+    /// Time left before it expires (`None` = never).
+    pub ttl_remaining: Option<Duration>,
+}
+
+/// One page of a key listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyPage {
+    /// Matching live keys, in key order.
+    pub keys: Vec<KeyInfo>,
+    /// Where the next page starts; `None` when the listing is complete.
+    pub next_cursor: Option<String>,
+}
+
+/// State the eviction listener shares with the cache.
+pub(crate) struct Shared {
+    pub(crate) counters: Counters,
+    /// Every key, ordered, with the generation of the write that put it there.
+    pub(crate) keys: SkipMap<Arc<str>, u64>,
+    /// tag → key → generation.
+    pub(crate) tags: Mutex<HashMap<Arc<str>, HashMap<Arc<str>, u64>>>,
+}
+
+/// An in-memory cache bounded by bytes, with TTLs, tags, glob patterns, single-flight loading,
+/// compression and statistics. Cheap to clone; clones share the same entries.
+///
+/// ```
+/// use std::time::Duration;
+/// use keel_cache::{Cache, CacheConfig, SetOptions};
+///
+/// let cache = Cache::new(CacheConfig::default());
+/// cache.set("user:1", "ada".into(), SetOptions::ttl(Duration::from_secs(60))).unwrap();
+/// assert_eq!(cache.get("user:1").unwrap().bytes, "ada");
+/// ```
+#[derive(Clone)]
+pub struct Cache {
+    pub(crate) store: Moka<Arc<str>, Arc<Entry>>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) config: Arc<CacheConfig>,
+    pub(crate) clock: Clock,
+    generation: Arc<AtomicU64>,
+    pub(crate) flights: Arc<crate::flight::Flights>,
+}
+
+struct EntryExpiry {
+    enabled: bool,
+}
+
+impl moka::Expiry<Arc<str>, Arc<Entry>> for EntryExpiry {
+    fn expire_after_create(&self, _: &Arc<str>, value: &Arc<Entry>, _: Instant) -> Option<Duration> {
+        if self.enabled { value.ttl } else { None }
+    }
+
+    fn expire_after_update(&self, _: &Arc<str>, value: &Arc<Entry>, _: Instant, _: Option<Duration>) -> Option<Duration> {
+        if self.enabled { value.ttl } else { None }
+    }
+}
+
+impl Cache {
+    /// A cache on the system clock.
+    pub fn new(config: CacheConfig) -> Self {
+        Self::with_clock(config, Clock::system())
+    }
+
+    /// A cache reading time from `clock` (tests pass a mock clock and advance it).
+    pub fn with_clock(config: CacheConfig, clock: Clock) -> Self {
+        let shared = Arc::new(Shared {
+            counters: Counters::default(),
+            keys: SkipMap::new(),
+            tags: Mutex::new(HashMap::new()),
+        });
+        let listener_shared = shared.clone();
+        let max_memory = config.max_memory.bytes();
+        // With an entry bound, every entry weighs at least max_memory / max_entries, so at most
+        // max_entries fit (moka bounds by one measure only).
+        let min_weight = if config.max_entries > 0 { max_memory / config.max_entries } else { 0 };
+        let store = Moka::builder()
+            .max_capacity(max_memory)
+            .weigher(move |key: &Arc<str>, entry: &Arc<Entry>| {
+                let w = (entry.weight(key) as u64).max(min_weight);
+                u32::try_from(w).unwrap_or(u32::MAX)
+            })
+            // Under a mock clock the cache's own TTL check decides; moka's real-time expiry
+            // would otherwise race the test's notion of time.
+            .expire_after(EntryExpiry { enabled: !clock.is_mock() })
+            .eviction_listener(move |key: Arc<Arc<str>>, entry: Arc<Entry>, cause| {
+                listener_shared.on_removal(&key, &entry, cause);
+            })
+            .build();
+        Self {
+            store,
+            shared,
+            config: Arc::new(config),
+            clock,
+            generation: Arc::new(AtomicU64::new(1)),
+            flights: Arc::default(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &CacheConfig {
+        &self.config
+    }
+
+    fn second(&self) -> u64 {
+        self.clock.unix_ms() / 1000
+    }
+
+    /// Reads a live entry. Counts a hit or a miss.
+    pub fn get(&self, key: &str) -> Option<CacheValue> {
+        let found = self.live_entry(key);
+        let second = self.second();
+        let c = &self.shared.counters;
+        match found {
+            Some(entry) => {
+                c.hits.fetch_add(1, Ordering::Relaxed);
+                c.recent.hit(second);
+                Some(self.to_value(&entry))
+            }
+            None => {
+                c.misses.fetch_add(1, Ordering::Relaxed);
+                c.recent.miss(second);
+                None
+            }
+        }
+    }
+
+    /// The live entry under `key`, removing it if it has expired. Counts nothing else.
+    fn live_entry(&self, key: &str) -> Option<Arc<Entry>> {
+        let entry = self.store.get(key)?;
+        if entry.expired(self.clock.now()) {
+            if self.remove_if_generation(key, entry.generation) {
+                self.shared.counters.expired.fetch_add(1, Ordering::Relaxed);
+            }
+            return None;
+        }
+        Some(entry)
+    }
+
+    fn to_value(&self, entry: &Entry) -> CacheValue {
+        CacheValue {
+            bytes: entry.value(),
+            content_type: entry.content_type.clone(),
+            ttl_remaining: self.remaining(entry),
+            etag: format!("{:016x}", entry.etag),
+            tags: entry.tags.to_vec(),
+        }
+    }
+
+    fn remaining(&self, entry: &Entry) -> Option<Duration> {
+        entry.expires_at.map(|at| at.saturating_duration_since(self.clock.now()))
+    }
+
+    /// Checks a write without performing it.
+    pub fn validate(&self, key: &str, value_len: usize, options: &SetOptions) -> Result<(), CacheError> {
+        validate_key(key)?;
+        let max = self.config.max_value_size.bytes();
+        if value_len as u64 > max {
+            return Err(CacheError::ValueTooLarge { size: value_len, max });
+        }
+        options.tags.iter().try_for_each(|t| validate_tag(t))
+    }
+
+    /// Stores `value` under `key`.
+    pub fn set(&self, key: &str, value: Bytes, options: SetOptions) -> Result<SetOutcome, CacheError> {
+        self.validate(key, value.len(), &options)?;
+        Ok(self.insert(key, value, options))
+    }
+
+    /// Stores every entry, or none: all are validated first.
+    pub fn set_many(&self, entries: Vec<(String, Bytes, SetOptions)>) -> Result<Vec<SetOutcome>, CacheError> {
+        for (index, (key, value, options)) in entries.iter().enumerate() {
+            self.validate(key, value.len(), options)
+                .map_err(|e| CacheError::InBatch { index, source: Box::new(e) })?;
+        }
+        Ok(entries.into_iter().map(|(k, v, o)| self.insert(&k, v, o)).collect())
+    }
+
+    fn insert(&self, key: &str, value: Bytes, options: SetOptions) -> SetOutcome {
+        let ttl = match options.ttl {
+            Some(t) if t.is_zero() => None,
+            Some(t) => Some(t),
+            None => Some(self.config.default_ttl.get()).filter(|t| !t.is_zero()),
+        };
+        let logical_len = value.len();
+        let etag = content_hash(&value);
+        let (data, compressed) = maybe_compress(value, self.config.compress_min_bytes.bytes() as usize);
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed);
+        let mut tags: Vec<Arc<str>> = options.tags.iter().map(|t| Arc::from(t.as_str())).collect();
+        tags.sort();
+        tags.dedup();
+        let entry = Arc::new(Entry {
+            data,
+            compressed,
+            logical_len,
+            content_type: options.content_type.map(Arc::from),
+            expires_at: ttl.map(|t| self.clock.now() + t),
+            ttl,
+            tags: tags.into_boxed_slice(),
+            etag,
+            generation,
+        });
+        let key: Arc<str> = Arc::from(key);
+        let existed = self.live_entry(&key).is_some();
+        let c = &self.shared.counters;
+        c.sets.fetch_add(1, Ordering::Relaxed);
+        c.entries.fetch_add(1, Ordering::Relaxed);
+        c.logical_bytes.fetch_add(entry.logical(&key) as i64, Ordering::Relaxed);
+        c.stored_bytes.fetch_add(entry.weight(&key) as i64, Ordering::Relaxed);
+        if !entry.tags.is_empty() {
+            let mut index = self.shared.tags.lock().unwrap_or_else(|e| e.into_inner());
+            for tag in entry.tags.iter() {
+                index.entry(tag.clone()).or_default().insert(key.clone(), generation);
+            }
+        }
+        self.store.insert(key.clone(), entry);
+        self.shared.keys.insert(key, generation);
+        if existed { SetOutcome::Replaced } else { SetOutcome::Created }
+    }
+
+    /// Reads many keys; `None` for each miss.
+    pub fn get_many(&self, keys: &[String]) -> Vec<Option<CacheValue>> {
+        keys.iter().map(|k| self.get(k)).collect()
+    }
+
+    /// Deletes `key`. Returns whether a live entry was removed.
+    pub fn delete(&self, key: &str) -> bool {
+        let removed = self.store.remove(key);
+        match removed {
+            Some(entry) if !entry.expired(self.clock.now()) => {
+                self.shared.counters.deletes.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Some(_) => {
+                self.shared.counters.expired.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Removes `key` only if it still holds the write with `generation`.
+    pub(crate) fn remove_if_generation(&self, key: &str, generation: u64) -> bool {
+        let key: Arc<str> = Arc::from(key);
+        let result = self.store.entry(key).and_compute_with(|current| {
+            let op = match current {
+                Some(e) if e.value().generation == generation => Op::Remove,
+                _ => Op::Nop,
+            };
+            op
+        });
+        matches!(result, moka::ops::compute::CompResult::Removed(_))
+    }
+
+    /// Removes every entry carrying `tag`. Returns how many live entries were removed.
+    pub fn invalidate_tag(&self, tag: &str) -> usize {
+        let members: Vec<(Arc<str>, u64)> = {
+            let mut index = self.shared.tags.lock().unwrap_or_else(|e| e.into_inner());
+            index.remove(tag).map(|m| m.into_iter().collect()).unwrap_or_default()
+        };
+        let now = self.clock.now();
+        let mut removed = 0;
+        for (key, generation) in members {
+            let live = self.store.get(&key).is_some_and(|e| e.generation == generation && !e.expired(now));
+            if self.remove_if_generation(&key, generation) && live {
+                removed += 1;
+            }
+        }
+        self.shared.counters.invalidated_tag.fetch_add(removed as u64, Ordering::Relaxed);
+        removed
+    }
+
+    /// Lists live keys matching `pattern` in key order, starting after `cursor`, at most `limit`
+    /// of them. Examines at most `max(10 × limit, 1000)` keys per call, so a sparse pattern
+    /// returns short pages rather than walking the whole keyspace at once; follow `next_cursor`
+    /// until it is `None`.
+    pub fn scan(&self, pattern: &Glob, cursor: Option<&str>, limit: usize) -> KeyPage {
+        let limit = limit.max(1);
+        let budget = (limit * 10).max(1000);
+        let now = self.clock.now();
+        let mut keys = Vec::new();
+        let mut last: Option<Arc<str>> = None;
+        let mut examined = 0;
+        let mut exhausted = true;
+        for item in self.range_from(pattern, cursor) {
+            let key = item.key().clone();
+            if !key.starts_with(pattern.literal_prefix()) {
+                break;
+            }
+            if keys.len() == limit || examined == budget {
+                exhausted = false;
+                break;
+            }
+            examined += 1;
+            last = Some(key.clone());
+            if !pattern.matches(&key) {
+                continue;
+            }
+            match self.store.get(&key) {
+                Some(e) if e.generation == *item.value() && !e.expired(now) => keys.push(KeyInfo {
+                    size: e.logical_len,
+                    stored_size: e.weight(&key),
+                    ttl_remaining: self.remaining(&e),
+                    key,
+                }),
+                Some(_) => {}
+                None => {
+                    // A stale index entry (the value was evicted); drop it unless rewritten.
+                    item.remove();
+                }
+            }
+        }
+        KeyPage { keys, next_cursor: if exhausted { None } else { last.map(|k| k.to_string()) } }
+    }
+
+    fn range_from<'a>(
+        &'a self,
+        pattern: &Glob,
+        cursor: Option<&str>,
+    ) -> Box<dyn Iterator<Item = crossbeam_skiplist::map::Entry<'a, Arc<str>, u64>> + 'a> {
+        use std::ops::Bound;
+        let prefix: Arc<str> = Arc::from(pattern.literal_prefix());
+        match cursor {
+            Some(c) if *c >= *prefix => {
+                let after: Arc<str> = Arc::from(c);
+                Box::new(self.shared.keys.range((Bound::Excluded(after), Bound::Unbounded)))
+            }
+            _ => Box::new(self.shared.keys.range((Bound::Included(prefix), Bound::Unbounded))),
+        }
+    }
+
+    /// Deletes up to `batch` examined keys matching `pattern` after `cursor`. Returns how many
+    /// live entries were removed and where to continue (`None` when done). Callers loop, yielding
+    /// between batches, so a large delete never blocks others for long.
+    pub fn delete_matching(&self, pattern: &Glob, cursor: Option<&str>, batch: usize) -> (usize, Option<String>) {
+        let now = self.clock.now();
+        let mut removed = 0;
+        let mut examined = 0;
+        let mut last: Option<Arc<str>> = None;
+        let mut done = true;
+        for item in self.range_from(pattern, cursor) {
+            let key = item.key().clone();
+            if !key.starts_with(pattern.literal_prefix()) {
+                break;
+            }
+            if examined == batch.max(1) {
+                done = false;
+                break;
+            }
+            examined += 1;
+            last = Some(key.clone());
+            if !pattern.matches(&key) {
+                continue;
+            }
+            let generation = *item.value();
+            let live = self.store.get(&key).is_some_and(|e| e.generation == generation && !e.expired(now));
+            if self.remove_if_generation(&key, generation) && live {
+                removed += 1;
+            }
+        }
+        self.shared.counters.invalidated_pattern.fetch_add(removed as u64, Ordering::Relaxed);
+        (removed, if done { None } else { last.map(|k| k.to_string()) })
+    }
+
+    /// Removes every entry.
+    pub fn reset(&self) -> usize {
+        let live = self.shared.counters.entries.load(Ordering::Relaxed).max(0) as u64;
+        self.store.invalidate_all();
+        self.store.run_pending_tasks();
+        self.shared.counters.cleared.fetch_add(live, Ordering::Relaxed);
+        live as usize
+    }
+
+    /// A snapshot of the statistics.
+    pub fn stats(&self) -> CacheStats {
+        self.shared.counters.snapshot(self.second(), self.config.max_memory.bytes())
+    }
+
+    /// Runs moka's pending maintenance (evictions, expirations) now. Useful in tests and before
+    /// reading exact byte totals.
+    pub fn run_pending_tasks(&self) {
+        self.store.run_pending_tasks();
+    }
+}
+
+impl Shared {
+    fn on_removal(&self, key: &Arc<str>, entry: &Entry, cause: RemovalCause) {
+        let c = &self.counters;
+        c.entries.fetch_sub(1, Ordering::Relaxed);
+        c.logical_bytes.fetch_sub(entry.logical(key) as i64, Ordering::Relaxed);
+        c.stored_bytes.fetch_sub(entry.weight(key) as i64, Ordering::Relaxed);
+        match cause {
+            RemovalCause::Size => {
+                c.evicted_size.fetch_add(1, Ordering::Relaxed);
+            }
+            RemovalCause::Expired => {
+                c.expired.fetch_add(1, Ordering::Relaxed);
+            }
+            RemovalCause::Explicit | RemovalCause::Replaced => {}
+        }
+        if cause == RemovalCause::Replaced {
+            // The key stays; only tags the new value no longer carries must go, which the
+            // generation check below does for every tag of the old value.
+        } else if let Some(item) = self.keys.get(key) {
+            if *item.value() == entry.generation {
+                item.remove();
+            }
+        }
+        if !entry.tags.is_empty() {
+            let mut index = self.tags.lock().unwrap_or_else(|e| e.into_inner());
+            for tag in entry.tags.iter() {
+                if let Some(members) = index.get_mut(tag) {
+                    if members.get(key) == Some(&entry.generation) {
+                        members.remove(key);
+                    }
+                    if members.is_empty() {
+                        index.remove(tag);
+                    }
+                }
+            }
+        }
+    }
+}
