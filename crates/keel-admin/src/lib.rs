@@ -14,6 +14,13 @@
 //! - `GET /api/v1/stats` — system, health, HTTP and every registered subsystem's stats.
 //! - `GET /api/v1/openapi.json` — the OpenAPI 3.1 document of all of the above.
 //!
+//! The cache, when mounted with [`cache_api::routes`]:
+//! - `PUT|GET|HEAD|DELETE /api/v1/cache/keys/{key}` — one value (raw bytes, `Content-Type` kept).
+//! - `POST /api/v1/cache/mget`, `POST /api/v1/cache/mset` — bulk reads and all-or-nothing writes.
+//! - `GET /api/v1/cache/keys?pattern=&cursor=&limit=` — cursor-paged listing.
+//! - `DELETE /api/v1/cache/keys?pattern=` — pattern delete; `DELETE /api/v1/cache/tags/{tag}`.
+//! - `POST /api/v1/cache/reset` (admin), `GET /api/v1/cache/stats`.
+//!
 //! # Layout
 //! - [`state`]: [`AdminState`], what the handlers share.
 //! - [`router`]: assembles routes, auth gates and middleware.
@@ -21,10 +28,12 @@
 //! - [`request`]: request ids, problem+json finishing, and access logging.
 //! - [`http_metrics`]: per-route request counters and latency histograms.
 //! - [`history`]: the background sampler behind `/api/v1/system/history`.
+//! - [`cache_api`]: the cache routes, metrics, health check and stats section.
 //! - [`json`]: [`json::ApiJson`], a JSON extractor whose rejections are problem+json.
 //! - `routes`: the handlers.
 
 pub mod auth;
+pub mod cache_api;
 pub mod history;
 pub mod http_metrics;
 pub mod json;

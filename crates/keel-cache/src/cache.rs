@@ -32,7 +32,10 @@ pub struct SetOptions {
 impl SetOptions {
     /// Options with the given TTL.
     pub fn ttl(ttl: Duration) -> Self {
-        Self { ttl: Some(ttl), ..Self::default() }
+        Self {
+            ttl: Some(ttl),
+            ..Self::default()
+        }
     }
 }
 
@@ -82,13 +85,19 @@ pub struct KeyPage {
     pub next_cursor: Option<String>,
 }
 
+/// tag → key → generation of the write that carried the tag.
+pub(crate) type TagIndex = HashMap<Arc<str>, HashMap<Arc<str>, u64>>;
+
+/// An entry of the ordered key index: key → generation.
+type IndexEntry<'a> = crossbeam_skiplist::map::Entry<'a, Arc<str>, u64>;
+
 /// State the eviction listener shares with the cache.
 pub(crate) struct Shared {
     pub(crate) counters: Counters,
     /// Every key, ordered, with the generation of the write that put it there.
     pub(crate) keys: SkipMap<Arc<str>, u64>,
     /// tag → key → generation.
-    pub(crate) tags: Mutex<HashMap<Arc<str>, HashMap<Arc<str>, u64>>>,
+    pub(crate) tags: Mutex<TagIndex>,
 }
 
 /// An in-memory cache bounded by bytes, with TTLs, tags, glob patterns, single-flight loading,
@@ -117,11 +126,22 @@ struct EntryExpiry {
 }
 
 impl moka::Expiry<Arc<str>, Arc<Entry>> for EntryExpiry {
-    fn expire_after_create(&self, _: &Arc<str>, value: &Arc<Entry>, _: Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _: &Arc<str>,
+        value: &Arc<Entry>,
+        _: Instant,
+    ) -> Option<Duration> {
         if self.enabled { value.ttl } else { None }
     }
 
-    fn expire_after_update(&self, _: &Arc<str>, value: &Arc<Entry>, _: Instant, _: Option<Duration>) -> Option<Duration> {
+    fn expire_after_update(
+        &self,
+        _: &Arc<str>,
+        value: &Arc<Entry>,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
         if self.enabled { value.ttl } else { None }
     }
 }
@@ -143,7 +163,7 @@ impl Cache {
         let max_memory = config.max_memory.bytes();
         // With an entry bound, every entry weighs at least max_memory / max_entries, so at most
         // max_entries fit (moka bounds by one measure only).
-        let min_weight = if config.max_entries > 0 { max_memory / config.max_entries } else { 0 };
+        let min_weight = max_memory.checked_div(config.max_entries).unwrap_or(0);
         let store = Moka::builder()
             .max_capacity(max_memory)
             .weigher(move |key: &Arc<str>, entry: &Arc<Entry>| {
@@ -152,7 +172,9 @@ impl Cache {
             })
             // Under a mock clock the cache's own TTL check decides; moka's real-time expiry
             // would otherwise race the test's notion of time.
-            .expire_after(EntryExpiry { enabled: !clock.is_mock() })
+            .expire_after(EntryExpiry {
+                enabled: !clock.is_mock(),
+            })
             .eviction_listener(move |key: Arc<Arc<str>>, entry: Arc<Entry>, cause| {
                 listener_shared.on_removal(&key, &entry, cause);
             })
@@ -218,32 +240,56 @@ impl Cache {
     }
 
     fn remaining(&self, entry: &Entry) -> Option<Duration> {
-        entry.expires_at.map(|at| at.saturating_duration_since(self.clock.now()))
+        entry
+            .expires_at
+            .map(|at| at.saturating_duration_since(self.clock.now()))
     }
 
     /// Checks a write without performing it.
-    pub fn validate(&self, key: &str, value_len: usize, options: &SetOptions) -> Result<(), CacheError> {
+    pub fn validate(
+        &self,
+        key: &str,
+        value_len: usize,
+        options: &SetOptions,
+    ) -> Result<(), CacheError> {
         validate_key(key)?;
         let max = self.config.max_value_size.bytes();
         if value_len as u64 > max {
-            return Err(CacheError::ValueTooLarge { size: value_len, max });
+            return Err(CacheError::ValueTooLarge {
+                size: value_len,
+                max,
+            });
         }
         options.tags.iter().try_for_each(|t| validate_tag(t))
     }
 
     /// Stores `value` under `key`.
-    pub fn set(&self, key: &str, value: Bytes, options: SetOptions) -> Result<SetOutcome, CacheError> {
+    pub fn set(
+        &self,
+        key: &str,
+        value: Bytes,
+        options: SetOptions,
+    ) -> Result<SetOutcome, CacheError> {
         self.validate(key, value.len(), &options)?;
         Ok(self.insert(key, value, options))
     }
 
     /// Stores every entry, or none: all are validated first.
-    pub fn set_many(&self, entries: Vec<(String, Bytes, SetOptions)>) -> Result<Vec<SetOutcome>, CacheError> {
+    pub fn set_many(
+        &self,
+        entries: Vec<(String, Bytes, SetOptions)>,
+    ) -> Result<Vec<SetOutcome>, CacheError> {
         for (index, (key, value, options)) in entries.iter().enumerate() {
             self.validate(key, value.len(), options)
-                .map_err(|e| CacheError::InBatch { index, source: Box::new(e) })?;
+                .map_err(|e| CacheError::InBatch {
+                    index,
+                    source: Box::new(e),
+                })?;
         }
-        Ok(entries.into_iter().map(|(k, v, o)| self.insert(&k, v, o)).collect())
+        Ok(entries
+            .into_iter()
+            .map(|(k, v, o)| self.insert(&k, v, o))
+            .collect())
     }
 
     fn insert(&self, key: &str, value: Bytes, options: SetOptions) -> SetOutcome {
@@ -254,7 +300,8 @@ impl Cache {
         };
         let logical_len = value.len();
         let etag = content_hash(&value);
-        let (data, compressed) = maybe_compress(value, self.config.compress_min_bytes.bytes() as usize);
+        let (data, compressed) =
+            maybe_compress(value, self.config.compress_min_bytes.bytes() as usize);
         let generation = self.generation.fetch_add(1, Ordering::Relaxed);
         let mut tags: Vec<Arc<str>> = options.tags.iter().map(|t| Arc::from(t.as_str())).collect();
         tags.sort();
@@ -275,17 +322,26 @@ impl Cache {
         let c = &self.shared.counters;
         c.sets.fetch_add(1, Ordering::Relaxed);
         c.entries.fetch_add(1, Ordering::Relaxed);
-        c.logical_bytes.fetch_add(entry.logical(&key) as i64, Ordering::Relaxed);
-        c.stored_bytes.fetch_add(entry.weight(&key) as i64, Ordering::Relaxed);
+        c.logical_bytes
+            .fetch_add(entry.logical(&key) as i64, Ordering::Relaxed);
+        c.stored_bytes
+            .fetch_add(entry.weight(&key) as i64, Ordering::Relaxed);
         if !entry.tags.is_empty() {
             let mut index = self.shared.tags.lock().unwrap_or_else(|e| e.into_inner());
             for tag in entry.tags.iter() {
-                index.entry(tag.clone()).or_default().insert(key.clone(), generation);
+                index
+                    .entry(tag.clone())
+                    .or_default()
+                    .insert(key.clone(), generation);
             }
         }
         self.store.insert(key.clone(), entry);
         self.shared.keys.insert(key, generation);
-        if existed { SetOutcome::Replaced } else { SetOutcome::Created }
+        if existed {
+            SetOutcome::Replaced
+        } else {
+            SetOutcome::Created
+        }
     }
 
     /// Reads many keys; `None` for each miss.
@@ -312,13 +368,13 @@ impl Cache {
     /// Removes `key` only if it still holds the write with `generation`.
     pub(crate) fn remove_if_generation(&self, key: &str, generation: u64) -> bool {
         let key: Arc<str> = Arc::from(key);
-        let result = self.store.entry(key).and_compute_with(|current| {
-            let op = match current {
+        let result = self
+            .store
+            .entry(key)
+            .and_compute_with(|current| match current {
                 Some(e) if e.value().generation == generation => Op::Remove,
                 _ => Op::Nop,
-            };
-            op
-        });
+            });
         matches!(result, moka::ops::compute::CompResult::Removed(_))
     }
 
@@ -326,17 +382,26 @@ impl Cache {
     pub fn invalidate_tag(&self, tag: &str) -> usize {
         let members: Vec<(Arc<str>, u64)> = {
             let mut index = self.shared.tags.lock().unwrap_or_else(|e| e.into_inner());
-            index.remove(tag).map(|m| m.into_iter().collect()).unwrap_or_default()
+            index
+                .remove(tag)
+                .map(|m| m.into_iter().collect())
+                .unwrap_or_default()
         };
         let now = self.clock.now();
         let mut removed = 0;
         for (key, generation) in members {
-            let live = self.store.get(&key).is_some_and(|e| e.generation == generation && !e.expired(now));
+            let live = self
+                .store
+                .get(&key)
+                .is_some_and(|e| e.generation == generation && !e.expired(now));
             if self.remove_if_generation(&key, generation) && live {
                 removed += 1;
             }
         }
-        self.shared.counters.invalidated_tag.fetch_add(removed as u64, Ordering::Relaxed);
+        self.shared
+            .counters
+            .invalidated_tag
+            .fetch_add(removed as u64, Ordering::Relaxed);
         removed
     }
 
@@ -346,32 +411,16 @@ impl Cache {
     /// until it is `None`.
     pub fn scan(&self, pattern: &Glob, cursor: Option<&str>, limit: usize) -> KeyPage {
         let limit = limit.max(1);
-        let budget = (limit * 10).max(1000);
         let now = self.clock.now();
         let mut keys = Vec::new();
-        let mut last: Option<Arc<str>> = None;
-        let mut examined = 0;
-        let mut exhausted = true;
-        for item in self.range_from(pattern, cursor) {
-            let key = item.key().clone();
-            if !key.starts_with(pattern.literal_prefix()) {
-                break;
-            }
-            if keys.len() == limit || examined == budget {
-                exhausted = false;
-                break;
-            }
-            examined += 1;
-            last = Some(key.clone());
-            if !pattern.matches(&key) {
-                continue;
-            }
-            match self.store.get(&key) {
+        let next_cursor = self.walk(pattern, cursor, (limit * 10).max(1000), |item| {
+            let key = item.key();
+            match self.store.get(key) {
                 Some(e) if e.generation == *item.value() && !e.expired(now) => keys.push(KeyInfo {
                     size: e.logical_len,
-                    stored_size: e.weight(&key),
+                    stored_size: e.weight(key),
                     ttl_remaining: self.remaining(&e),
-                    key,
+                    key: key.clone(),
                 }),
                 Some(_) => {}
                 None => {
@@ -379,57 +428,91 @@ impl Cache {
                     item.remove();
                 }
             }
+            keys.len() < limit
+        });
+        KeyPage { keys, next_cursor }
+    }
+
+    /// Deletes the keys matching `pattern` among the next `batch` keys after `cursor`. Returns
+    /// how many live entries were removed and where to continue (`None` when done). Callers
+    /// loop, yielding between batches, so a large delete never blocks others for long.
+    pub fn delete_matching(
+        &self,
+        pattern: &Glob,
+        cursor: Option<&str>,
+        batch: usize,
+    ) -> (usize, Option<String>) {
+        let now = self.clock.now();
+        let mut removed = 0;
+        let next_cursor = self.walk(pattern, cursor, batch.max(1), |item| {
+            let (key, generation) = (item.key(), *item.value());
+            let live = self
+                .store
+                .get(key)
+                .is_some_and(|e| e.generation == generation && !e.expired(now));
+            if self.remove_if_generation(key, generation) && live {
+                removed += 1;
+            }
+            true
+        });
+        self.shared
+            .counters
+            .invalidated_pattern
+            .fetch_add(removed as u64, Ordering::Relaxed);
+        (removed, next_cursor)
+    }
+
+    /// Walks the key index in order from `cursor`, examining at most `budget` keys, and calls
+    /// `visit` for each key matching `pattern` until it returns `false`. Returns the cursor to
+    /// continue from, or `None` when no key is left. Holds no lock: the index is a concurrent
+    /// skip list, so writers proceed while a walk runs, and a key present throughout a paged
+    /// walk is visited exactly once.
+    fn walk(
+        &self,
+        pattern: &Glob,
+        cursor: Option<&str>,
+        budget: usize,
+        mut visit: impl FnMut(&IndexEntry<'_>) -> bool,
+    ) -> Option<String> {
+        let prefix = pattern.literal_prefix();
+        let mut last: Option<Arc<str>> = None;
+        for (examined, item) in self.range_from(pattern, cursor).enumerate() {
+            if !item.key().starts_with(prefix) {
+                return None;
+            }
+            if examined == budget {
+                return last.map(|k| k.to_string());
+            }
+            last = Some(item.key().clone());
+            if pattern.matches(item.key()) && !visit(&item) {
+                return last.map(|k| k.to_string());
+            }
         }
-        KeyPage { keys, next_cursor: if exhausted { None } else { last.map(|k| k.to_string()) } }
+        None
     }
 
     fn range_from<'a>(
         &'a self,
         pattern: &Glob,
         cursor: Option<&str>,
-    ) -> Box<dyn Iterator<Item = crossbeam_skiplist::map::Entry<'a, Arc<str>, u64>> + 'a> {
+    ) -> Box<dyn Iterator<Item = IndexEntry<'a>> + 'a> {
         use std::ops::Bound;
         let prefix: Arc<str> = Arc::from(pattern.literal_prefix());
         match cursor {
             Some(c) if *c >= *prefix => {
                 let after: Arc<str> = Arc::from(c);
-                Box::new(self.shared.keys.range((Bound::Excluded(after), Bound::Unbounded)))
+                Box::new(
+                    self.shared
+                        .keys
+                        .range((Bound::Excluded(after), Bound::Unbounded)),
+                )
             }
-            _ => Box::new(self.shared.keys.range((Bound::Included(prefix), Bound::Unbounded))),
+            _ => Box::new(
+                self.shared
+                    .keys
+                    .range((Bound::Included(prefix), Bound::Unbounded)),
+            ),
         }
-    }
-
-    /// Deletes up to `batch` examined keys matching `pattern` after `cursor`. Returns how many
-    /// live entries were removed and where to continue (`None` when done). Callers loop, yielding
-    /// between batches, so a large delete never blocks others for long.
-    pub fn delete_matching(&self, pattern: &Glob, cursor: Option<&str>, batch: usize) -> (usize, Option<String>) {
-        let now = self.clock.now();
-        let mut removed = 0;
-        let mut examined = 0;
-        let mut last: Option<Arc<str>> = None;
-        let mut done = true;
-        for item in self.range_from(pattern, cursor) {
-            let key = item.key().clone();
-            if !key.starts_with(pattern.literal_prefix()) {
-                break;
-            }
-            if examined == batch.max(1) {
-                done = false;
-                break;
-            }
-            examined += 1;
-            last = Some(key.clone());
-            if !pattern.matches(&key) {
-                continue;
-            }
-            let generation = *item.value();
-            let live = self.store.get(&key).is_some_and(|e| e.generation == generation && !e.expired(now));
-            if self.remove_if_generation(&key, generation) && live {
-                removed += 1;
-            }
-        }
-        self.shared.counters.invalidated_pattern.fetch_add(removed as u64, Ordering::Relaxed);
-        (removed, if done { None } else { last.map(|k| k.to_string()) })
     }
 
     /// Removes every entry.
@@ -437,13 +520,18 @@ impl Cache {
         let live = self.shared.counters.entries.load(Ordering::Relaxed).max(0) as u64;
         self.store.invalidate_all();
         self.store.run_pending_tasks();
-        self.shared.counters.cleared.fetch_add(live, Ordering::Relaxed);
+        self.shared
+            .counters
+            .cleared
+            .fetch_add(live, Ordering::Relaxed);
         live as usize
     }
 
     /// A snapshot of the statistics.
     pub fn stats(&self) -> CacheStats {
-        self.shared.counters.snapshot(self.second(), self.config.max_memory.bytes())
+        self.shared
+            .counters
+            .snapshot(self.second(), self.config.max_memory.bytes())
     }
 
     /// Runs moka's pending maintenance (evictions, expirations) now. Useful in tests and before
@@ -457,8 +545,10 @@ impl Shared {
     fn on_removal(&self, key: &Arc<str>, entry: &Entry, cause: RemovalCause) {
         let c = &self.counters;
         c.entries.fetch_sub(1, Ordering::Relaxed);
-        c.logical_bytes.fetch_sub(entry.logical(key) as i64, Ordering::Relaxed);
-        c.stored_bytes.fetch_sub(entry.weight(key) as i64, Ordering::Relaxed);
+        c.logical_bytes
+            .fetch_sub(entry.logical(key) as i64, Ordering::Relaxed);
+        c.stored_bytes
+            .fetch_sub(entry.weight(key) as i64, Ordering::Relaxed);
         match cause {
             RemovalCause::Size => {
                 c.evicted_size.fetch_add(1, Ordering::Relaxed);
@@ -468,13 +558,13 @@ impl Shared {
             }
             RemovalCause::Explicit | RemovalCause::Replaced => {}
         }
-        if cause == RemovalCause::Replaced {
-            // The key stays; only tags the new value no longer carries must go, which the
-            // generation check below does for every tag of the old value.
-        } else if let Some(item) = self.keys.get(key) {
-            if *item.value() == entry.generation {
-                item.remove();
-            }
+        // On replacement the key stays in the index; otherwise drop it unless a newer write
+        // already took its place.
+        if cause != RemovalCause::Replaced
+            && let Some(item) = self.keys.get(key)
+            && *item.value() == entry.generation
+        {
+            item.remove();
         }
         if !entry.tags.is_empty() {
             let mut index = self.tags.lock().unwrap_or_else(|e| e.into_inner());

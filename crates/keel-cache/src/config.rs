@@ -46,18 +46,27 @@ pub struct CacheConfigError {
 impl CacheConfig {
     /// Checks the values.
     pub fn validate(&self) -> Result<(), CacheConfigError> {
-        let err = |field, reason: &str| Err(CacheConfigError { field, reason: reason.to_owned() });
+        let err = |field, reason: &str| {
+            Err(CacheConfigError {
+                field,
+                reason: reason.to_owned(),
+            })
+        };
         if self.max_memory.bytes() < 1024 * 1024 {
             return err("cache.max_memory", "must be at least 1MiB");
         }
-        if self.max_value_size.bytes() == 0 || self.max_value_size.bytes() > u64::from(u32::MAX / 2) {
+        if self.max_value_size.bytes() == 0 || self.max_value_size.bytes() > u64::from(u32::MAX / 2)
+        {
             return err("cache.max_value_size", "must be between 1 byte and 2GiB");
         }
         if self.max_value_size.bytes() > self.max_memory.bytes() {
             return err("cache.max_value_size", "must not exceed cache.max_memory");
         }
         if self.max_entries > 0 && self.max_memory.bytes() / self.max_entries < 64 {
-            return err("cache.max_entries", "leaves under 64 bytes per entry; raise cache.max_memory or lower max_entries");
+            return err(
+                "cache.max_entries",
+                "leaves under 64 bytes per entry; raise cache.max_memory or lower max_entries",
+            );
         }
         Ok(())
     }

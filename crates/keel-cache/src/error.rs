@@ -64,7 +64,9 @@ pub fn validate_key(key: &str) -> Result<(), CacheError> {
         )));
     }
     if let Some(c) = key.chars().find(|c| c.is_control()) {
-        return Err(CacheError::InvalidKey(format!("contains the control character {c:?}")));
+        return Err(CacheError::InvalidKey(format!(
+            "contains the control character {c:?}"
+        )));
     }
     Ok(())
 }
@@ -82,5 +84,8 @@ pub fn validate_tag(tag: &str) -> Result<(), CacheError> {
     } else {
         return Ok(());
     };
-    Err(CacheError::InvalidTag { tag: tag.to_owned(), reason })
+    Err(CacheError::InvalidTag {
+        tag: tag.to_owned(),
+        reason,
+    })
 }

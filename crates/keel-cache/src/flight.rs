@@ -50,7 +50,11 @@ struct LeaderGuard<'a> {
 
 impl Drop for LeaderGuard<'_> {
     fn drop(&mut self) {
-        self.flights.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.key);
+        self.flights
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
         if matches!(*self.tx.borrow(), Outcome::Pending) {
             self.tx.send_replace(Outcome::Abandoned);
         }
@@ -84,7 +88,12 @@ impl Cache {
     /// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
     /// # }
     /// ```
-    pub async fn get_or_load<F, Fut, E>(&self, key: &str, options: LoadOptions, loader: F) -> Result<CacheValue, LoadError<E>>
+    pub async fn get_or_load<F, Fut, E>(
+        &self,
+        key: &str,
+        options: LoadOptions,
+        loader: F,
+    ) -> Result<CacheValue, LoadError<E>>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Bytes, E>>,
@@ -116,7 +125,11 @@ impl Cache {
                     }
                 }
                 Role::Leader(tx) => {
-                    let guard = LeaderGuard { flights: &self.flights, key: Arc::from(key), tx };
+                    let guard = LeaderGuard {
+                        flights: &self.flights,
+                        key: Arc::from(key),
+                        tx,
+                    };
                     let Some(run) = loader.take() else {
                         // Our loader already ran in an earlier round; should not happen, but a
                         // waiter must never run twice.
@@ -126,7 +139,9 @@ impl Cache {
                         Ok(bytes) => {
                             self.set(key, bytes, options.set.clone())?;
                             let value = self.peek(key).ok_or_else(|| {
-                                LoadError::Cache(crate::CacheError::InvalidKey("evicted at once".into()))
+                                LoadError::Cache(crate::CacheError::InvalidKey(
+                                    "evicted at once".into(),
+                                ))
                             });
                             match value {
                                 Ok(v) => {
@@ -159,14 +174,20 @@ impl Cache {
         Some(CacheValue {
             bytes: entry.value(),
             content_type: entry.content_type.clone(),
-            ttl_remaining: entry.expires_at.map(|at| at.saturating_duration_since(self.clock.now())),
+            ttl_remaining: entry
+                .expires_at
+                .map(|at| at.saturating_duration_since(self.clock.now())),
             etag: format!("{:016x}", entry.etag),
             tags: entry.tags.to_vec(),
         })
     }
 
     fn join_flight(&self, key: &str) -> Role {
-        let mut running = self.flights.running.lock().unwrap_or_else(|e| e.into_inner());
+        let mut running = self
+            .flights
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if let Some(rx) = running.get(key) {
             return Role::Waiter(rx.clone());
         }
@@ -176,7 +197,11 @@ impl Cache {
     }
 
     fn remembered_failure(&self, key: &str) -> Option<String> {
-        let mut failures = self.flights.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let mut failures = self
+            .flights
+            .failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let (until, message) = failures.get(key)?;
         if *until > self.clock.now() {
             return Some(message.clone());
@@ -186,7 +211,11 @@ impl Cache {
     }
 
     fn remember_failure(&self, key: &str, ttl: Duration, message: String) {
-        let mut failures = self.flights.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let mut failures = self
+            .flights
+            .failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let now = self.clock.now();
         if failures.len() >= 10_000 {
             failures.retain(|_, (until, _)| *until > now);

@@ -103,12 +103,11 @@ fn match_bytes(p: &[u8], s: &[u8]) -> bool {
                     continue;
                 }
                 b'[' => {
-                    if let Some((matched, next)) = match_class(p, pi, s[si]) {
-                        if matched {
-                            pi = next;
-                            si += 1;
-                            continue;
-                        }
+                    let (matched, next) = match_class(p, pi, s[si]);
+                    if matched {
+                        pi = next;
+                        si += 1;
+                        continue;
                     }
                 }
                 b'\\' if pi + 1 < p.len() => {
@@ -145,7 +144,7 @@ fn match_bytes(p: &[u8], s: &[u8]) -> bool {
 
 /// Matches byte `c` against the class starting at `p[start] == b'['`. Returns whether it matched
 /// and the index after the class.
-fn match_class(p: &[u8], start: usize, c: u8) -> Option<(bool, usize)> {
+fn match_class(p: &[u8], start: usize, c: u8) -> (bool, usize) {
     let mut i = start + 1;
     let negate = i < p.len() && p[i] == b'^';
     if negate {
@@ -184,7 +183,7 @@ fn match_class(p: &[u8], start: usize, c: u8) -> Option<(bool, usize)> {
             }
         }
     }
-    Some((matched != negate, i))
+    (matched != negate, i)
 }
 
 #[cfg(test)]
@@ -237,7 +236,11 @@ mod tests {
     #[test]
     fn redis_glob_semantics() {
         for (pattern, key, want) in TABLE {
-            assert_eq!(Glob::new(pattern).matches(key), *want, "{pattern:?} vs {key:?}");
+            assert_eq!(
+                Glob::new(pattern).matches(key),
+                *want,
+                "{pattern:?} vs {key:?}"
+            );
         }
     }
 

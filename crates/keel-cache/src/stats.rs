@@ -35,14 +35,21 @@ pub(crate) struct Recent {
 impl Default for Recent {
     fn default() -> Self {
         let make = || (0..WINDOW_SECONDS).map(|_| AtomicU64::new(0)).collect();
-        Self { hits: make(), misses: make() }
+        Self {
+            hits: make(),
+            misses: make(),
+        }
     }
 }
 
 fn bump(bucket: &AtomicU64, second: u64) {
     let stamp = second & 0xFFFF_FFFF;
     let _ = bucket.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |packed| {
-        Some(if packed >> 32 == stamp { packed + 1 } else { (stamp << 32) | 1 })
+        Some(if packed >> 32 == stamp {
+            packed + 1
+        } else {
+            (stamp << 32) | 1
+        })
     });
 }
 
@@ -120,7 +127,11 @@ pub struct Evictions {
 }
 
 fn ratio(hits: u64, misses: u64) -> f64 {
-    if hits + misses == 0 { 0.0 } else { hits as f64 / (hits + misses) as f64 }
+    if hits + misses == 0 {
+        0.0
+    } else {
+        hits as f64 / (hits + misses) as f64
+    }
 }
 
 impl Counters {

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use keel_cache::{Cache, CacheConfig, CacheError, Glob, LoadError, LoadOptions, SetOptions, SetOutcome};
+use keel_cache::{
+    Cache, CacheConfig, CacheError, Glob, LoadError, LoadOptions, SetOptions, SetOutcome,
+};
 use keel_core::{ByteSize, Clock, HumanDuration, MockClock};
 
 fn mock_cache(config: CacheConfig) -> (Cache, MockClock) {
@@ -22,9 +24,15 @@ fn secs(n: u64) -> Duration {
 #[test]
 fn entries_expire_by_ttl_on_the_mock_clock() {
     let (cache, time) = mock_cache(CacheConfig::default());
-    cache.set("short", "a".into(), SetOptions::ttl(secs(30))).unwrap();
-    cache.set("default", "b".into(), SetOptions::default()).unwrap();
-    cache.set("forever", "c".into(), SetOptions::ttl(Duration::ZERO)).unwrap();
+    cache
+        .set("short", "a".into(), SetOptions::ttl(secs(30)))
+        .unwrap();
+    cache
+        .set("default", "b".into(), SetOptions::default())
+        .unwrap();
+    cache
+        .set("forever", "c".into(), SetOptions::ttl(Duration::ZERO))
+        .unwrap();
 
     assert_eq!(cache.get("short").unwrap().ttl_remaining, Some(secs(30)));
     time.advance(secs(29));
@@ -61,7 +69,9 @@ fn eviction_keeps_stored_bytes_within_max_memory() {
     let mut written = 0;
     let mut i = 0;
     while written < total_written {
-        cache.set(&format!("key:{i}"), value.clone(), SetOptions::default()).unwrap();
+        cache
+            .set(&format!("key:{i}"), value.clone(), SetOptions::default())
+            .unwrap();
         written += 1000;
         i += 1;
     }
@@ -69,7 +79,10 @@ fn eviction_keeps_stored_bytes_within_max_memory() {
     let stats = cache.stats();
     assert!(stats.stored_bytes <= 4 * 1024 * 1024, "{stats:?}");
     assert!(stats.evictions.size > 0, "{stats:?}");
-    assert!(stats.entries > 1000, "most of the budget is used: {stats:?}");
+    assert!(
+        stats.entries > 1000,
+        "most of the budget is used: {stats:?}"
+    );
     assert_eq!(stats.entries + stats.evictions.size, i as u64);
 }
 
@@ -80,7 +93,9 @@ fn max_entries_bounds_the_count() {
     config.max_entries = 100;
     let cache = Cache::new(config);
     for i in 0..1000 {
-        cache.set(&format!("k{i}"), "v".into(), SetOptions::default()).unwrap();
+        cache
+            .set(&format!("k{i}"), "v".into(), SetOptions::default())
+            .unwrap();
     }
     cache.run_pending_tasks();
     assert!(cache.stats().entries <= 100, "{:?}", cache.stats());
@@ -89,9 +104,20 @@ fn max_entries_bounds_the_count() {
 #[test]
 fn large_values_are_compressed_when_it_saves_space() {
     let (cache, _) = mock_cache(CacheConfig::default());
-    let json: String = (0..400).map(|i| format!("{{\"id\":{i},\"name\":\"user-{i}\",\"active\":true}},")).collect();
+    let json: String = (0..400)
+        .map(|i| format!("{{\"id\":{i},\"name\":\"user-{i}\",\"active\":true}},"))
+        .collect();
     let value = Bytes::from(json);
-    cache.set("list", value.clone(), SetOptions { content_type: Some("application/json".into()), ..SetOptions::default() }).unwrap();
+    cache
+        .set(
+            "list",
+            value.clone(),
+            SetOptions {
+                content_type: Some("application/json".into()),
+                ..SetOptions::default()
+            },
+        )
+        .unwrap();
     let stats = cache.stats();
     assert!(stats.stored_bytes < stats.logical_bytes, "{stats:?}");
     let got = cache.get("list").unwrap();
@@ -99,22 +125,35 @@ fn large_values_are_compressed_when_it_saves_space() {
     assert_eq!(got.content_type.as_deref(), Some("application/json"));
 
     // Incompressible data is stored as is, and small values are never compressed.
-    let noise: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
-    cache.set("noise", Bytes::from(noise.clone()), SetOptions::default()).unwrap();
+    let noise: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    cache
+        .set("noise", Bytes::from(noise.clone()), SetOptions::default())
+        .unwrap();
     assert_eq!(cache.get("noise").unwrap().bytes, noise);
-    cache.set("small", "tiny".into(), SetOptions::default()).unwrap();
+    cache
+        .set("small", "tiny".into(), SetOptions::default())
+        .unwrap();
     assert_eq!(cache.get("small").unwrap().bytes, "tiny");
 }
 
 #[test]
 fn tags_invalidate_their_entries_only() {
     let (cache, _) = mock_cache(CacheConfig::default());
-    let tagged = |tags: &[&str]| SetOptions { tags: tags.iter().map(|t| (*t).to_owned()).collect(), ..SetOptions::default() };
-    cache.set("u:1", "a".into(), tagged(&["users", "team:7"])).unwrap();
+    let tagged = |tags: &[&str]| SetOptions {
+        tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+        ..SetOptions::default()
+    };
+    cache
+        .set("u:1", "a".into(), tagged(&["users", "team:7"]))
+        .unwrap();
     cache.set("u:2", "b".into(), tagged(&["users"])).unwrap();
     cache.set("p:1", "c".into(), tagged(&["posts"])).unwrap();
     // Re-set without the tag: the old tag no longer applies.
-    cache.set("u:2", "b2".into(), tagged(&["archived"])).unwrap();
+    cache
+        .set("u:2", "b2".into(), tagged(&["archived"]))
+        .unwrap();
 
     assert_eq!(cache.invalidate_tag("users"), 1);
     assert!(cache.get("u:1").is_none());
@@ -128,15 +167,32 @@ fn tags_invalidate_their_entries_only() {
 #[test]
 fn set_reports_created_or_replaced_and_delete_reports_presence() {
     let (cache, time) = mock_cache(CacheConfig::default());
-    assert_eq!(cache.set("k", "1".into(), SetOptions::ttl(secs(5))).unwrap(), SetOutcome::Created);
-    assert_eq!(cache.set("k", "2".into(), SetOptions::ttl(secs(5))).unwrap(), SetOutcome::Replaced);
+    assert_eq!(
+        cache
+            .set("k", "1".into(), SetOptions::ttl(secs(5)))
+            .unwrap(),
+        SetOutcome::Created
+    );
+    assert_eq!(
+        cache
+            .set("k", "2".into(), SetOptions::ttl(secs(5)))
+            .unwrap(),
+        SetOutcome::Replaced
+    );
     time.advance(secs(5));
-    assert_eq!(cache.set("k", "3".into(), SetOptions::default()).unwrap(), SetOutcome::Created);
+    assert_eq!(
+        cache.set("k", "3".into(), SetOptions::default()).unwrap(),
+        SetOutcome::Created
+    );
     assert!(cache.delete("k"));
     assert!(!cache.delete("k"));
     cache.run_pending_tasks();
     let stats = cache.stats();
-    assert_eq!((stats.entries, stats.logical_bytes, stats.stored_bytes), (0, 0, 0), "{stats:?}");
+    assert_eq!(
+        (stats.entries, stats.logical_bytes, stats.stored_bytes),
+        (0, 0, 0),
+        "{stats:?}"
+    );
 }
 
 #[test]
@@ -144,16 +200,35 @@ fn bad_input_is_refused_and_bulk_writes_are_all_or_nothing() {
     let mut config = CacheConfig::default();
     config.max_value_size = ByteSize(10);
     let (cache, _) = mock_cache(config);
-    assert!(matches!(cache.set("", "v".into(), SetOptions::default()), Err(CacheError::InvalidKey(_))));
-    assert!(matches!(cache.set(&"k".repeat(513), "v".into(), SetOptions::default()), Err(CacheError::InvalidKey(_))));
-    assert!(matches!(cache.set("a\nb", "v".into(), SetOptions::default()), Err(CacheError::InvalidKey(_))));
-    assert!(cache.set(&"k".repeat(512), "v".into(), SetOptions::default()).is_ok());
+    assert!(matches!(
+        cache.set("", "v".into(), SetOptions::default()),
+        Err(CacheError::InvalidKey(_))
+    ));
+    assert!(matches!(
+        cache.set(&"k".repeat(513), "v".into(), SetOptions::default()),
+        Err(CacheError::InvalidKey(_))
+    ));
+    assert!(matches!(
+        cache.set("a\nb", "v".into(), SetOptions::default()),
+        Err(CacheError::InvalidKey(_))
+    ));
+    assert!(
+        cache
+            .set(&"k".repeat(512), "v".into(), SetOptions::default())
+            .is_ok()
+    );
     assert!(matches!(
         cache.set("big", Bytes::from(vec![0; 11]), SetOptions::default()),
         Err(CacheError::ValueTooLarge { size: 11, max: 10 })
     ));
-    let bad_tag = SetOptions { tags: vec!["a,b".into()], ..SetOptions::default() };
-    assert!(matches!(cache.set("k", "v".into(), bad_tag), Err(CacheError::InvalidTag { .. })));
+    let bad_tag = SetOptions {
+        tags: vec!["a,b".into()],
+        ..SetOptions::default()
+    };
+    assert!(matches!(
+        cache.set("k", "v".into(), bad_tag),
+        Err(CacheError::InvalidTag { .. })
+    ));
 
     let batch = vec![
         ("one".to_owned(), Bytes::from("1"), SetOptions::default()),
@@ -168,10 +243,16 @@ fn bad_input_is_refused_and_bulk_writes_are_all_or_nothing() {
 fn scan_pages_through_matching_keys_in_order() {
     let (cache, time) = mock_cache(CacheConfig::default());
     for i in 0..250 {
-        cache.set(&format!("user:{i:03}"), "v".into(), SetOptions::default()).unwrap();
-        cache.set(&format!("post:{i:03}"), "v".into(), SetOptions::default()).unwrap();
+        cache
+            .set(&format!("user:{i:03}"), "v".into(), SetOptions::default())
+            .unwrap();
+        cache
+            .set(&format!("post:{i:03}"), "v".into(), SetOptions::default())
+            .unwrap();
     }
-    cache.set("user:expiring", "v".into(), SetOptions::ttl(secs(1))).unwrap();
+    cache
+        .set("user:expiring", "v".into(), SetOptions::ttl(secs(1)))
+        .unwrap();
     time.advance(secs(2));
     let pattern = Glob::new("user:*");
     let mut seen = Vec::new();
@@ -186,7 +267,10 @@ fn scan_pages_through_matching_keys_in_order() {
     }
     assert_eq!(seen.len(), 250);
     assert!(seen.windows(2).all(|w| w[0] < w[1]));
-    assert!(seen.iter().all(|k| k.starts_with("user:") && k != "user:expiring"));
+    assert!(
+        seen.iter()
+            .all(|k| k.starts_with("user:") && k != "user:expiring")
+    );
     let page = cache.scan(&Glob::new("user:00?"), None, 100);
     assert_eq!(page.keys.len(), 10);
     assert_eq!(page.keys[0].size, 1);
@@ -237,9 +321,13 @@ fn cursor_paging_sees_every_stable_key_exactly_once_under_concurrent_churn() {
 fn pattern_delete_runs_in_batches() {
     let (cache, _) = mock_cache(CacheConfig::default());
     for i in 0..120 {
-        cache.set(&format!("user:123:{i}"), "v".into(), SetOptions::default()).unwrap();
+        cache
+            .set(&format!("user:123:{i}"), "v".into(), SetOptions::default())
+            .unwrap();
     }
-    cache.set("user:124:1", "v".into(), SetOptions::default()).unwrap();
+    cache
+        .set("user:124:1", "v".into(), SetOptions::default())
+        .unwrap();
     let pattern = Glob::new("user:123:*");
     let (mut total, mut cursor, mut calls) = (0, None::<String>, 0);
     loop {
@@ -299,19 +387,32 @@ async fn loader_errors_are_not_cached_unless_negative_caching_is_on() {
         runs.fetch_add(1, Ordering::SeqCst);
         Err::<Bytes, _>("upstream down".to_owned())
     };
-    let err = cache.get_or_load("k", LoadOptions::default(), failing).await.unwrap_err();
+    let err = cache
+        .get_or_load("k", LoadOptions::default(), failing)
+        .await
+        .unwrap_err();
     assert!(matches!(err, LoadError::Loader(ref e) if **e == "upstream down"));
-    let _ = cache.get_or_load("k", LoadOptions::default(), failing).await;
+    let _ = cache
+        .get_or_load("k", LoadOptions::default(), failing)
+        .await;
     assert_eq!(runs.load(Ordering::SeqCst), 2, "errors are not cached");
 
-    let negative = LoadOptions { negative_ttl: Some(secs(10)), ..LoadOptions::default() };
+    let negative = LoadOptions {
+        negative_ttl: Some(secs(10)),
+        ..LoadOptions::default()
+    };
     let _ = cache.get_or_load("n", negative.clone(), failing).await;
-    let again = cache.get_or_load("n", negative.clone(), failing).await.unwrap_err();
+    let again = cache
+        .get_or_load("n", negative.clone(), failing)
+        .await
+        .unwrap_err();
     assert!(matches!(again, LoadError::NegativeCached(ref m) if m == "upstream down"));
     assert_eq!(runs.load(Ordering::SeqCst), 3);
     time.advance(secs(10));
     let ok = cache
-        .get_or_load("n", negative, || async { Ok::<_, String>(Bytes::from_static(b"back")) })
+        .get_or_load("n", negative, || async {
+            Ok::<_, String>(Bytes::from_static(b"back"))
+        })
         .await
         .unwrap();
     assert_eq!(ok.bytes, "back");
@@ -336,7 +437,9 @@ async fn an_abandoned_load_hands_over_to_a_waiter() {
         let cache = cache.clone();
         tokio::spawn(async move {
             cache
-                .get_or_load("k", LoadOptions::default(), || async { Ok::<_, String>(Bytes::from_static(b"mine")) })
+                .get_or_load("k", LoadOptions::default(), || async {
+                    Ok::<_, String>(Bytes::from_static(b"mine"))
+                })
                 .await
         })
     };
@@ -348,7 +451,9 @@ async fn an_abandoned_load_hands_over_to_a_waiter() {
 #[test]
 fn statistics_count_hits_misses_and_recent_ratios() {
     let (cache, time) = mock_cache(CacheConfig::default());
-    cache.set("k", "v".into(), SetOptions::ttl(Duration::ZERO)).unwrap();
+    cache
+        .set("k", "v".into(), SetOptions::ttl(Duration::ZERO))
+        .unwrap();
     for _ in 0..3 {
         cache.get("k");
     }

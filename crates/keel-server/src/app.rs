@@ -18,6 +18,7 @@ use axum::Router;
 use keel_admin::router::RouterOptions;
 use keel_admin::{AdminState, AdminStateBuilder};
 use keel_auth::{AuthConfigError, Authenticator};
+use keel_cache::Cache;
 use keel_core::{Clock, HealthRegistry, Metrics, Shutdown};
 use tokio::net::TcpListener;
 use utoipa_axum::router::OpenApiRouter;
@@ -95,18 +96,22 @@ impl AppBuilder {
             sample_interval: config.system.sample_interval.get(),
             history_retention: config.system.history_retention.get(),
             shutdown,
-            clock: self.clock,
+            clock: self.clock.clone(),
             service_id: service_id(&config),
             data_dir: data_dir.clone(),
             effective_config: config.redacted_json(),
         }
         .build();
         checks::register_builtin(&state, &data_dir, &config.health, &config.redis);
+        let cache = Cache::with_clock(config.cache.clone(), self.clock.clone());
+        keel_admin::cache_api::observe(&state, &cache);
+        let mut api = vec![keel_admin::cache_api::routes(cache.clone())];
+        api.extend(self.api);
         let router = keel_admin::router(
             state.clone(),
             RouterOptions {
                 body_limit: usize::try_from(config.server.body_limit.bytes()).unwrap_or(usize::MAX),
-                api: self.api,
+                api,
             },
         );
         Ok(App {
@@ -114,6 +119,7 @@ impl AppBuilder {
             state,
             router,
             admin_token,
+            cache,
         })
     }
 }
@@ -133,6 +139,7 @@ pub struct App {
     state: AdminState,
     router: Router,
     admin_token: Option<AdminToken>,
+    cache: Cache,
 }
 
 impl App {
@@ -153,6 +160,11 @@ impl App {
     /// The admin state (health registry, metrics, shutdown flag…).
     pub fn state(&self) -> &AdminState {
         &self.state
+    }
+
+    /// The cache engine behind `/api/v1/cache`.
+    pub fn cache(&self) -> &Cache {
+        &self.cache
     }
 
     /// The generated admin token, when no credential is configured.

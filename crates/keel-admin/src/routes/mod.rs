@@ -1,5 +1,6 @@
 //! The handlers, one module per area.
 
+pub(crate) mod cache;
 pub(crate) mod health;
 pub(crate) mod metrics;
 pub(crate) mod openapi;

@@ -18,6 +18,7 @@ pub mod schema;
 mod sections;
 
 use keel_auth::AuthConfig;
+use keel_cache::CacheConfig;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +40,8 @@ pub struct Config {
     pub health: HealthConfig,
     /// System sampling for `/api/v1/system/history`.
     pub system: SystemConfig,
+    /// The cache: memory bound, default TTL, compression, value size limit.
+    pub cache: CacheConfig,
     /// Redis, for scaling out across instances. Unset = everything stays in-process.
     pub redis: RedisConfig,
 }
@@ -73,6 +76,9 @@ impl Config {
             .map_err(|e| FieldError::new(e.field, e.reason))?;
         self.health.validate()?;
         self.system.validate()?;
+        self.cache
+            .validate()
+            .map_err(|e| FieldError::new(e.field, e.reason))?;
         self.redis.validate()?;
         Ok(())
     }
