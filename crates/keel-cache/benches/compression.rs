@@ -36,13 +36,19 @@ fn bench(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("compress/{len}"));
         group.throughput(Throughput::Bytes(len as u64));
         group.bench_function("lz4", |b| b.iter(|| lz4_flex::compress_prepend_size(&data)));
-        group.bench_function("zstd-1", |b| b.iter(|| zstd::bulk::compress(&data, 1).unwrap()));
-        group.bench_function("zstd-3", |b| b.iter(|| zstd::bulk::compress(&data, 3).unwrap()));
+        // zstd gets reused contexts, its fastest way to run.
+        let mut c1 = zstd::bulk::Compressor::new(1).unwrap();
+        group.bench_function("zstd-1", |b| b.iter(|| c1.compress(&data).unwrap()));
+        let mut c3 = zstd::bulk::Compressor::new(3).unwrap();
+        group.bench_function("zstd-3", |b| b.iter(|| c3.compress(&data).unwrap()));
         group.finish();
         let mut group = c.benchmark_group(format!("decompress/{len}"));
         group.throughput(Throughput::Bytes(len as u64));
-        group.bench_function("lz4", |b| b.iter(|| lz4_flex::decompress_size_prepended(&lz4).unwrap()));
-        group.bench_function("zstd-1", |b| b.iter(|| zstd::bulk::decompress(&z1, len).unwrap()));
+        group.bench_function("lz4", |b| {
+            b.iter(|| lz4_flex::decompress_size_prepended(&lz4).unwrap())
+        });
+        let mut d = zstd::bulk::Decompressor::new().unwrap();
+        group.bench_function("zstd-1", |b| b.iter(|| d.decompress(&z1, len).unwrap()));
         group.finish();
     }
 }

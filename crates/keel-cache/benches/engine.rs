@@ -80,14 +80,23 @@ fn bench(c: &mut Criterion) {
         group.bench_function("moka", |b| {
             b.iter_custom(|iters| {
                 parallel(threads, iters, |t, i| {
-                    moka.insert(Arc::from(keys[(i * 7 + t * 13) % KEYS].as_str()), value.clone());
+                    moka.insert(
+                        Arc::from(keys[(i * 7 + t * 13) % KEYS].as_str()),
+                        value.clone(),
+                    );
                 })
             })
         });
         group.bench_function("keel", |b| {
             b.iter_custom(|iters| {
                 parallel(threads, iters, |t, i| {
-                    engine.set(&keys[(i * 7 + t * 13) % KEYS], value.clone(), SetOptions::default()).unwrap();
+                    engine
+                        .set(
+                            &keys[(i * 7 + t * 13) % KEYS],
+                            value.clone(),
+                            SetOptions::default(),
+                        )
+                        .unwrap();
                 })
             })
         });

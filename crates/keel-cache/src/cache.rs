@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_skiplist::SkipMap;
 use keel_core::Clock;
 use moka::notification::RemovalCause;
 use moka::ops::compute::Op;
@@ -16,6 +15,7 @@ use crate::config::CacheConfig;
 use crate::entry::{Entry, content_hash, maybe_compress};
 use crate::error::{CacheError, validate_key, validate_tag};
 use crate::glob::Glob;
+use crate::index::{IndexEntry, KeyIndex, NEVER};
 use crate::stats::{CacheStats, Counters};
 
 /// How to store a value.
@@ -57,10 +57,17 @@ pub struct CacheValue {
     pub content_type: Option<Arc<str>>,
     /// Time left before it expires (`None` = never).
     pub ttl_remaining: Option<Duration>,
-    /// A strong validator for the value (hex of a content hash).
-    pub etag: String,
+    /// A hash of the value, a strong validator; [`CacheValue::etag_hex`] formats it.
+    pub etag: u64,
     /// Its tags.
     pub tags: Vec<Arc<str>>,
+}
+
+impl CacheValue {
+    /// The ETag as 16 hex digits (without quotes).
+    pub fn etag_hex(&self) -> String {
+        format!("{:016x}", self.etag)
+    }
 }
 
 /// A key in a listing.
@@ -88,14 +95,11 @@ pub struct KeyPage {
 /// tag → key → generation of the write that carried the tag.
 pub(crate) type TagIndex = HashMap<Arc<str>, HashMap<Arc<str>, u64>>;
 
-/// An entry of the ordered key index: key → generation.
-type IndexEntry<'a> = crossbeam_skiplist::map::Entry<'a, Arc<str>, u64>;
-
 /// State the eviction listener shares with the cache.
 pub(crate) struct Shared {
     pub(crate) counters: Counters,
-    /// Every key, ordered, with the generation of the write that put it there.
-    pub(crate) keys: SkipMap<Arc<str>, u64>,
+    /// Every key, ordered, with its latest write's generation and expiry.
+    pub(crate) keys: KeyIndex,
     /// tag → key → generation.
     pub(crate) tags: Mutex<TagIndex>,
 }
@@ -119,6 +123,9 @@ pub struct Cache {
     pub(crate) clock: Clock,
     generation: Arc<AtomicU64>,
     pub(crate) flights: Arc<crate::flight::Flights>,
+    /// The clock's reading at construction, monotonic and wall: turns a monotonic `now` into a
+    /// Unix second for the per-second statistics without a second clock read.
+    origin: (Instant, u64),
 }
 
 struct EntryExpiry {
@@ -156,7 +163,7 @@ impl Cache {
     pub fn with_clock(config: CacheConfig, clock: Clock) -> Self {
         let shared = Arc::new(Shared {
             counters: Counters::default(),
-            keys: SkipMap::new(),
+            keys: KeyIndex::default(),
             tags: Mutex::new(HashMap::new()),
         });
         let listener_shared = shared.clone();
@@ -183,9 +190,10 @@ impl Cache {
             store,
             shared,
             config: Arc::new(config),
-            clock,
             generation: Arc::new(AtomicU64::new(1)),
             flights: Arc::default(),
+            origin: (clock.now(), clock.unix_ms()),
+            clock,
         }
     }
 
@@ -194,20 +202,27 @@ impl Cache {
         &self.config
     }
 
-    fn second(&self) -> u64 {
-        self.clock.unix_ms() / 1000
+    /// `at` as nanoseconds since the cache's origin (the index's time scale).
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.origin.0).as_nanos()).unwrap_or(NEVER - 1)
+    }
+
+    fn second(&self, now: Instant) -> u64 {
+        let (origin, origin_ms) = self.origin;
+        (origin_ms + now.saturating_duration_since(origin).as_millis() as u64) / 1000
     }
 
     /// Reads a live entry. Counts a hit or a miss.
     pub fn get(&self, key: &str) -> Option<CacheValue> {
-        let found = self.live_entry(key);
-        let second = self.second();
+        let now = self.clock.now();
+        let found = self.live_entry(key, now);
+        let second = self.second(now);
         let c = &self.shared.counters;
         match found {
             Some(entry) => {
                 c.hits.fetch_add(1, Ordering::Relaxed);
                 c.recent.hit(second);
-                Some(self.to_value(&entry))
+                Some(self.to_value(&entry, now))
             }
             None => {
                 c.misses.fetch_add(1, Ordering::Relaxed);
@@ -218,9 +233,9 @@ impl Cache {
     }
 
     /// The live entry under `key`, removing it if it has expired. Counts nothing else.
-    fn live_entry(&self, key: &str) -> Option<Arc<Entry>> {
+    fn live_entry(&self, key: &str, now: Instant) -> Option<Arc<Entry>> {
         let entry = self.store.get(key)?;
-        if entry.expired(self.clock.now()) {
+        if entry.expired(now) {
             if self.remove_if_generation(key, entry.generation) {
                 self.shared.counters.expired.fetch_add(1, Ordering::Relaxed);
             }
@@ -229,20 +244,14 @@ impl Cache {
         Some(entry)
     }
 
-    fn to_value(&self, entry: &Entry) -> CacheValue {
+    pub(crate) fn to_value(&self, entry: &Entry, now: Instant) -> CacheValue {
         CacheValue {
             bytes: entry.value(),
             content_type: entry.content_type.clone(),
-            ttl_remaining: self.remaining(entry),
-            etag: format!("{:016x}", entry.etag),
+            ttl_remaining: remaining(entry, now),
+            etag: entry.etag,
             tags: entry.tags.to_vec(),
         }
-    }
-
-    fn remaining(&self, entry: &Entry) -> Option<Duration> {
-        entry
-            .expires_at
-            .map(|at| at.saturating_duration_since(self.clock.now()))
     }
 
     /// Checks a write without performing it.
@@ -303,6 +312,7 @@ impl Cache {
         let (data, compressed) =
             maybe_compress(value, self.config.compress_min_bytes.bytes() as usize);
         let generation = self.generation.fetch_add(1, Ordering::Relaxed);
+        let now = self.clock.now();
         let mut tags: Vec<Arc<str>> = options.tags.iter().map(|t| Arc::from(t.as_str())).collect();
         tags.sort();
         tags.dedup();
@@ -311,14 +321,13 @@ impl Cache {
             compressed,
             logical_len,
             content_type: options.content_type.map(Arc::from),
-            expires_at: ttl.map(|t| self.clock.now() + t),
+            expires_at: ttl.map(|t| now + t),
             ttl,
             tags: tags.into_boxed_slice(),
             etag,
             generation,
         });
         let key: Arc<str> = Arc::from(key);
-        let existed = self.live_entry(&key).is_some();
         let c = &self.shared.counters;
         c.sets.fetch_add(1, Ordering::Relaxed);
         c.entries.fetch_add(1, Ordering::Relaxed);
@@ -335,8 +344,12 @@ impl Cache {
                     .insert(key.clone(), generation);
             }
         }
+        let expires = entry.expires_at.map_or(NEVER, |at| self.nanos(at));
         self.store.insert(key.clone(), entry);
-        self.shared.keys.insert(key, generation);
+        let existed = self
+            .shared
+            .keys
+            .record_write(&key, generation, expires, self.nanos(now));
         if existed {
             SetOutcome::Replaced
         } else {
@@ -416,16 +429,16 @@ impl Cache {
         let next_cursor = self.walk(pattern, cursor, (limit * 10).max(1000), |item| {
             let key = item.key();
             match self.store.get(key) {
-                Some(e) if e.generation == *item.value() && !e.expired(now) => keys.push(KeyInfo {
+                Some(e) if !e.expired(now) => keys.push(KeyInfo {
                     size: e.logical_len,
                     stored_size: e.weight(key),
-                    ttl_remaining: self.remaining(&e),
+                    ttl_remaining: remaining(&e, now),
                     key: key.clone(),
                 }),
                 Some(_) => {}
                 None => {
                     // A stale index entry (the value was evicted); drop it unless rewritten.
-                    item.remove();
+                    KeyIndex::forget_entry(item, KeyIndex::generation(item));
                 }
             }
             keys.len() < limit
@@ -445,7 +458,7 @@ impl Cache {
         let now = self.clock.now();
         let mut removed = 0;
         let next_cursor = self.walk(pattern, cursor, batch.max(1), |item| {
-            let (key, generation) = (item.key(), *item.value());
+            let (key, generation) = (item.key(), KeyIndex::generation(item));
             let live = self
                 .store
                 .get(key)
@@ -495,24 +508,14 @@ impl Cache {
         &'a self,
         pattern: &Glob,
         cursor: Option<&str>,
-    ) -> Box<dyn Iterator<Item = IndexEntry<'a>> + 'a> {
+    ) -> impl Iterator<Item = IndexEntry<'a>> + 'a {
         use std::ops::Bound;
         let prefix: Arc<str> = Arc::from(pattern.literal_prefix());
-        match cursor {
-            Some(c) if *c >= *prefix => {
-                let after: Arc<str> = Arc::from(c);
-                Box::new(
-                    self.shared
-                        .keys
-                        .range((Bound::Excluded(after), Bound::Unbounded)),
-                )
-            }
-            _ => Box::new(
-                self.shared
-                    .keys
-                    .range((Bound::Included(prefix), Bound::Unbounded)),
-            ),
-        }
+        let start = match cursor {
+            Some(c) if *c >= *prefix => Bound::Excluded(Arc::from(c)),
+            _ => Bound::Included(prefix),
+        };
+        self.shared.keys.range(start)
     }
 
     /// Removes every entry.
@@ -529,9 +532,10 @@ impl Cache {
 
     /// A snapshot of the statistics.
     pub fn stats(&self) -> CacheStats {
-        self.shared
-            .counters
-            .snapshot(self.second(), self.config.max_memory.bytes())
+        self.shared.counters.snapshot(
+            self.second(self.clock.now()),
+            self.config.max_memory.bytes(),
+        )
     }
 
     /// Runs moka's pending maintenance (evictions, expirations) now. Useful in tests and before
@@ -539,6 +543,10 @@ impl Cache {
     pub fn run_pending_tasks(&self) {
         self.store.run_pending_tasks();
     }
+}
+
+fn remaining(entry: &Entry, now: Instant) -> Option<Duration> {
+    entry.expires_at.map(|at| at.saturating_duration_since(now))
 }
 
 impl Shared {
@@ -560,11 +568,8 @@ impl Shared {
         }
         // On replacement the key stays in the index; otherwise drop it unless a newer write
         // already took its place.
-        if cause != RemovalCause::Replaced
-            && let Some(item) = self.keys.get(key)
-            && *item.value() == entry.generation
-        {
-            item.remove();
+        if cause != RemovalCause::Replaced {
+            self.keys.forget(key, entry.generation);
         }
         if !entry.tags.is_empty() {
             let mut index = self.tags.lock().unwrap_or_else(|e| e.into_inner());

@@ -168,18 +168,8 @@ impl Cache {
     /// Reads without counting a hit or miss.
     fn peek(&self, key: &str) -> Option<CacheValue> {
         let entry = self.store.get(key)?;
-        if entry.expired(self.clock.now()) {
-            return None;
-        }
-        Some(CacheValue {
-            bytes: entry.value(),
-            content_type: entry.content_type.clone(),
-            ttl_remaining: entry
-                .expires_at
-                .map(|at| at.saturating_duration_since(self.clock.now())),
-            etag: format!("{:016x}", entry.etag),
-            tags: entry.tags.to_vec(),
-        })
+        let now = self.clock.now();
+        (!entry.expired(now)).then(|| self.to_value(&entry, now))
     }
 
     fn join_flight(&self, key: &str) -> Role {

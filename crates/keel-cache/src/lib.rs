@@ -20,6 +20,7 @@ mod entry;
 mod error;
 mod flight;
 pub mod glob;
+mod index;
 mod stats;
 
 pub use cache::{Cache, CacheValue, KeyInfo, KeyPage, SetOptions, SetOutcome};

@@ -129,7 +129,7 @@ fn etag_matches(if_none_match: &str, etag: &str) -> bool {
 
 fn value_headers(value: &CacheValue) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", value.etag)) {
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", value.etag_hex())) {
         headers.insert(header::ETAG, etag);
     }
     if let Some(ttl) = value.ttl_remaining {
@@ -160,7 +160,7 @@ pub(crate) async fn get_key(
     let inm = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok());
-    if inm.is_some_and(|inm| etag_matches(inm, &value.etag)) {
+    if inm.is_some_and(|inm| etag_matches(inm, &value.etag_hex())) {
         return Ok((StatusCode::NOT_MODIFIED, out).into_response());
     }
     let content_type = value
