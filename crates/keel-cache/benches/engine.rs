@@ -16,11 +16,21 @@ fn keys() -> Vec<String> {
     (0..KEYS).map(|i| format!("user:{i:06}:profile")).collect()
 }
 
+/// Per-entry expiry, as the engine needs for per-entry TTLs.
+struct Ttl;
+
+impl moka::Expiry<Arc<str>, Bytes> for Ttl {
+    fn expire_after_create(&self, _: &Arc<str>, _: &Bytes, _: Instant) -> Option<Duration> {
+        Some(Duration::from_secs(300))
+    }
+}
+
+/// moka configured as the engine configures it: same capacity, a byte weigher, per-entry expiry.
 fn raw_moka() -> moka::sync::Cache<Arc<str>, Bytes> {
     moka::sync::Cache::builder()
         .max_capacity(256 * 1024 * 1024)
         .weigher(|k: &Arc<str>, v: &Bytes| (k.len() + v.len() + 160) as u32)
-        .time_to_live(Duration::from_secs(300))
+        .expire_after(Ttl)
         .build()
 }
 

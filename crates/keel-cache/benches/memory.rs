@@ -2,7 +2,8 @@
 //!
 //! `cargo bench -p keel-cache --bench memory` (Linux: reads VmRSS from /proc/self/status);
 //! `cargo bench -p keel-cache --bench memory -- moka` measures a raw moka cache with per-entry
-//! expiry and the same keys and values, for comparison.
+//! expiry and the same keys and values, for comparison; `-- bounded` writes 3 × `max_memory` of
+//! 1 KiB values and reports RSS against the bound.
 
 use bytes::Bytes;
 use keel_cache::{Cache, CacheConfig, SetOptions};
@@ -55,9 +56,47 @@ fn raw_moka() {
     );
 }
 
+/// Writes 3 × max_memory of 1 KiB values and reports RSS against the bound.
+fn bounded() {
+    let mut config = CacheConfig::default();
+    config.max_memory = ByteSize::mib(256);
+    config.compress_min_bytes = ByteSize::gib(1);
+    let cache = Cache::new(config);
+    let before = rss_bytes();
+    let total = 3 * 256 * 1024 * 1024u64;
+    let mut written = 0u64;
+    let mut i = 0u64;
+    while written < total {
+        let value = Bytes::from(vec![(i % 251) as u8; 1024]);
+        cache
+            .set(&format!("blob:{i:09}"), value, SetOptions::default())
+            .unwrap();
+        written += 1024;
+        i += 1;
+    }
+    cache.run_pending_tasks();
+    let after = rss_bytes();
+    let stats = cache.stats();
+    println!(
+        "bounded: wrote {} MiB into max_memory 256 MiB: stored {:.1} MiB in {} entries, {} evicted",
+        total >> 20,
+        stats.stored_bytes as f64 / 1048576.0,
+        stats.entries,
+        stats.evictions.size
+    );
+    println!(
+        "bounded: RSS growth {:.1} MiB ({:.2}x max_memory)",
+        (after - before) as f64 / 1048576.0,
+        (after - before) as f64 / (256.0 * 1048576.0)
+    );
+}
+
 fn main() {
     if std::env::args().any(|a| a == "moka") {
         return raw_moka();
+    }
+    if std::env::args().any(|a| a == "bounded") {
+        return bounded();
     }
     let mut config = CacheConfig::default();
     config.max_memory = ByteSize::gib(2);

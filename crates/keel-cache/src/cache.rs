@@ -12,7 +12,7 @@ use moka::ops::compute::Op;
 use moka::sync::Cache as Moka;
 
 use crate::config::CacheConfig;
-use crate::entry::{Entry, content_hash, maybe_compress};
+use crate::entry::{Entry, Meta, content_hash, maybe_compress};
 use crate::error::{CacheError, validate_key, validate_tag};
 use crate::glob::Glob;
 use crate::index::{IndexEntry, KeyIndex, NEVER};
@@ -49,21 +49,28 @@ pub enum SetOutcome {
 }
 
 /// A value read from the cache.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct CacheValue {
     /// The value as it was stored.
     pub bytes: Bytes,
-    /// Its content type, if one was given.
-    pub content_type: Option<Arc<str>>,
     /// Time left before it expires (`None` = never).
     pub ttl_remaining: Option<Duration>,
     /// A hash of the value, a strong validator; [`CacheValue::etag_hex`] formats it.
     pub etag: u64,
-    /// Its tags.
-    pub tags: Vec<Arc<str>>,
+    meta: Option<Arc<Meta>>,
 }
 
 impl CacheValue {
+    /// The content type given when the value was stored.
+    pub fn content_type(&self) -> Option<&str> {
+        self.meta.as_ref().and_then(|m| m.content_type.as_deref())
+    }
+
+    /// The value's tags.
+    pub fn tags(&self) -> &[Arc<str>] {
+        self.meta.as_ref().map_or(&[], |m| &m.tags)
+    }
+
     /// The ETag as 16 hex digits (without quotes).
     pub fn etag_hex(&self) -> String {
         format!("{:016x}", self.etag)
@@ -117,7 +124,7 @@ pub(crate) struct Shared {
 /// ```
 #[derive(Clone)]
 pub struct Cache {
-    pub(crate) store: Moka<Arc<str>, Arc<Entry>>,
+    pub(crate) store: Moka<Arc<str>, Entry>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) config: Arc<CacheConfig>,
     pub(crate) clock: Clock,
@@ -132,24 +139,35 @@ struct EntryExpiry {
     enabled: bool,
 }
 
-impl moka::Expiry<Arc<str>, Arc<Entry>> for EntryExpiry {
+impl EntryExpiry {
+    fn ttl(&self, entry: &Entry, at: Instant) -> Option<Duration> {
+        if !self.enabled {
+            return None;
+        }
+        entry
+            .expires_at
+            .map(|expires| expires.saturating_duration_since(at))
+    }
+}
+
+impl moka::Expiry<Arc<str>, Entry> for EntryExpiry {
     fn expire_after_create(
         &self,
         _: &Arc<str>,
-        value: &Arc<Entry>,
-        _: Instant,
+        entry: &Entry,
+        created: Instant,
     ) -> Option<Duration> {
-        if self.enabled { value.ttl } else { None }
+        self.ttl(entry, created)
     }
 
     fn expire_after_update(
         &self,
         _: &Arc<str>,
-        value: &Arc<Entry>,
-        _: Instant,
+        entry: &Entry,
+        updated: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
-        if self.enabled { value.ttl } else { None }
+        self.ttl(entry, updated)
     }
 }
 
@@ -173,7 +191,7 @@ impl Cache {
         let min_weight = max_memory.checked_div(config.max_entries).unwrap_or(0);
         let store = Moka::builder()
             .max_capacity(max_memory)
-            .weigher(move |key: &Arc<str>, entry: &Arc<Entry>| {
+            .weigher(move |key: &Arc<str>, entry: &Entry| {
                 let w = (entry.weight(key) as u64).max(min_weight);
                 u32::try_from(w).unwrap_or(u32::MAX)
             })
@@ -182,7 +200,7 @@ impl Cache {
             .expire_after(EntryExpiry {
                 enabled: !clock.is_mock(),
             })
-            .eviction_listener(move |key: Arc<Arc<str>>, entry: Arc<Entry>, cause| {
+            .eviction_listener(move |key: Arc<Arc<str>>, entry: Entry, cause| {
                 listener_shared.on_removal(&key, &entry, cause);
             })
             .build();
@@ -216,24 +234,22 @@ impl Cache {
     pub fn get(&self, key: &str) -> Option<CacheValue> {
         let now = self.clock.now();
         let found = self.live_entry(key, now);
-        let second = self.second(now);
         let c = &self.shared.counters;
+        c.recent.tick(self.second(now), &c.hits, &c.misses);
         match found {
             Some(entry) => {
                 c.hits.fetch_add(1, Ordering::Relaxed);
-                c.recent.hit(second);
-                Some(self.to_value(&entry, now))
+                Some(self.value_of(entry, now))
             }
             None => {
                 c.misses.fetch_add(1, Ordering::Relaxed);
-                c.recent.miss(second);
                 None
             }
         }
     }
 
     /// The live entry under `key`, removing it if it has expired. Counts nothing else.
-    fn live_entry(&self, key: &str, now: Instant) -> Option<Arc<Entry>> {
+    fn live_entry(&self, key: &str, now: Instant) -> Option<Entry> {
         let entry = self.store.get(key)?;
         if entry.expired(now) {
             if self.remove_if_generation(key, entry.generation) {
@@ -244,13 +260,19 @@ impl Cache {
         Some(entry)
     }
 
-    pub(crate) fn to_value(&self, entry: &Entry, now: Instant) -> CacheValue {
+    /// The caller's view of an entry; moves the bytes out instead of cloning them.
+    pub(crate) fn value_of(&self, entry: Entry, now: Instant) -> CacheValue {
+        let ttl_remaining = remaining(&entry, now);
+        let bytes = if entry.compressed {
+            entry.value()
+        } else {
+            entry.data
+        };
         CacheValue {
-            bytes: entry.value(),
-            content_type: entry.content_type.clone(),
-            ttl_remaining: remaining(entry, now),
+            bytes,
+            ttl_remaining,
             etag: entry.etag,
-            tags: entry.tags.to_vec(),
+            meta: entry.meta,
         }
     }
 
@@ -316,17 +338,22 @@ impl Cache {
         let mut tags: Vec<Arc<str>> = options.tags.iter().map(|t| Arc::from(t.as_str())).collect();
         tags.sort();
         tags.dedup();
-        let entry = Arc::new(Entry {
-            data,
-            compressed,
-            logical_len,
-            content_type: options.content_type.map(Arc::from),
-            expires_at: ttl.map(|t| now + t),
-            ttl,
-            tags: tags.into_boxed_slice(),
-            etag,
-            generation,
+        let meta = (options.content_type.is_some() || !tags.is_empty()).then(|| {
+            Arc::new(Meta {
+                content_type: options.content_type.map(String::into_boxed_str),
+                tags: tags.into_boxed_slice(),
+            })
         });
+        let entry = Entry {
+            data,
+            expires_at: ttl.map(|t| now + t),
+            generation,
+            etag,
+            // Values are validated against max_value_size, which is below 2 GiB.
+            logical_len: u32::try_from(logical_len).unwrap_or(u32::MAX),
+            compressed,
+            meta,
+        };
         let key: Arc<str> = Arc::from(key);
         let c = &self.shared.counters;
         c.sets.fetch_add(1, Ordering::Relaxed);
@@ -335,9 +362,9 @@ impl Cache {
             .fetch_add(entry.logical(&key) as i64, Ordering::Relaxed);
         c.stored_bytes
             .fetch_add(entry.weight(&key) as i64, Ordering::Relaxed);
-        if !entry.tags.is_empty() {
+        if !entry.tags().is_empty() {
             let mut index = self.shared.tags.lock().unwrap_or_else(|e| e.into_inner());
-            for tag in entry.tags.iter() {
+            for tag in entry.tags() {
                 index
                     .entry(tag.clone())
                     .or_default()
@@ -430,7 +457,7 @@ impl Cache {
             let key = item.key();
             match self.store.get(key) {
                 Some(e) if !e.expired(now) => keys.push(KeyInfo {
-                    size: e.logical_len,
+                    size: e.logical_len as usize,
                     stored_size: e.weight(key),
                     ttl_remaining: remaining(&e, now),
                     key: key.clone(),
@@ -571,9 +598,9 @@ impl Shared {
         if cause != RemovalCause::Replaced {
             self.keys.forget(key, entry.generation);
         }
-        if !entry.tags.is_empty() {
+        if !entry.tags().is_empty() {
             let mut index = self.tags.lock().unwrap_or_else(|e| e.into_inner());
-            for tag in entry.tags.iter() {
+            for tag in entry.tags() {
                 if let Some(members) = index.get_mut(tag) {
                     if members.get(key) == Some(&entry.generation) {
                         members.remove(key);

@@ -2,36 +2,42 @@
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 
-/// Bytes charged per entry on top of key and value: moka's node and our entry struct, the key
-/// index node and the tag bookkeeping. Calibrated by `benches/engine.rs` (RSS per entry).
-pub(crate) const ENTRY_OVERHEAD: usize = 160;
+/// Bytes charged per entry on top of key and value, so `max_memory` bounds what the process
+/// really holds: moka's per-entry structures (~470 bytes with per-entry expiry), this entry, the
+/// key index node and allocator rounding. Calibrated with `cargo bench -p keel-cache --bench
+/// memory` (RSS growth per small entry, see docs/benchmarks.md).
+pub(crate) const ENTRY_OVERHEAD: usize = 576;
 
-/// A stored value.
-#[derive(Debug)]
+/// A stored value. Cloned on every read (the memory tier hands out clones), so the fields a read
+/// needs sit inline and the rarely used ones behind one optional `Arc`.
+#[derive(Debug, Clone)]
 pub(crate) struct Entry {
     /// The stored bytes: the value, or its LZ4 block (with the length prepended).
     pub(crate) data: Bytes,
-    /// Whether `data` is compressed.
-    pub(crate) compressed: bool,
-    /// The value's length before compression.
-    pub(crate) logical_len: usize,
-    /// The content type given at set time.
-    pub(crate) content_type: Option<Arc<str>>,
     /// When the entry stops being served, by the cache's clock.
     pub(crate) expires_at: Option<Instant>,
-    /// The TTL it was set with.
-    pub(crate) ttl: Option<Duration>,
-    /// Tags the entry can be invalidated by.
-    pub(crate) tags: Box<[Arc<str>]>,
-    /// A hash of the value, for ETags.
-    pub(crate) etag: u64,
     /// A number unique to this write, so removals triggered for an old value never touch a newer
     /// value under the same key.
     pub(crate) generation: u64,
+    /// A hash of the value, for ETags.
+    pub(crate) etag: u64,
+    /// The value's length before compression (values are limited well below 4 GiB).
+    pub(crate) logical_len: u32,
+    /// Whether `data` is compressed.
+    pub(crate) compressed: bool,
+    /// Content type and tags, when the write had any.
+    pub(crate) meta: Option<Arc<Meta>>,
+}
+
+/// What a write may carry besides its value.
+#[derive(Debug)]
+pub struct Meta {
+    pub(crate) content_type: Option<Box<str>>,
+    pub(crate) tags: Box<[Arc<str>]>,
 }
 
 impl Entry {
@@ -40,18 +46,25 @@ impl Entry {
         key.len()
             + self.data.len()
             + ENTRY_OVERHEAD
-            + self.content_type.as_ref().map_or(0, |c| c.len())
-            + self.tags.iter().map(|t| t.len() + 16).sum::<usize>()
+            + self.meta.as_ref().map_or(0, |m| {
+                32 + m.content_type.as_ref().map_or(0, |c| c.len())
+                    + m.tags.iter().map(|t| t.len() + 48).sum::<usize>()
+            })
     }
 
     /// Bytes the caller stored (key + value before compression).
     pub(crate) fn logical(&self, key: &str) -> usize {
-        key.len() + self.logical_len
+        key.len() + self.logical_len as usize
     }
 
     /// Whether the entry has expired at `now`.
     pub(crate) fn expired(&self, now: Instant) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
+    }
+
+    /// The entry's tags.
+    pub(crate) fn tags(&self) -> &[Arc<str>] {
+        self.meta.as_ref().map_or(&[], |m| &m.tags)
     }
 
     /// The value, decompressed.

@@ -169,7 +169,7 @@ impl Cache {
     fn peek(&self, key: &str) -> Option<CacheValue> {
         let entry = self.store.get(key)?;
         let now = self.clock.now();
-        (!entry.expired(now)).then(|| self.to_value(&entry, now))
+        (!entry.expired(now)).then(|| self.value_of(entry, now))
     }
 
     fn join_flight(&self, key: &str) -> Role {

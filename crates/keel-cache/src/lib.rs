@@ -25,6 +25,7 @@ mod stats;
 
 pub use cache::{Cache, CacheValue, KeyInfo, KeyPage, SetOptions, SetOutcome};
 pub use config::{CacheConfig, CacheConfigError};
+pub use entry::Meta;
 pub use error::{CacheError, LoadError, MAX_KEY_BYTES, MAX_TAG_BYTES, validate_key, validate_tag};
 pub use flight::LoadOptions;
 pub use glob::Glob;

@@ -1,5 +1,7 @@
 //! Exact, cheap statistics: atomic counters, plus per-second buckets for the recent hit ratio.
 
+use std::collections::VecDeque;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use serde::Serialize;
@@ -24,59 +26,60 @@ pub(crate) struct Counters {
     pub(crate) recent: Recent,
 }
 
-/// Hits and misses per second for the last five minutes. Each bucket packs the second it
-/// belongs to (high 32 bits) with its count (low 32 bits), so a bucket is reset and counted in
-/// one atomic step.
+/// Snapshots of the hit and miss totals, at most one per second, for the recent ratios.
+///
+/// The read path pays one relaxed load to see whether its second already has a snapshot; only
+/// the first read of a second takes one. Totals only change when reads happen, so the totals at
+/// the start of a window equal the first snapshot inside it (or the current totals if there is
+/// none), which makes the windowed counts exact to the second.
 pub(crate) struct Recent {
-    hits: Vec<AtomicU64>,
-    misses: Vec<AtomicU64>,
+    last_second: AtomicU64,
+    ring: Mutex<VecDeque<(u64, u64, u64)>>,
 }
 
 impl Default for Recent {
     fn default() -> Self {
-        let make = || (0..WINDOW_SECONDS).map(|_| AtomicU64::new(0)).collect();
         Self {
-            hits: make(),
-            misses: make(),
+            last_second: AtomicU64::new(u64::MAX),
+            ring: Mutex::new(VecDeque::new()),
         }
     }
 }
 
-fn bump(bucket: &AtomicU64, second: u64) {
-    let stamp = second & 0xFFFF_FFFF;
-    let _ = bucket.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |packed| {
-        Some(if packed >> 32 == stamp {
-            packed + 1
-        } else {
-            (stamp << 32) | 1
-        })
-    });
-}
-
 impl Recent {
-    pub(crate) fn hit(&self, second: u64) {
-        bump(&self.hits[(second % WINDOW_SECONDS) as usize], second);
-    }
-
-    pub(crate) fn miss(&self, second: u64) {
-        bump(&self.misses[(second % WINDOW_SECONDS) as usize], second);
+    /// Records the totals at the start of `second`, once per second.
+    pub(crate) fn tick(&self, second: u64, hits: &AtomicU64, misses: &AtomicU64) {
+        if self.last_second.load(Ordering::Relaxed) == second
+            || self.last_second.swap(second, Ordering::AcqRel) == second
+        {
+            return;
+        }
+        let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        ring.push_back((
+            second,
+            hits.load(Ordering::Acquire),
+            misses.load(Ordering::Acquire),
+        ));
+        while ring
+            .front()
+            .is_some_and(|(s, ..)| *s + WINDOW_SECONDS < second)
+        {
+            ring.pop_front();
+        }
     }
 
     /// Hits and misses in the `seconds` up to and including `now_second`.
-    pub(crate) fn sum(&self, now_second: u64, seconds: u64) -> (u64, u64) {
-        let oldest = now_second.saturating_sub(seconds.min(WINDOW_SECONDS) - 1);
-        let count = |buckets: &[AtomicU64]| {
-            buckets
-                .iter()
-                .map(|b| b.load(Ordering::Relaxed))
-                .filter(|packed| {
-                    let stamp = packed >> 32;
-                    stamp >= (oldest & 0xFFFF_FFFF) && stamp <= (now_second & 0xFFFF_FFFF)
-                })
-                .map(|packed| packed & 0xFFFF_FFFF)
-                .sum()
-        };
-        (count(&self.hits), count(&self.misses))
+    pub(crate) fn sum(&self, now_second: u64, seconds: u64, hits: u64, misses: u64) -> (u64, u64) {
+        let start = now_second.saturating_sub(seconds.saturating_sub(1));
+        let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        let (base_hits, base_misses) = ring
+            .iter()
+            .find(|(s, ..)| *s >= start)
+            .map_or((hits, misses), |(_, h, m)| (*h, *m));
+        (
+            hits.saturating_sub(base_hits),
+            misses.saturating_sub(base_misses),
+        )
     }
 }
 
@@ -139,8 +142,9 @@ impl Counters {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let load_i = |a: &AtomicI64| a.load(Ordering::Relaxed).max(0) as u64;
         let (hits, misses) = (load(&self.hits), load(&self.misses));
-        let (h1, m1) = self.recent.sum(now_second, 60);
-        let (h5, m5) = self.recent.sum(now_second, 300);
+        self.recent.tick(now_second, &self.hits, &self.misses);
+        let (h1, m1) = self.recent.sum(now_second, 60, hits, misses);
+        let (h5, m5) = self.recent.sum(now_second, 300, hits, misses);
         CacheStats {
             hits,
             misses,
@@ -170,17 +174,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn recent_window_counts_only_its_seconds() {
+    fn recent_windows_count_only_their_seconds() {
+        let (hits, misses) = (AtomicU64::new(0), AtomicU64::new(0));
         let r = Recent::default();
-        r.hit(1000);
-        r.hit(1000);
-        r.miss(1030);
-        r.hit(1100);
-        assert_eq!(r.sum(1100, 60), (1, 0));
-        assert_eq!(r.sum(1100, 300), (3, 1));
-        // 300 seconds later the same buckets are reused for new seconds.
-        r.hit(1300);
-        assert_eq!(r.sum(1300, 300), (2, 1));
-        assert_eq!(r.sum(1300, 60), (1, 0));
+        let read = |second: u64, hit: bool| {
+            r.tick(second, &hits, &misses);
+            if hit { &hits } else { &misses }.fetch_add(1, Ordering::Relaxed);
+        };
+        read(1000, true);
+        read(1000, true);
+        read(1030, false);
+        read(1100, true);
+        let totals = (hits.load(Ordering::Relaxed), misses.load(Ordering::Relaxed));
+        assert_eq!(r.sum(1100, 60, totals.0, totals.1), (1, 0));
+        assert_eq!(r.sum(1100, 300, totals.0, totals.1), (3, 1));
+        // Nothing read since: the last minute is empty.
+        assert_eq!(r.sum(1200, 60, totals.0, totals.1), (0, 0));
+        assert_eq!(r.sum(1200, 300, totals.0, totals.1), (3, 1));
+        assert_eq!(r.sum(1399, 300, totals.0, totals.1), (1, 0));
+        assert_eq!(r.sum(1400, 300, totals.0, totals.1), (0, 0));
     }
 }

@@ -122,7 +122,7 @@ fn large_values_are_compressed_when_it_saves_space() {
     assert!(stats.stored_bytes < stats.logical_bytes, "{stats:?}");
     let got = cache.get("list").unwrap();
     assert_eq!(got.bytes, value);
-    assert_eq!(got.content_type.as_deref(), Some("application/json"));
+    assert_eq!(got.content_type(), Some("application/json"));
 
     // Incompressible data is stored as is, and small values are never compressed.
     let noise: Vec<u8> = (0..4096u32)

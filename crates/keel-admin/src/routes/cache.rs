@@ -163,10 +163,7 @@ pub(crate) async fn get_key(
     if inm.is_some_and(|inm| etag_matches(inm, &value.etag_hex())) {
         return Ok((StatusCode::NOT_MODIFIED, out).into_response());
     }
-    let content_type = value
-        .content_type
-        .as_deref()
-        .unwrap_or("application/octet-stream");
+    let content_type = value.content_type().unwrap_or("application/octet-stream");
     if let Ok(ct) = HeaderValue::from_str(content_type) {
         out.insert(header::CONTENT_TYPE, ct);
     }
@@ -241,7 +238,7 @@ pub(crate) async fn mget(
                     key: key.clone(),
                     value,
                     encoding,
-                    content_type: v.content_type.as_deref().map(str::to_owned),
+                    content_type: v.content_type().map(str::to_owned),
                     ttl_remaining_ms: v.ttl_remaining.map(|t| t.as_millis() as u64),
                 }
             })
