@@ -2,7 +2,8 @@
 # Cache over HTTP vs Redis: GET hit throughput and p99 of keel's
 # `GET /api/v1/cache/keys/{key}` (wrk -c50) against `redis-benchmark -c 50 -t get` (no
 # pipelining), same value size (100 B and 4 KiB), same run, same machine. The script starts its
-# own redis-server on a free port.
+# own redis-server on a free port. Redis serves commands on one thread; keel gets one worker
+# thread too (KEEL_SERVER_WORKER_THREADS=1).
 #
 # Usage: bench/cache_http.sh [rounds]     (default 3 rounds per size; prints medians and ratios)
 set -euo pipefail
@@ -31,7 +32,7 @@ name = "bench"
 token = "$TOKEN"
 role = "admin"
 CONF
-KEEL_LOG=warn "$KEEL" serve --config "$WORK/keel.toml" --listen "127.0.0.1:$KEEL_PORT" --data-dir "$WORK/keel" >/dev/null &
+KEEL_SERVER_WORKER_THREADS=1 KEEL_LOG=warn "$KEEL" serve --config "$WORK/keel.toml" --listen "127.0.0.1:$KEEL_PORT" --data-dir "$WORK/keel" >/dev/null &
 for _ in $(seq 100); do
   curl -fs "http://127.0.0.1:$KEEL_PORT/ready" >/dev/null 2>&1 && redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
   sleep 0.1

@@ -9,9 +9,6 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
 use hdrhistogram::Histogram;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
 
@@ -146,28 +143,6 @@ impl HttpMetrics {
     pub fn server_errors(&self) -> u64 {
         self.server_errors.load(Ordering::Relaxed)
     }
-}
-
-/// Middleware: times the request and records it under its route template.
-pub async fn track(
-    State(metrics): State<std::sync::Arc<HttpMetrics>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let method = request.method().as_str().to_owned();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let response = next.run(request).await;
-    metrics.record(
-        &route,
-        &method,
-        response.status().as_u16(),
-        started.elapsed(),
-    );
-    response
 }
 
 #[cfg(test)]

@@ -1,14 +1,18 @@
 //! Per-request context: the request id, problem+json finishing, and logging.
 //!
 //! Every response leaves through [`request_context`], which
+//! - records the request in the per-route metrics ([`HttpMetrics`]);
 //! - takes `X-Request-Id` from the client when well-formed (1–128 of `A-Z a-z 0-9 - _ . :`) or
 //!   generates one, runs the request inside a tracing span carrying it, and echoes it;
 //! - turns any error response that is not yet problem+json (axum's 405, a 413 from the body
 //!   limit, a 415) into one, and fills `instance` and `request_id` on every problem;
 //! - logs 5xx responses with their detail and hides that detail from the client.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
+
+use axum::extract::{MatchedPath, State};
 
 use axum::body::{Body, to_bytes};
 use axum::extract::Request;
@@ -19,12 +23,10 @@ use keel_core::Problem;
 use keel_core::problem::PROBLEM_JSON;
 use tracing::Instrument;
 
+use crate::http_metrics::HttpMetrics;
+
 /// The `X-Request-Id` header.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// The id of the current request, in request extensions.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub Arc<str>);
 
 /// Whether a client-sent request id may be used as is.
 pub fn is_well_formed(id: &str) -> bool {
@@ -34,35 +36,54 @@ pub fn is_well_formed(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
+/// A new request id: 16 hex digits random per process, then a 16-hex-digit counter — unique
+/// without asking the OS for randomness on every request.
+fn generate_id() -> Arc<str> {
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    Arc::from(format!("{prefix:016x}{n:016x}"))
+}
+
 fn request_id_of(request: &Request) -> Arc<str> {
     request
         .headers()
         .get(&X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|id| is_well_formed(id))
-        .map_or_else(
-            || Arc::from(uuid::Uuid::new_v4().simple().to_string()),
-            Arc::from,
-        )
+        .map_or_else(generate_id, Arc::from)
 }
 
-/// Middleware: request id, tracing span, problem+json finishing, 5xx logging.
-pub async fn request_context(mut request: Request, next: Next) -> Response {
-    let id = request_id_of(&request);
-    request.extensions_mut().insert(RequestId(id.clone()));
-    let path = request.uri().path().to_owned();
-    let span =
-        tracing::info_span!("request", request_id = %id, method = %request.method(), path = %path);
+/// Middleware: request id, tracing span, per-route metrics, problem+json finishing, 5xx
+/// logging. One middleware rather than several, since each layer costs a service clone per
+/// request.
+pub async fn request_context(
+    State(metrics): State<Arc<HttpMetrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
-    let response = next.run(request).instrument(span.clone()).await;
-    let mut response = finish_problem(response, &path, &id)
-        .instrument(span.clone())
-        .await;
+    let id = request_id_of(&request);
+    let method = request.method().clone();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let uri = request.uri().clone();
+    let span =
+        tracing::info_span!("request", request_id = %id, method = %method, path = %uri.path());
+    let mut response = next.run(request).instrument(span.clone()).await;
+    if needs_finishing(&response) {
+        response = finish_problem(response, uri.path(), &id)
+            .instrument(span.clone())
+            .await;
+    }
     let status = response.status();
+    let elapsed = started.elapsed();
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    metrics.record(route, method.as_str(), status.as_u16(), elapsed);
     span.in_scope(|| {
         tracing::debug!(
             status = status.as_u16(),
-            elapsed_us = started.elapsed().as_micros() as u64,
+            elapsed_us = elapsed.as_micros() as u64,
             "served"
         );
     });
@@ -70,6 +91,13 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
         response.headers_mut().insert(X_REQUEST_ID.clone(), value);
     }
     response
+}
+
+fn needs_finishing(response: &Response) -> bool {
+    let status = response.status();
+    status.is_client_error()
+        || status.is_server_error()
+        || response.extensions().get::<Problem>().is_some()
 }
 
 const MAX_ERROR_TEXT: usize = 16 * 1024;
@@ -146,6 +174,16 @@ fn default_detail(status: StatusCode) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generated_ids_are_distinct_and_well_formed() {
+        let a = generate_id();
+        let b = generate_id();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+        assert!(is_well_formed(&a));
+        assert_eq!(a[..16], b[..16], "same process, same prefix");
+    }
 
     #[test]
     fn request_id_shape() {

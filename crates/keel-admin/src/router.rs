@@ -1,11 +1,11 @@
 //! Assembles the admin router: routes, auth gates and middleware, and the OpenAPI document.
 //!
-//! Middleware, outermost first: [`request_context`] (request id, problem+json finishing, 5xx
-//! logging) → [`track`] (per-route metrics) → body size limit → per-group authentication.
+//! Middleware, outermost first: [`request_context`] (request id, per-route metrics,
+//! problem+json finishing, 5xx logging) → body size limit → per-group authentication.
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::middleware::{from_fn, from_fn_with_state};
+use axum::middleware::from_fn_with_state;
 use keel_core::Problem;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{InfoBuilder, OpenApi};
@@ -14,7 +14,6 @@ use utoipa_axum::routes;
 
 use crate::AdminState;
 use crate::auth::{Gate, authenticate};
-use crate::http_metrics::track;
 use crate::request::request_context;
 use crate::routes::{health, metrics, openapi as openapi_route, stats, system};
 
@@ -35,8 +34,7 @@ pub fn router(state: AdminState, options: RouterOptions) -> Router {
     router
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(options.body_limit))
-        .layer(from_fn_with_state(state.http().clone(), track))
-        .layer(from_fn(request_context))
+        .layer(from_fn_with_state(state.http().clone(), request_context))
 }
 
 /// The OpenAPI document of the admin routes plus `api`.

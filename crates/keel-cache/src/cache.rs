@@ -124,12 +124,19 @@ pub(crate) struct Shared {
 /// ```
 #[derive(Clone)]
 pub struct Cache {
+    // One Arc around everything: handlers clone the cache per request, and cloning moka's
+    // handle alone touches several shared counters.
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// What a [`Cache`] handle shares with its clones.
+pub(crate) struct Inner {
     pub(crate) store: Moka<Arc<str>, Entry>,
     pub(crate) shared: Arc<Shared>,
-    pub(crate) config: Arc<CacheConfig>,
+    pub(crate) config: CacheConfig,
     pub(crate) clock: Clock,
-    generation: Arc<AtomicU64>,
-    pub(crate) flights: Arc<crate::flight::Flights>,
+    generation: AtomicU64,
+    pub(crate) flights: crate::flight::Flights,
     /// The clock's reading at construction, monotonic and wall: turns a monotonic `now` into a
     /// Unix second for the per-second statistics without a second clock read.
     origin: (Instant, u64),
@@ -205,36 +212,39 @@ impl Cache {
             })
             .build();
         Self {
-            store,
-            shared,
-            config: Arc::new(config),
-            generation: Arc::new(AtomicU64::new(1)),
-            flights: Arc::default(),
-            origin: (clock.now(), clock.unix_ms()),
-            clock,
+            inner: Arc::new(Inner {
+                store,
+                shared,
+                config,
+                generation: AtomicU64::new(1),
+                flights: crate::flight::Flights::default(),
+                origin: (clock.now(), clock.unix_ms()),
+                clock,
+            }),
         }
     }
 
     /// The configuration.
     pub fn config(&self) -> &CacheConfig {
-        &self.config
+        &self.inner.config
     }
 
     /// `at` as nanoseconds since the cache's origin (the index's time scale).
     fn nanos(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.origin.0).as_nanos()).unwrap_or(NEVER - 1)
+        u64::try_from(at.saturating_duration_since(self.inner.origin.0).as_nanos())
+            .unwrap_or(NEVER - 1)
     }
 
     fn second(&self, now: Instant) -> u64 {
-        let (origin, origin_ms) = self.origin;
+        let (origin, origin_ms) = self.inner.origin;
         (origin_ms + now.saturating_duration_since(origin).as_millis() as u64) / 1000
     }
 
     /// Reads a live entry. Counts a hit or a miss.
     pub fn get(&self, key: &str) -> Option<CacheValue> {
-        let now = self.clock.now();
+        let now = self.inner.clock.now();
         let found = self.live_entry(key, now);
-        let c = &self.shared.counters;
+        let c = &self.inner.shared.counters;
         c.recent.tick(self.second(now), &c.hits, &c.misses);
         match found {
             Some(entry) => {
@@ -250,10 +260,14 @@ impl Cache {
 
     /// The live entry under `key`, removing it if it has expired. Counts nothing else.
     fn live_entry(&self, key: &str, now: Instant) -> Option<Entry> {
-        let entry = self.store.get(key)?;
+        let entry = self.inner.store.get(key)?;
         if entry.expired(now) {
             if self.remove_if_generation(key, entry.generation) {
-                self.shared.counters.expired.fetch_add(1, Ordering::Relaxed);
+                self.inner
+                    .shared
+                    .counters
+                    .expired
+                    .fetch_add(1, Ordering::Relaxed);
             }
             return None;
         }
@@ -284,7 +298,7 @@ impl Cache {
         options: &SetOptions,
     ) -> Result<(), CacheError> {
         validate_key(key)?;
-        let max = self.config.max_value_size.bytes();
+        let max = self.inner.config.max_value_size.bytes();
         if value_len as u64 > max {
             return Err(CacheError::ValueTooLarge {
                 size: value_len,
@@ -327,14 +341,14 @@ impl Cache {
         let ttl = match options.ttl {
             Some(t) if t.is_zero() => None,
             Some(t) => Some(t),
-            None => Some(self.config.default_ttl.get()).filter(|t| !t.is_zero()),
+            None => Some(self.inner.config.default_ttl.get()).filter(|t| !t.is_zero()),
         };
         let logical_len = value.len();
         let etag = content_hash(&value);
         let (data, compressed) =
-            maybe_compress(value, self.config.compress_min_bytes.bytes() as usize);
-        let generation = self.generation.fetch_add(1, Ordering::Relaxed);
-        let now = self.clock.now();
+            maybe_compress(value, self.inner.config.compress_min_bytes.bytes() as usize);
+        let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed);
+        let now = self.inner.clock.now();
         let mut tags: Vec<Arc<str>> = options.tags.iter().map(|t| Arc::from(t.as_str())).collect();
         tags.sort();
         tags.dedup();
@@ -355,7 +369,7 @@ impl Cache {
             meta,
         };
         let key: Arc<str> = Arc::from(key);
-        let c = &self.shared.counters;
+        let c = &self.inner.shared.counters;
         c.sets.fetch_add(1, Ordering::Relaxed);
         c.entries.fetch_add(1, Ordering::Relaxed);
         c.logical_bytes
@@ -363,7 +377,12 @@ impl Cache {
         c.stored_bytes
             .fetch_add(entry.weight(&key) as i64, Ordering::Relaxed);
         if !entry.tags().is_empty() {
-            let mut index = self.shared.tags.lock().unwrap_or_else(|e| e.into_inner());
+            let mut index = self
+                .inner
+                .shared
+                .tags
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             for tag in entry.tags() {
                 index
                     .entry(tag.clone())
@@ -372,11 +391,12 @@ impl Cache {
             }
         }
         let expires = entry.expires_at.map_or(NEVER, |at| self.nanos(at));
-        self.store.insert(key.clone(), entry);
-        let existed = self
-            .shared
-            .keys
-            .record_write(&key, generation, expires, self.nanos(now));
+        self.inner.store.insert(key.clone(), entry);
+        let existed =
+            self.inner
+                .shared
+                .keys
+                .record_write(&key, generation, expires, self.nanos(now));
         if existed {
             SetOutcome::Replaced
         } else {
@@ -391,14 +411,22 @@ impl Cache {
 
     /// Deletes `key`. Returns whether a live entry was removed.
     pub fn delete(&self, key: &str) -> bool {
-        let removed = self.store.remove(key);
+        let removed = self.inner.store.remove(key);
         match removed {
-            Some(entry) if !entry.expired(self.clock.now()) => {
-                self.shared.counters.deletes.fetch_add(1, Ordering::Relaxed);
+            Some(entry) if !entry.expired(self.inner.clock.now()) => {
+                self.inner
+                    .shared
+                    .counters
+                    .deletes
+                    .fetch_add(1, Ordering::Relaxed);
                 true
             }
             Some(_) => {
-                self.shared.counters.expired.fetch_add(1, Ordering::Relaxed);
+                self.inner
+                    .shared
+                    .counters
+                    .expired
+                    .fetch_add(1, Ordering::Relaxed);
                 false
             }
             None => false,
@@ -409,6 +437,7 @@ impl Cache {
     pub(crate) fn remove_if_generation(&self, key: &str, generation: u64) -> bool {
         let key: Arc<str> = Arc::from(key);
         let result = self
+            .inner
             .store
             .entry(key)
             .and_compute_with(|current| match current {
@@ -421,16 +450,22 @@ impl Cache {
     /// Removes every entry carrying `tag`. Returns how many live entries were removed.
     pub fn invalidate_tag(&self, tag: &str) -> usize {
         let members: Vec<(Arc<str>, u64)> = {
-            let mut index = self.shared.tags.lock().unwrap_or_else(|e| e.into_inner());
+            let mut index = self
+                .inner
+                .shared
+                .tags
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             index
                 .remove(tag)
                 .map(|m| m.into_iter().collect())
                 .unwrap_or_default()
         };
-        let now = self.clock.now();
+        let now = self.inner.clock.now();
         let mut removed = 0;
         for (key, generation) in members {
             let live = self
+                .inner
                 .store
                 .get(&key)
                 .is_some_and(|e| e.generation == generation && !e.expired(now));
@@ -438,7 +473,8 @@ impl Cache {
                 removed += 1;
             }
         }
-        self.shared
+        self.inner
+            .shared
             .counters
             .invalidated_tag
             .fetch_add(removed as u64, Ordering::Relaxed);
@@ -451,11 +487,11 @@ impl Cache {
     /// until it is `None`.
     pub fn scan(&self, pattern: &Glob, cursor: Option<&str>, limit: usize) -> KeyPage {
         let limit = limit.max(1);
-        let now = self.clock.now();
+        let now = self.inner.clock.now();
         let mut keys = Vec::new();
         let next_cursor = self.walk(pattern, cursor, (limit * 10).max(1000), |item| {
             let key = item.key();
-            match self.store.get(key) {
+            match self.inner.store.get(key) {
                 Some(e) if !e.expired(now) => keys.push(KeyInfo {
                     size: e.logical_len as usize,
                     stored_size: e.weight(key),
@@ -482,11 +518,12 @@ impl Cache {
         cursor: Option<&str>,
         batch: usize,
     ) -> (usize, Option<String>) {
-        let now = self.clock.now();
+        let now = self.inner.clock.now();
         let mut removed = 0;
         let next_cursor = self.walk(pattern, cursor, batch.max(1), |item| {
             let (key, generation) = (item.key(), KeyIndex::generation(item));
             let live = self
+                .inner
                 .store
                 .get(key)
                 .is_some_and(|e| e.generation == generation && !e.expired(now));
@@ -495,7 +532,8 @@ impl Cache {
             }
             true
         });
-        self.shared
+        self.inner
+            .shared
             .counters
             .invalidated_pattern
             .fetch_add(removed as u64, Ordering::Relaxed);
@@ -542,15 +580,22 @@ impl Cache {
             Some(c) if *c >= *prefix => Bound::Excluded(Arc::from(c)),
             _ => Bound::Included(prefix),
         };
-        self.shared.keys.range(start)
+        self.inner.shared.keys.range(start)
     }
 
     /// Removes every entry.
     pub fn reset(&self) -> usize {
-        let live = self.shared.counters.entries.load(Ordering::Relaxed).max(0) as u64;
-        self.store.invalidate_all();
-        self.store.run_pending_tasks();
-        self.shared
+        let live = self
+            .inner
+            .shared
+            .counters
+            .entries
+            .load(Ordering::Relaxed)
+            .max(0) as u64;
+        self.inner.store.invalidate_all();
+        self.inner.store.run_pending_tasks();
+        self.inner
+            .shared
             .counters
             .cleared
             .fetch_add(live, Ordering::Relaxed);
@@ -559,16 +604,16 @@ impl Cache {
 
     /// A snapshot of the statistics.
     pub fn stats(&self) -> CacheStats {
-        self.shared.counters.snapshot(
-            self.second(self.clock.now()),
-            self.config.max_memory.bytes(),
+        self.inner.shared.counters.snapshot(
+            self.second(self.inner.clock.now()),
+            self.inner.config.max_memory.bytes(),
         )
     }
 
     /// Runs moka's pending maintenance (evictions, expirations) now. Useful in tests and before
     /// reading exact byte totals.
     pub fn run_pending_tasks(&self) {
-        self.store.run_pending_tasks();
+        self.inner.store.run_pending_tasks();
     }
 }
 

@@ -126,7 +126,7 @@ impl Cache {
                 }
                 Role::Leader(tx) => {
                     let guard = LeaderGuard {
-                        flights: &self.flights,
+                        flights: &self.inner.flights,
                         key: Arc::from(key),
                         tx,
                     };
@@ -167,13 +167,14 @@ impl Cache {
 
     /// Reads without counting a hit or miss.
     fn peek(&self, key: &str) -> Option<CacheValue> {
-        let entry = self.store.get(key)?;
-        let now = self.clock.now();
+        let entry = self.inner.store.get(key)?;
+        let now = self.inner.clock.now();
         (!entry.expired(now)).then(|| self.value_of(entry, now))
     }
 
     fn join_flight(&self, key: &str) -> Role {
         let mut running = self
+            .inner
             .flights
             .running
             .lock()
@@ -188,12 +189,13 @@ impl Cache {
 
     fn remembered_failure(&self, key: &str) -> Option<String> {
         let mut failures = self
+            .inner
             .flights
             .failures
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let (until, message) = failures.get(key)?;
-        if *until > self.clock.now() {
+        if *until > self.inner.clock.now() {
             return Some(message.clone());
         }
         failures.remove(key);
@@ -202,11 +204,12 @@ impl Cache {
 
     fn remember_failure(&self, key: &str, ttl: Duration, message: String) {
         let mut failures = self
+            .inner
             .flights
             .failures
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let now = self.clock.now();
+        let now = self.inner.clock.now();
         if failures.len() >= 10_000 {
             failures.retain(|_, (until, _)| *until > now);
         }

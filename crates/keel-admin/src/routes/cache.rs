@@ -127,16 +127,16 @@ fn etag_matches(if_none_match: &str, etag: &str) -> bool {
             .any(|t| t == etag)
 }
 
-fn value_headers(value: &CacheValue) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", value.etag_hex())) {
+/// Adds `ETag` and `Keel-TTL-Remaining` to `response`.
+fn add_value_headers(response: &mut Response, value: &CacheValue) {
+    let headers = response.headers_mut();
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{:016x}\"", value.etag)) {
         headers.insert(header::ETAG, etag);
     }
     if let Some(ttl) = value.ttl_remaining {
         let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
         headers.insert(KEEL_TTL_REMAINING, HeaderValue::from(secs));
     }
-    headers
 }
 
 /// The stored value with its `Content-Type`, `ETag` and `Keel-TTL-Remaining` (whole seconds;
@@ -156,18 +156,20 @@ pub(crate) async fn get_key(
     let Some(value) = cache.get(&key) else {
         return Err(Problem::not_found(format!("no live entry for key {key:?}")));
     };
-    let mut out = value_headers(&value);
-    let inm = headers
+    let not_modified = headers
         .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok());
-    if inm.is_some_and(|inm| etag_matches(inm, &value.etag_hex())) {
-        return Ok((StatusCode::NOT_MODIFIED, out).into_response());
-    }
-    let content_type = value.content_type().unwrap_or("application/octet-stream");
-    if let Ok(ct) = HeaderValue::from_str(content_type) {
-        out.insert(header::CONTENT_TYPE, ct);
-    }
-    Ok((out, value.bytes).into_response())
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|inm| etag_matches(inm, &value.etag_hex()));
+    let mut response = if not_modified {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let content_type = value.content_type().unwrap_or("application/octet-stream");
+        let content_type = HeaderValue::from_str(content_type)
+            .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+        ([(header::CONTENT_TYPE, content_type)], value.bytes.clone()).into_response()
+    };
+    add_value_headers(&mut response, &value);
+    Ok(response)
 }
 
 /// Deletes `key`: 204, or 404 when there was no live entry.
