@@ -229,7 +229,9 @@ mod tests {
         let sections: Vec<String> = tree.tables.iter().map(|t| t.path.join(".")).collect();
         assert_eq!(
             sections,
-            ["server", "log", "auth", "health", "system", "redis"]
+            [
+                "server", "log", "auth", "health", "system", "cache", "redis"
+            ]
         );
         let keys: Vec<String> = tree.all_keys().iter().map(|k| k.dotted()).collect();
         for expected in [
