@@ -42,7 +42,7 @@ def rss_kib(pid):
 def main():
     keel, work, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
     starts, rsss = [], []
-    env = dict(os.environ, KEEL_LOG="warn")
+    env = dict(os.environ)
     for i in range(rounds):
         data = os.path.join(work, f"startup-{i}")
         port = free_port()

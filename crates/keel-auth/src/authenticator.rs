@@ -1,5 +1,7 @@
 //! Turning a bearer credential into a [`Principal`].
 
+use std::sync::Arc;
+
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use keel_core::Secret;
@@ -13,8 +15,9 @@ use crate::config::{AuthConfig, AuthConfigError, JwtAlgorithm, JwtConfig};
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    /// The token's name, or the JWT's `sub` claim (empty if it has none).
-    pub subject: String,
+    /// The token's name, or the JWT's `sub` claim (empty if it has none). Shared, since a
+    /// principal is cloned into every request it authenticates.
+    pub subject: Arc<str>,
     /// What the caller may do.
     pub role: Role,
     /// How the caller authenticated.
@@ -54,7 +57,7 @@ pub enum AuthError {
 }
 
 struct TokenEntry {
-    name: String,
+    name: Arc<str>,
     role: Role,
     digest: [u8; 32],
 }
@@ -88,14 +91,14 @@ impl Authenticator {
             .tokens
             .iter()
             .map(|t| TokenEntry {
-                name: t.name.clone(),
+                name: Arc::from(t.name.as_str()),
                 role: t.role,
                 digest: digest(t.token.expose()),
             })
             .collect();
         if let Some(admin) = generated_admin {
             tokens.push(TokenEntry {
-                name: "generated-admin".to_owned(),
+                name: Arc::from("generated-admin"),
                 role: Role::Admin,
                 digest: digest(admin.expose()),
             });
@@ -244,11 +247,12 @@ impl JwtVerifier {
                 AuthError::InvalidJwt(format!("missing role claim `{}`", self.role_claim))
             })?,
         };
-        let subject = claims
-            .get("sub")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
+        let subject = Arc::from(
+            claims
+                .get("sub")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+        );
         Ok(Principal {
             subject,
             role,

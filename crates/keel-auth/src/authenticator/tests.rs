@@ -63,7 +63,7 @@ fn static_tokens_map_to_their_roles() {
         .authenticate(Some(&bearer("viewer-token-0000000")))
         .unwrap();
     assert_eq!(
-        (p.subject.as_str(), p.role, p.kind),
+        (&*p.subject, p.role, p.kind),
         ("dash", Role::Viewer, PrincipalKind::Token)
     );
     let p = auth
@@ -113,7 +113,7 @@ fn hs256_jwt_roles_expiry_and_not_before() {
     let ok = hs256(json!({"sub": "u1", "role": "worker", "exp": now() + 600}));
     let p = auth.authenticate(Some(&bearer(&ok))).unwrap();
     assert_eq!(
-        (p.subject.as_str(), p.role, p.kind),
+        (&*p.subject, p.role, p.kind),
         ("u1", Role::Worker, PrincipalKind::Jwt)
     );
 
