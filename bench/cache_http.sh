@@ -32,7 +32,7 @@ name = "bench"
 token = "$TOKEN"
 role = "admin"
 CONF
-KEEL_SERVER_WORKER_THREADS=1 "$KEEL" serve --config "$WORK/keel.toml" --listen "127.0.0.1:$KEEL_PORT" --data-dir "$WORK/keel" >/dev/null &
+KEEL_SERVER_WORKER_THREADS=1 "$KEEL" serve --config "$WORK/keel.toml" --listen "127.0.0.1:$KEEL_PORT" --data-dir "$WORK/keel" >/dev/null 2>&1 &
 for _ in $(seq 100); do
   curl -fs "http://127.0.0.1:$KEEL_PORT/ready" >/dev/null 2>&1 && redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
   sleep 0.1

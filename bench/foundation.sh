@@ -45,7 +45,7 @@ http {
 CONF
 nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
 KEEL_PORT=$(free_port)
-KEEL_SERVER_WORKER_THREADS=1 "$KEEL" serve --listen "127.0.0.1:$KEEL_PORT" --data-dir "$WORK/keel" >/dev/null &
+KEEL_SERVER_WORKER_THREADS=1 "$KEEL" serve --listen "127.0.0.1:$KEEL_PORT" --data-dir "$WORK/keel" >/dev/null 2>&1 &
 for _ in $(seq 100); do
   curl -fs "http://127.0.0.1:$KEEL_PORT/ready" >/dev/null 2>&1 && curl -fs "http://127.0.0.1:$NGINX_PORT/one" >/dev/null 2>&1 && break
   sleep 0.1

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The cache engine's overhead over raw moka (same capacity, byte weigher, per-entry expiry) for
+# get and set, on 1 and 2 threads: wall-clock medians of alternating runs, plus instructions per
+# operation from callgrind, which machine noise does not move.
+#
+# Usage: bench/cache_engine.sh [rounds]     (default 5)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${1:-5}
+OPS=${OPS:-2000000}
+cargo bench -q -p keel-cache --bench overhead --no-run 2>/dev/null
+BIN=$(ls -t target/release/deps/overhead-* | grep -v '\.d$' | head -n 1)
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+
+echo "== wall clock, ns/op (median of $ROUNDS alternating runs of $OPS ops)"
+for op in get set; do
+  for threads in 1 2; do
+    k=(); m=()
+    for _ in $(seq "$ROUNDS"); do
+      m+=("$("$BIN" moka "$op" "$OPS" "$threads" | awk '{print $(NF-1)}')")
+      k+=("$("$BIN" keel "$op" "$OPS" "$threads" | awk '{print $(NF-1)}')")
+    done
+    mk=$(median "${k[@]}"); mm=$(median "${m[@]}")
+    printf '%s %dt: moka %s ns/op, keel %s ns/op, keel/moka = %s\n' "$op" "$threads" "$mm" "$mk" "$(ratio "$mk" "$mm")"
+  done
+done
+
+if command -v valgrind >/dev/null 2>&1; then
+  echo "== instructions per op (callgrind, 1 thread, 200000 ops minus setup)"
+  ir() { valgrind --tool=callgrind --callgrind-out-file=/dev/null "$BIN" "$@" 2>&1 | awk '/Collected/ {print $4}'; }
+  for op in get set; do
+    base_m=$(ir moka "$op" 0); base_k=$(ir keel "$op" 0)
+    run_m=$(ir moka "$op" 200000); run_k=$(ir keel "$op" 200000)
+    im=$(( (run_m - base_m) / 200000 )); ik=$(( (run_k - base_k) / 200000 ))
+    printf '%s: moka %d instr/op, keel %d instr/op, keel/moka = %s\n' "$op" "$im" "$ik" "$(ratio "$ik" "$im")"
+  done
+fi
