@@ -24,7 +24,10 @@ fn main() {
     let args: Vec<String> = std::env::args().filter(|a| !a.starts_with("--")).collect();
     let engine = args.get(1).map_or("keel", String::as_str);
     let op = args.get(2).map_or("get", String::as_str);
-    let ops: usize = args.get(3).and_then(|n| n.parse().ok()).unwrap_or(2_000_000);
+    let ops: usize = args
+        .get(3)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(2_000_000);
     let threads: usize = args.get(4).and_then(|n| n.parse().ok()).unwrap_or(1);
     let keys: Vec<String> = (0..KEYS).map(|i| format!("user:{i:06}:profile")).collect();
     let value = Bytes::from(vec![b'x'; 100]);
@@ -67,6 +70,9 @@ fn main() {
     });
     let elapsed = started.elapsed();
     if ops > 0 {
-        println!("{engine} {op} {threads}t: {:.1} ns/op", elapsed.as_nanos() as f64 * threads as f64 / ops as f64);
+        println!(
+            "{engine} {op} {threads}t: {:.1} ns/op",
+            elapsed.as_nanos() as f64 * threads as f64 / ops as f64
+        );
     }
 }

@@ -237,7 +237,7 @@ async fn first_start_generates_an_admin_token_and_later_starts_reuse_it() {
 #[tokio::test]
 async fn sigterm_turns_readiness_503_then_exits_zero_and_a_second_signal_exits_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let env = [("KEEL_SERVER_SHUTDOWN_DELAY", "3s")];
+    let env = [("KEEL_SERVER_SHUTDOWN_DELAY", "4s")];
     let mut keel = serve(dir.path(), &[], &env).await;
     let client = reqwest::Client::new();
     assert_eq!(
@@ -251,7 +251,7 @@ async fn sigterm_turns_readiness_503_then_exits_zero_and_a_second_signal_exits_a
     );
     signal(&keel.child, "TERM");
     let mut saw_503 = false;
-    for _ in 0..200 {
+    for _ in 0..1000 {
         match client.get(format!("{}/ready", keel.base)).send().await {
             Ok(r) if r.status() == 503 => {
                 let body: Value = r.json().await.unwrap();
@@ -269,7 +269,7 @@ async fn sigterm_turns_readiness_503_then_exits_zero_and_a_second_signal_exits_a
     let env = [("KEEL_SERVER_SHUTDOWN_DELAY", "60s")];
     let mut keel = serve(dir.path(), &[], &env).await;
     signal(&keel.child, "TERM");
-    for _ in 0..200 {
+    for _ in 0..1000 {
         if client
             .get(format!("{}/ready", keel.base))
             .send()
