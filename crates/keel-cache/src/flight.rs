@@ -130,6 +130,15 @@ impl Cache {
                         key: Arc::from(key),
                         tx,
                     };
+                    // A load that finished between our miss above and our joining the flight
+                    // has already stored the value: use it instead of loading again.
+                    if let Some(value) = self.peek(key) {
+                        guard.tx.send_replace(Outcome::Loaded(value.clone()));
+                        return Ok(value);
+                    }
+                    if let Some(message) = self.remembered_failure(key) {
+                        return Err(LoadError::NegativeCached(message));
+                    }
                     let Some(run) = loader.take() else {
                         // Our loader already ran in an earlier round; should not happen, but a
                         // waiter must never run twice.
