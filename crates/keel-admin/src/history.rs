@@ -1,6 +1,7 @@
 //! The background sampler behind `/api/v1/system/history`: every `system.sample_interval` it
 //! records CPU, memory, RSS and the HTTP window (request rate, error rate, p95) into a bounded ring.
 
+use keel_core::sync::lock;
 use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
@@ -37,11 +38,7 @@ pub fn record_sample(state: &AdminState) -> Sample {
         p95_ms: window.p95_ms,
     };
     let now = state.clock().unix_ms();
-    state
-        .history()
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(now, sample);
+    lock(state.history()).push(now, sample);
     sample
 }
 

@@ -5,6 +5,7 @@
 //! is the route template (`/api/v1/queues/{q}`), never the raw path, so cardinality stays bounded.
 //! A second, windowed HDR histogram feeds the sampled history (request rate, error rate, p95).
 
+use keel_core::sync::lock;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -111,7 +112,7 @@ impl HttpMetrics {
         let micros = u64::try_from(elapsed.as_micros())
             .unwrap_or(u64::MAX)
             .max(1);
-        let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        let mut w = lock(&self.window);
         w.latency_us.saturating_record(micros);
         w.count += 1;
         w.errors += u64::from(is_error);
@@ -119,7 +120,7 @@ impl HttpMetrics {
 
     /// Closes the current window and starts a new one.
     pub fn take_window(&self) -> WindowStats {
-        let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        let mut w = lock(&self.window);
         let old = std::mem::replace(&mut *w, Window::new());
         drop(w);
         let secs = old.started.elapsed().as_secs_f64().max(0.001);

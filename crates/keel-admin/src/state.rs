@@ -1,5 +1,6 @@
 //! What the admin handlers share.
 
+use keel_core::sync::{read, write};
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -179,18 +180,14 @@ impl AdminState {
         Fut: Future<Output = Value> + Send + 'static,
     {
         let source: StatsSource = Arc::new(move || Box::pin(source()));
-        let mut stats = self.0.stats.write().unwrap_or_else(|e| e.into_inner());
+        let mut stats = write(&self.0.stats);
         stats.retain(|(n, _)| n != name);
         stats.push((name.to_owned(), source));
     }
 
     /// The registered stats sources.
     pub fn stats_sources(&self) -> Vec<(String, StatsSource)> {
-        self.0
-            .stats
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        read(&self.0.stats).clone()
     }
 
     pub(crate) fn openapi_json(&self) -> &OnceLock<String> {

@@ -1,5 +1,6 @@
 //! The cache engine.
 
+use keel_core::sync::lock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -377,12 +378,7 @@ impl Cache {
         c.stored_bytes
             .fetch_add(entry.weight(&key) as i64, Ordering::Relaxed);
         if !entry.tags().is_empty() {
-            let mut index = self
-                .inner
-                .shared
-                .tags
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut index = lock(&self.inner.shared.tags);
             for tag in entry.tags() {
                 index
                     .entry(tag.clone())
@@ -450,12 +446,7 @@ impl Cache {
     /// Removes every entry carrying `tag`. Returns how many live entries were removed.
     pub fn invalidate_tag(&self, tag: &str) -> usize {
         let members: Vec<(Arc<str>, u64)> = {
-            let mut index = self
-                .inner
-                .shared
-                .tags
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut index = lock(&self.inner.shared.tags);
             index
                 .remove(tag)
                 .map(|m| m.into_iter().collect())
@@ -644,7 +635,7 @@ impl Shared {
             self.keys.forget(key, entry.generation);
         }
         if !entry.tags().is_empty() {
-            let mut index = self.tags.lock().unwrap_or_else(|e| e.into_inner());
+            let mut index = lock(&self.tags);
             for tag in entry.tags() {
                 if let Some(members) = index.get_mut(tag) {
                     if members.get(key) == Some(&entry.generation) {

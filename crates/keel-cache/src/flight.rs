@@ -4,6 +4,7 @@
 //! `watch` channel for its outcome. If the leader is cancelled (its future dropped), a guard
 //! publishes that, and a waiter takes over as the new leader — nobody waits forever.
 
+use keel_core::sync::lock;
 use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
@@ -50,11 +51,7 @@ struct LeaderGuard<'a> {
 
 impl Drop for LeaderGuard<'_> {
     fn drop(&mut self) {
-        self.flights
-            .running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.key);
+        lock(&self.flights.running).remove(&self.key);
         if matches!(*self.tx.borrow(), Outcome::Pending) {
             self.tx.send_replace(Outcome::Abandoned);
         }
@@ -182,12 +179,7 @@ impl Cache {
     }
 
     fn join_flight(&self, key: &str) -> Role {
-        let mut running = self
-            .inner
-            .flights
-            .running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut running = lock(&self.inner.flights.running);
         if let Some(rx) = running.get(key) {
             return Role::Waiter(rx.clone());
         }
@@ -197,12 +189,7 @@ impl Cache {
     }
 
     fn remembered_failure(&self, key: &str) -> Option<String> {
-        let mut failures = self
-            .inner
-            .flights
-            .failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut failures = lock(&self.inner.flights.failures);
         let (until, message) = failures.get(key)?;
         if *until > self.inner.clock.now() {
             return Some(message.clone());
@@ -212,12 +199,7 @@ impl Cache {
     }
 
     fn remember_failure(&self, key: &str, ttl: Duration, message: String) {
-        let mut failures = self
-            .inner
-            .flights
-            .failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut failures = lock(&self.inner.flights.failures);
         let now = self.inner.clock.now();
         if failures.len() >= 10_000 {
             failures.retain(|_, (until, _)| *until > now);

@@ -1,5 +1,6 @@
 //! Exact, cheap statistics: atomic counters, plus per-second buckets for the recent hit ratio.
 
+use keel_core::sync::lock;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -54,7 +55,7 @@ impl Recent {
         {
             return;
         }
-        let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ring = lock(&self.ring);
         ring.push_back((
             second,
             hits.load(Ordering::Acquire),
@@ -71,7 +72,7 @@ impl Recent {
     /// Hits and misses in the `seconds` up to and including `now_second`.
     pub(crate) fn sum(&self, now_second: u64, seconds: u64, hits: u64, misses: u64) -> (u64, u64) {
         let start = now_second.saturating_sub(seconds.saturating_sub(1));
-        let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        let ring = lock(&self.ring);
         let (base_hits, base_misses) = ring
             .iter()
             .find(|(s, ..)| *s >= start)

@@ -5,6 +5,7 @@
 //! concurrently, each under a timeout (a check that times out is `fail` with output
 //! `"timed out"`). Checks marked `affects_readiness` decide `/ready`.
 
+use crate::sync::{read, write};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
@@ -180,7 +181,7 @@ impl HealthRegistry {
         Fut: Future<Output = CheckOutcome> + Send + 'static,
     {
         let check: HealthCheck = Arc::new(move || Box::pin(check()) as CheckFuture);
-        let mut checks = self.checks.write().unwrap_or_else(|e| e.into_inner());
+        let mut checks = write(&self.checks);
         let key = spec.key();
         checks.retain(|(s, _)| s.key() != key);
         checks.push((spec, check));
@@ -188,7 +189,7 @@ impl HealthRegistry {
 
     /// The keys of all registered checks.
     pub fn keys(&self) -> Vec<String> {
-        let checks = self.checks.read().unwrap_or_else(|e| e.into_inner());
+        let checks = read(&self.checks);
         checks.iter().map(|(s, _)| s.key()).collect()
     }
 
@@ -204,7 +205,7 @@ impl HealthRegistry {
 
     async fn run(&self, filter: impl Fn(&CheckSpec) -> bool) -> HealthReport {
         let selected: Vec<(CheckSpec, HealthCheck)> = {
-            let checks = self.checks.read().unwrap_or_else(|e| e.into_inner());
+            let checks = read(&self.checks);
             checks.iter().filter(|(s, _)| filter(s)).cloned().collect()
         };
         let mut set = JoinSet::new();

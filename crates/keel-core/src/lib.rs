@@ -9,6 +9,7 @@
 //! - [`units`]: config value types — [`HumanDuration`] (`"30s"`), [`ByteSize`] (`"256MiB"`),
 //!   [`Secret`] (never printed).
 //! - [`problem`]: RFC 9457 `application/problem+json` errors ([`Problem`]).
+//! - [`sync`]: poison-tolerant lock helpers.
 //! - [`build`]: version and commit of this build ([`BuildInfo`]).
 
 pub mod build;
@@ -17,6 +18,7 @@ pub mod health;
 pub mod metrics;
 pub mod problem;
 pub mod shutdown;
+pub mod sync;
 pub mod system;
 pub mod units;
 

@@ -1,6 +1,7 @@
 //! Host and process sampling, and the bounded ring of samples behind
 //! `/api/v1/system/history`.
 
+use crate::sync::lock;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -71,7 +72,7 @@ impl SystemSampler {
 
     /// The latest snapshot, refreshed if the previous one is older than [`Self::MIN_INTERVAL`].
     pub fn sample(&self) -> SystemSnapshot {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = lock(&self.state);
         if let Some((at, snap)) = &state.last
             && at.elapsed() < Self::MIN_INTERVAL
         {

@@ -1,5 +1,6 @@
 //! `/api/v1/system/metrics`, `/api/v1/system/info` and `/api/v1/system/history`.
 
+use keel_core::sync::lock;
 use std::time::{Duration, UNIX_EPOCH};
 
 use axum::Json;
@@ -117,11 +118,7 @@ pub(crate) async fn system_history(
         )));
     };
     let now = state.clock().unix_ms();
-    let samples = state
-        .history()
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .window(now, Duration::from_secs(*secs));
+    let samples = lock(state.history()).window(now, Duration::from_secs(*secs));
     let trend = slope_per_hour(&samples, |s| s.rss_bytes as f64);
     Ok(Json(HistoryBody {
         window: name,
