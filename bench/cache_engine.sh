@@ -26,6 +26,15 @@ for op in get set; do
   done
 done
 
+echo "== what moka's eviction listener alone costs a read (raw moka with a no-op listener)"
+l=(); m=()
+for _ in $(seq "$ROUNDS"); do
+  m+=("$("$BIN" moka get "$OPS" 1 | awk '{print $(NF-1)}')")
+  l+=("$("$BIN" moka-listener get "$OPS" 1 | awk '{print $(NF-1)}')")
+done
+ml=$(median "${l[@]}"); mm=$(median "${m[@]}")
+printf 'get 1t: moka %s ns/op, moka with listener %s ns/op, ratio %s\n' "$mm" "$ml" "$(ratio "$ml" "$mm")"
+
 if command -v valgrind >/dev/null 2>&1; then
   echo "== instructions per op (callgrind, 1 thread, 200000 ops minus setup)"
   ir() { valgrind --tool=callgrind --callgrind-out-file=/dev/null "$BIN" "$@" 2>&1 | awk '/Collected/ {print $4}'; }

@@ -1,5 +1,7 @@
 //! The engine's overhead over raw moka, one operation kind per process so runs do not disturb
-//! each other: `cargo bench -p keel-cache --bench overhead -- <keel|moka> <get|set> <ops>`.
+//! each other: `cargo bench -p keel-cache --bench overhead -- <keel|moka|moka-listener> <get|set>
+//! <ops> [threads]`. `moka-listener` is raw moka with a no-op eviction listener attached, to
+//! show what the listener alone costs.
 //! Prints nanoseconds per operation. `bench/cache_engine.sh` runs it repeatedly, alternating,
 //! and under callgrind for instruction counts, which do not vary with machine noise.
 
@@ -34,12 +36,16 @@ fn main() {
 
     let keel = (engine == "keel").then(|| Cache::new(CacheConfig::default()));
     // moka configured as the engine configures it: same capacity, a byte weigher, per-entry expiry.
-    let moka = (engine == "moka").then(|| {
-        moka::sync::Cache::<Arc<str>, Bytes>::builder()
+    let moka = engine.starts_with("moka").then(|| {
+        let builder = moka::sync::Cache::<Arc<str>, Bytes>::builder()
             .max_capacity(256 * 1024 * 1024)
             .weigher(|k: &Arc<str>, v: &Bytes| (k.len() + v.len() + 576) as u32)
-            .expire_after(Ttl)
-            .build()
+            .expire_after(Ttl);
+        if engine == "moka-listener" {
+            builder.eviction_listener(|_, _, _| {}).build()
+        } else {
+            builder.build()
+        }
     });
     for k in &keys {
         if let Some(c) = &keel {
