@@ -8,7 +8,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use keel_auth::{JwtAlgorithm, Role};
 use keel_core::Secret;
-use keel_test::{ADMIN_TOKEN, RedisServer, TestServer, VIEWER_TOKEN, WORKER_TOKEN, keys};
+use keel_test::{
+    ADMIN_TOKEN, RedisServer, Sent, TestServer, VIEWER_TOKEN, WORKER_TOKEN, keys, problem,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -31,23 +33,13 @@ async fn server() -> (TestServer, support::Gate) {
     (server, gate)
 }
 
-async fn problem(resp: reqwest::Response) -> (StatusCode, Value) {
-    let status = resp.status();
-    assert_eq!(
-        resp.headers()["content-type"],
-        "application/problem+json",
-        "{status}"
-    );
-    (status, resp.json().await.unwrap())
-}
-
 #[tokio::test]
 async fn auth_matrix() {
     let (server, _) = server().await;
     let c = server.client();
     let url = server.url("/api/v1/stats");
 
-    let resp = c.get(&url).send().await.unwrap();
+    let resp = c.get(&url).sent().await;
     assert_eq!(resp.headers()["www-authenticate"], "Bearer realm=\"keel\"");
     let (status, body) = problem(resp).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -61,9 +53,8 @@ async fn auth_matrix() {
     let resp = c
         .get(&url)
         .bearer_auth("not-a-real-token-at-all")
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
     assert!(
         resp.headers()["www-authenticate"]
             .to_str()
@@ -75,9 +66,8 @@ async fn auth_matrix() {
     let resp = c
         .get(&url)
         .header("authorization", "Basic YWRtaW46YWRtaW4=")
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
     assert!(
         resp.headers()["www-authenticate"]
             .to_str()
@@ -91,19 +81,14 @@ async fn auth_matrix() {
         &EncodingKey::from_secret(JWT_SECRET.as_bytes()),
     )
     .unwrap();
-    let (status, body) = problem(c.get(&url).bearer_auth(&expired).send().await.unwrap()).await;
+    let (status, body) = problem(c.get(&url).bearer_auth(&expired).sent().await).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["detail"], "token expired");
 
     // Every role may read.
     for token in [VIEWER_TOKEN, WORKER_TOKEN, ADMIN_TOKEN] {
         assert_eq!(
-            c.get(&url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .status(),
+            c.get(&url).bearer_auth(token).sent().await.status(),
             StatusCode::OK
         );
     }
@@ -113,27 +98,20 @@ async fn auth_matrix() {
             .request(Method::POST, "/api/v1/test/echo", role)
             .json(&json!({"a": 1}))
     };
-    let (status, body) = problem(echo(Role::Viewer).send().await.unwrap()).await;
+    let (status, body) = problem(echo(Role::Viewer).sent().await).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(
         body["detail"],
         "this operation needs the worker role; your credential has viewer"
     );
-    assert_eq!(
-        echo(Role::Worker).send().await.unwrap().status(),
-        StatusCode::OK
-    );
-    assert_eq!(
-        echo(Role::Admin).send().await.unwrap().status(),
-        StatusCode::OK
-    );
+    assert_eq!(echo(Role::Worker).sent().await.status(), StatusCode::OK);
+    assert_eq!(echo(Role::Admin).sent().await.status(), StatusCode::OK);
     // Admin operations: only admin.
     for (role, want) in [(Role::Viewer, 403), (Role::Worker, 403), (Role::Admin, 204)] {
         let resp = server
             .request(Method::DELETE, "/api/v1/test/admin-only", role)
-            .send()
-            .await
-            .unwrap();
+            .sent()
+            .await;
         assert_eq!(resp.status().as_u16(), want, "{role}");
     }
     // A JWT's role claim is honoured the same way.
@@ -146,12 +124,12 @@ async fn auth_matrix() {
     let del = c
         .delete(server.url("/api/v1/test/admin-only"))
         .bearer_auth(&worker_jwt);
-    assert_eq!(del.send().await.unwrap().status(), StatusCode::FORBIDDEN);
+    assert_eq!(del.sent().await.status(), StatusCode::FORBIDDEN);
     let post = c
         .post(server.url("/api/v1/test/echo"))
         .bearer_auth(&worker_jwt)
         .json(&json!({}));
-    assert_eq!(post.send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(post.sent().await.status(), StatusCode::OK);
 }
 
 #[tokio::test]
@@ -198,27 +176,26 @@ async fn rs256_and_es256_jwts() {
 #[tokio::test]
 async fn errors_are_problem_json() {
     let (server, _) = server().await;
-    let (status, body) = problem(server.get("/api/v1/nothing-here").send().await.unwrap()).await;
+    let (status, body) = problem(server.get("/api/v1/nothing-here").sent().await).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["instance"], "/api/v1/nothing-here");
 
     let (status, _) = problem(
         server
             .request(Method::PUT, "/api/v1/stats", Role::Admin)
-            .send()
-            .await
-            .unwrap(),
+            .sent()
+            .await,
     )
     .await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
 
     let echo = || server.request(Method::POST, "/api/v1/test/echo", Role::Worker);
     let big = json!({"data": "x".repeat(2 * 1024 * 1024)});
-    let (status, body) = problem(echo().json(&big).send().await.unwrap()).await;
+    let (status, body) = problem(echo().json(&big).sent().await).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(!body["detail"].as_str().unwrap().is_empty());
 
-    let (status, body) = problem(echo().body("{\"a\": 1}").send().await.unwrap()).await;
+    let (status, body) = problem(echo().body("{\"a\": 1}").sent().await).await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert!(
         body["detail"]
@@ -230,7 +207,7 @@ async fn errors_are_problem_json() {
     let malformed = echo()
         .header("content-type", "application/json")
         .body("{\"a\": ");
-    let (status, body) = problem(malformed.send().await.unwrap()).await;
+    let (status, body) = problem(malformed.sent().await).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let detail = body["detail"].as_str().unwrap();
     assert!(
@@ -246,17 +223,15 @@ async fn request_ids_are_echoed_or_generated() {
         .client()
         .get(server.url("/alive"))
         .header("x-request-id", "req-42.a:b")
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
     assert_eq!(resp.headers()["x-request-id"], "req-42.a:b");
     let resp = server
         .client()
         .get(server.url("/alive"))
         .header("x-request-id", "bad id with spaces")
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
     let generated = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
     assert_eq!(generated.len(), 32);
     let resp = server.public("/nope").await;
@@ -271,11 +246,7 @@ async fn metrics_are_prometheus_text_with_route_templates() {
     for _ in 0..3 {
         server.public("/alive").await;
     }
-    server
-        .get("/api/v1/system/history?window=1h")
-        .send()
-        .await
-        .unwrap();
+    server.get("/api/v1/system/history?window=1h").sent().await;
     let resp = server.public("/metrics").await;
     assert!(
         resp.headers()["content-type"]
@@ -306,9 +277,8 @@ async fn system_endpoints_answer_and_hide_secrets() {
     .await;
     let info: Value = server
         .get("/api/v1/system/info")
-        .send()
+        .sent()
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -324,9 +294,8 @@ async fn system_endpoints_answer_and_hide_secrets() {
 
     let metrics: Value = server
         .get("/api/v1/system/metrics")
-        .send()
+        .sent()
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -355,9 +324,8 @@ async fn system_endpoints_answer_and_hide_secrets() {
 
     let stats: Value = server
         .get("/api/v1/stats")
-        .send()
+        .sent()
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

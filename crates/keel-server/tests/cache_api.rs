@@ -3,14 +3,14 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use keel_auth::Role;
-use keel_test::TestServer;
+use keel_test::{Sent, TestServer};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+/// Asserts a problem+json response with `status` and returns its detail.
 async fn problem(resp: reqwest::Response, status: StatusCode) -> String {
-    assert_eq!(resp.status(), status);
-    assert_eq!(resp.headers()["content-type"], "application/problem+json");
-    let body: Value = resp.json().await.unwrap();
+    let (got, body) = keel_test::problem(resp).await;
+    assert_eq!(got, status);
     body["detail"].as_str().unwrap().to_owned()
 }
 
@@ -24,29 +24,25 @@ async fn put_get_head_delete_one_key() {
     let resp = put(&s, "/api/v1/cache/keys/user:1?ttl=30s&tags=users,team:7")
         .header("content-type", "application/json")
         .body(r#"{"name":"ada"}"#)
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
     assert_eq!(resp.status(), StatusCode::CREATED);
     let resp = put(&s, "/api/v1/cache/keys/user:1")
         .header("keel-ttl", "1m")
         .body("{}")
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     put(&s, "/api/v1/cache/keys/user:1?ttl=30s")
         .header("content-type", "application/json")
         .body(r#"{"name":"ada"}"#)
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
 
     let resp = s
         .request(Method::GET, "/api/v1/cache/keys/user:1", Role::Viewer)
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.headers()["content-type"], "application/json");
     let ttl: u64 = resp.headers()["keel-ttl-remaining"]
@@ -62,24 +58,21 @@ async fn put_get_head_delete_one_key() {
     let resp = s
         .get("/api/v1/cache/keys/user:1")
         .header("if-none-match", &etag)
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
     assert_eq!(resp.status(), StatusCode::NOT_MODIFIED);
     assert_eq!(resp.headers()["etag"].to_str().unwrap(), etag);
     let resp = s
         .get("/api/v1/cache/keys/user:1")
         .header("if-none-match", "\"other\"")
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
     assert_eq!(resp.status(), StatusCode::OK);
 
     let resp = s
         .request(Method::HEAD, "/api/v1/cache/keys/user:1", Role::Viewer)
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.headers()["content-type"], "application/json");
     assert!(resp.text().await.unwrap().is_empty());
@@ -89,34 +82,27 @@ async fn put_get_head_delete_one_key() {
     put(&s, "/api/v1/cache/keys/img%2F1.png")
         .header("content-type", "image/png")
         .body(binary.clone())
-        .send()
-        .await
-        .unwrap();
-    let resp = s
-        .get("/api/v1/cache/keys/img%2F1.png")
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
+    let resp = s.get("/api/v1/cache/keys/img%2F1.png").sent().await;
     assert_eq!(resp.headers()["content-type"], "image/png");
     assert_eq!(resp.bytes().await.unwrap().to_vec(), binary);
 
     let resp = s
         .request(Method::DELETE, "/api/v1/cache/keys/user:1", Role::Worker)
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     let detail = problem(
-        s.get("/api/v1/cache/keys/user:1").send().await.unwrap(),
+        s.get("/api/v1/cache/keys/user:1").sent().await,
         StatusCode::NOT_FOUND,
     )
     .await;
     assert!(detail.contains("user:1"), "{detail}");
     let resp = s
         .request(Method::DELETE, "/api/v1/cache/keys/user:1", Role::Worker)
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 }
 
@@ -131,9 +117,8 @@ async fn mget_and_mset() {
     let resp = s
         .request(Method::POST, "/api/v1/cache/mset", Role::Worker)
         .json(&entries)
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
     assert_eq!(resp.status(), StatusCode::OK);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body, json!({"written": 3, "created": 3, "replaced": 0}));
@@ -141,9 +126,8 @@ async fn mget_and_mset() {
     let resp = s
         .request(Method::POST, "/api/v1/cache/mget", Role::Viewer)
         .json(&json!({"keys": ["a", "b", "c", "missing"]}))
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
     let body: Value = resp.json().await.unwrap();
     let values = body["values"].as_array().unwrap();
     assert_eq!(values[0]["value"], "hello");
@@ -168,9 +152,8 @@ async fn listing_pages_and_pattern_and_tag_deletes() {
         .collect();
     s.request(Method::POST, "/api/v1/cache/mset", Role::Worker)
         .json(&json!({"entries": entries}))
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
 
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
@@ -181,9 +164,8 @@ async fn listing_pages_and_pattern_and_tag_deletes() {
         }
         let page: Value = s
             .request(Method::GET, &url, Role::Viewer)
-            .send()
+            .sent()
             .await
-            .unwrap()
             .json()
             .await
             .unwrap();
@@ -201,9 +183,8 @@ async fn listing_pages_and_pattern_and_tag_deletes() {
 
     let body: Value = s
         .request(Method::DELETE, "/api/v1/cache/tags/fifth", Role::Worker)
-        .send()
+        .sent()
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -214,9 +195,8 @@ async fn listing_pages_and_pattern_and_tag_deletes() {
             "/api/v1/cache/keys?pattern=user:123:*",
             Role::Worker,
         )
-        .send()
+        .sent()
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -224,9 +204,8 @@ async fn listing_pages_and_pattern_and_tag_deletes() {
 
     let detail = problem(
         s.request(Method::DELETE, "/api/v1/cache/keys?pattern=*", Role::Admin)
-            .send()
-            .await
-            .unwrap(),
+            .sent()
+            .await,
         StatusCode::BAD_REQUEST,
     )
     .await;
@@ -237,24 +216,18 @@ async fn listing_pages_and_pattern_and_tag_deletes() {
             "/api/v1/cache/keys?pattern=*&confirm=true",
             Role::Worker,
         )
-        .send()
+        .sent()
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(body["deleted"], 5);
 
-    put(&s, "/api/v1/cache/keys/x")
-        .body("1")
-        .send()
-        .await
-        .unwrap();
+    put(&s, "/api/v1/cache/keys/x").body("1").sent().await;
     let body: Value = s
         .request(Method::POST, "/api/v1/cache/reset", Role::Admin)
-        .send()
+        .sent()
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -264,18 +237,13 @@ async fn listing_pages_and_pattern_and_tag_deletes() {
 #[tokio::test]
 async fn stats_metrics_and_health_report_the_cache() {
     let s = TestServer::start().await;
-    put(&s, "/api/v1/cache/keys/k")
-        .body("v")
-        .send()
-        .await
-        .unwrap();
-    s.get("/api/v1/cache/keys/k").send().await.unwrap();
-    s.get("/api/v1/cache/keys/nope").send().await.unwrap();
+    put(&s, "/api/v1/cache/keys/k").body("v").sent().await;
+    s.get("/api/v1/cache/keys/k").sent().await;
+    s.get("/api/v1/cache/keys/nope").sent().await;
     let stats: Value = s
         .get("/api/v1/cache/stats")
-        .send()
+        .sent()
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -290,14 +258,7 @@ async fn stats_metrics_and_health_report_the_cache() {
     assert_eq!(stats["hit_ratio"], 0.5);
     assert_eq!(stats["max_memory"], 256 * 1024 * 1024);
 
-    let all: Value = s
-        .get("/api/v1/stats")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all: Value = s.get("/api/v1/stats").sent().await.json().await.unwrap();
     assert_eq!(all["cache"]["hits"], 1);
     let metrics = s.public("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("keel_cache_hits_total 1"), "{metrics}");
@@ -330,13 +291,14 @@ async fn bad_input_gets_problems_that_say_what_to_fix_and_writes_nothing() {
         (s.request(Method::POST, "/api/v1/cache/mset", Role::Worker).json(&json!({"entries": [{"key": "ok", "value": "1", "tags": ["a,b"]}]})), StatusCode::BAD_REQUEST, "comma"),
         (s.request(Method::POST, "/api/v1/cache/mset", Role::Worker).json(&json!({"items": []})), StatusCode::UNPROCESSABLE_ENTITY, "unknown field"),
         (s.request(Method::POST, "/api/v1/cache/mget", Role::Viewer).json(&json!({"keys": [""]})), StatusCode::BAD_REQUEST, "keys[0]"),
+        (s.request(Method::POST, "/api/v1/cache/mget", Role::Viewer).json(&json!({"keys": vec!["k"; 1001]})), StatusCode::BAD_REQUEST, "keys: at most 1000"),
         (s.request(Method::GET, "/api/v1/cache/keys?limit=0", Role::Viewer), StatusCode::BAD_REQUEST, "limit"),
         (s.request(Method::GET, "/api/v1/cache/keys?cursor=!!", Role::Viewer), StatusCode::BAD_REQUEST, "cursor"),
         (s.request(Method::DELETE, "/api/v1/cache/keys", Role::Worker), StatusCode::BAD_REQUEST, "pattern: required"),
         (s.request(Method::DELETE, "/api/v1/cache/tags/a,b", Role::Worker), StatusCode::BAD_REQUEST, "comma"),
     ];
     for (request, status, needle) in cases {
-        let resp = request.send().await.unwrap();
+        let resp = request.sent().await;
         if status.is_success() {
             assert_eq!(resp.status(), status);
             continue;
@@ -345,11 +307,7 @@ async fn bad_input_gets_problems_that_say_what_to_fix_and_writes_nothing() {
         assert!(detail.contains(needle), "expected {needle:?} in {detail:?}");
     }
     for key in ["ok", "big"] {
-        let resp = s
-            .get(&format!("/api/v1/cache/keys/{key}"))
-            .send()
-            .await
-            .unwrap();
+        let resp = s.get(&format!("/api/v1/cache/keys/{key}")).sent().await;
         assert_eq!(
             resp.status(),
             StatusCode::NOT_FOUND,
@@ -364,9 +322,8 @@ async fn roles_gate_reads_writes_and_reset() {
     let viewer_put = s
         .request(Method::PUT, "/api/v1/cache/keys/k", Role::Viewer)
         .body("v")
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
     assert_eq!(viewer_put.status(), StatusCode::FORBIDDEN);
     for (method, path) in [
         (Method::DELETE, "/api/v1/cache/keys/k"),
@@ -377,29 +334,21 @@ async fn roles_gate_reads_writes_and_reset() {
         let resp = s
             .request(method.clone(), path, Role::Viewer)
             .json(&json!({"entries": []}))
-            .send()
-            .await
-            .unwrap();
+            .sent()
+            .await;
         assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{method} {path}");
     }
     let reset = s
         .request(Method::POST, "/api/v1/cache/reset", Role::Worker)
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
     assert_eq!(reset.status(), StatusCode::FORBIDDEN);
-    let anonymous = s
-        .client()
-        .get(s.url("/api/v1/cache/stats"))
-        .send()
-        .await
-        .unwrap();
+    let anonymous = s.client().get(s.url("/api/v1/cache/stats")).sent().await;
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
     let stats = s
         .request(Method::GET, "/api/v1/cache/stats", Role::Viewer)
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
     assert_eq!(stats.status(), StatusCode::OK);
 }
 
@@ -408,9 +357,8 @@ async fn every_route_is_in_the_openapi_document() {
     let s = TestServer::start().await;
     let doc: Value = s
         .get("/api/v1/openapi.json")
-        .send()
+        .sent()
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+use keel_test::Sent;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -208,15 +209,10 @@ async fn first_start_generates_an_admin_token_and_later_starts_reuse_it() {
     let stats = client
         .get(format!("{}/api/v1/stats", keel.base))
         .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
     assert_eq!(stats.status(), 200);
-    let ready = client
-        .get(format!("{}/ready", keel.base))
-        .send()
-        .await
-        .unwrap();
+    let ready = client.get(format!("{}/ready", keel.base)).sent().await;
     assert_eq!(ready.status(), 200);
     signal(&keel.child, "TERM");
     assert_eq!(exit_code(&mut keel.child).await, 0);
@@ -225,9 +221,8 @@ async fn first_start_generates_an_admin_token_and_later_starts_reuse_it() {
     let stats = client
         .get(format!("{}/api/v1/stats", again.base))
         .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
     assert_eq!(stats.status(), 200);
     assert_eq!(std::fs::read_to_string(&token_path).unwrap().trim(), token);
     signal(&again.child, "INT");
@@ -243,9 +238,8 @@ async fn sigterm_turns_readiness_503_then_exits_zero_and_a_second_signal_exits_a
     assert_eq!(
         client
             .get(format!("{}/ready", keel.base))
-            .send()
+            .sent()
             .await
-            .unwrap()
             .status(),
         200
     );
@@ -272,9 +266,8 @@ async fn sigterm_turns_readiness_503_then_exits_zero_and_a_second_signal_exits_a
     for _ in 0..1000 {
         if client
             .get(format!("{}/ready", keel.base))
-            .send()
+            .sent()
             .await
-            .unwrap()
             .status()
             == 503
         {
@@ -317,9 +310,8 @@ async fn json_logs_carry_the_request_id() {
     reqwest::Client::new()
         .get(format!("{base}/nope"))
         .header("x-request-id", "trace-me-123")
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
     signal(&child, "TERM");
     let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut found = false;

@@ -25,6 +25,32 @@ pub const WORKER_TOKEN: &str = "test-worker-token-0123456789";
 /// The viewer token every [`TestServer`] accepts.
 pub const VIEWER_TOKEN: &str = "test-viewer-token-0123456789";
 
+/// Sends a request and fails the test if it cannot be sent.
+pub trait Sent {
+    /// Sends the request; panics when the server cannot be reached.
+    fn sent(self) -> impl std::future::Future<Output = reqwest::Response> + Send;
+}
+
+impl Sent for reqwest::RequestBuilder {
+    async fn sent(self) -> reqwest::Response {
+        self.send().await.expect("request sent")
+    }
+}
+
+/// Asserts a problem+json response and returns its status and body.
+pub async fn problem(response: reqwest::Response) -> (reqwest::StatusCode, serde_json::Value) {
+    let status = response.status();
+    assert_eq!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/problem+json"),
+        "a {status} response must be problem+json"
+    );
+    (status, response.json().await.expect("a JSON problem body"))
+}
+
 /// PEM key pairs for signing test JWTs.
 pub mod keys {
     /// RSA private key (PKCS#8).
@@ -149,11 +175,7 @@ impl TestServer {
 
     /// `GET path` without credentials, sent.
     pub async fn public(&self, path: &str) -> reqwest::Response {
-        self.client
-            .get(self.url(path))
-            .send()
-            .await
-            .expect("request sent")
+        self.client.get(self.url(path)).sent().await
     }
 
     /// `GET path` with `token` as bearer credential, sent.

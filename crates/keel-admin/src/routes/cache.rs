@@ -208,6 +208,16 @@ pub(crate) struct FoundValue {
     ttl_remaining_ms: Option<u64>,
 }
 
+/// Refuses a bulk request with more than [`MAX_BATCH`] items.
+fn check_batch(field: &str, len: usize) -> Result<(), Problem> {
+    if len > MAX_BATCH {
+        return Err(Problem::bad_request(format!(
+            "{field}: at most {MAX_BATCH} per request, got {len}"
+        )));
+    }
+    Ok(())
+}
+
 /// Reads many keys at once: one item per key, in order, `null` for a miss.
 #[utoipa::path(post, path = "/cache/mget", tag = "cache", security(("bearer" = [])), request_body = MgetBody,
     responses((status = 200, description = "`{\"values\": [FoundValue | null]}`", body = Object), (status = 400, body = Problem)))]
@@ -216,12 +226,7 @@ pub(crate) async fn mget(
     State(cache): State<Cache>,
     ApiJson(body): ApiJson<MgetBody>,
 ) -> Result<Json<Value>, Problem> {
-    if body.keys.len() > MAX_BATCH {
-        return Err(Problem::bad_request(format!(
-            "keys: at most {MAX_BATCH} per request, got {}",
-            body.keys.len()
-        )));
-    }
+    check_batch("keys", body.keys.len())?;
     for (i, key) in body.keys.iter().enumerate() {
         keel_cache::validate_key(key)
             .map_err(|e| Problem::bad_request(format!("keys[{i}]: {e}")))?;
@@ -318,12 +323,7 @@ pub(crate) async fn mset(
     State(cache): State<Cache>,
     ApiJson(body): ApiJson<MsetBody>,
 ) -> Result<Json<Value>, Problem> {
-    if body.entries.len() > MAX_BATCH {
-        return Err(Problem::bad_request(format!(
-            "entries: at most {MAX_BATCH} per request, got {}",
-            body.entries.len()
-        )));
-    }
+    check_batch("entries", body.entries.len())?;
     let entries = body
         .entries
         .into_iter()
