@@ -29,11 +29,13 @@
 //! - [`http_metrics`]: per-route request counters and latency histograms.
 //! - [`history`]: the background sampler behind `/api/v1/system/history`.
 //! - [`cache_api`]: the cache routes, metrics, health check and stats section.
+//! - [`fast_path`]: answers authenticated cache reads ahead of the inner layers.
 //! - [`json`]: [`json::ApiJson`], a JSON extractor whose rejections are problem+json.
 //! - `routes`: the handlers.
 
 pub mod auth;
 pub mod cache_api;
+pub mod fast_path;
 pub mod history;
 pub mod http_metrics;
 pub mod json;

@@ -23,6 +23,7 @@ use keel_core::Problem;
 use keel_core::problem::PROBLEM_JSON;
 use tracing::Instrument;
 
+use crate::fast_path::CacheReadFastPath;
 use crate::http_metrics::HttpMetrics;
 
 /// The `X-Request-Id` header.
@@ -58,11 +59,20 @@ fn request_id_of(request: &Request) -> HeaderValue {
         .unwrap_or_else(generate_id)
 }
 
+/// What [`request_context`] works with.
+#[derive(Clone)]
+pub struct RequestContext {
+    /// Per-route request metrics.
+    pub metrics: Arc<HttpMetrics>,
+    /// Answers cache reads without the inner layers, when set.
+    pub fast_path: Option<CacheReadFastPath>,
+}
+
 /// Middleware: request id, tracing span, per-route metrics, problem+json finishing, 5xx
 /// logging. One middleware rather than several, since each layer costs a service clone per
 /// request.
 pub async fn request_context(
-    State(metrics): State<Arc<HttpMetrics>>,
+    State(context): State<RequestContext>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -75,7 +85,12 @@ pub async fn request_context(
     // Only the id on the span: every line logged for the request carries it, and formatting
     // more fields into each request's span costs measurably under load.
     let span = tracing::info_span!("request", request_id = id);
-    let mut response = next.run(request).instrument(span.clone()).await;
+    let fast = context.fast_path.as_ref().and_then(|f| f.serve(&request));
+    let served_fast = fast.is_some();
+    let mut response = match fast {
+        Some(response) => response,
+        None => next.run(request).instrument(span.clone()).await,
+    };
     if needs_finishing(&response) {
         response = finish_problem(response, uri.path(), id)
             .instrument(span.clone())
@@ -83,17 +98,26 @@ pub async fn request_context(
     }
     let status = response.status();
     let elapsed = started.elapsed();
-    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    metrics.record(route, method.as_str(), status.as_u16(), elapsed);
-    span.in_scope(|| {
-        tracing::debug!(
-            method = %method,
-            path = uri.path(),
-            status = status.as_u16(),
-            elapsed_us = elapsed.as_micros() as u64,
-            "served"
-        );
-    });
+    let route = match &route {
+        _ if served_fast => crate::fast_path::ROUTE,
+        Some(matched) => matched.as_str(),
+        None => "unmatched",
+    };
+    context
+        .metrics
+        .record(route, method.as_str(), status.as_u16(), elapsed);
+    // Entering the span costs even when the event is filtered out: check the level first.
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        span.in_scope(|| {
+            tracing::debug!(
+                method = %method,
+                path = uri.path(),
+                status = status.as_u16(),
+                elapsed_us = elapsed.as_micros() as u64,
+                "served"
+            );
+        });
+    }
     response
         .headers_mut()
         .insert(X_REQUEST_ID.clone(), id_header);

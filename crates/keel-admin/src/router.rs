@@ -14,7 +14,8 @@ use utoipa_axum::routes;
 
 use crate::AdminState;
 use crate::auth::{Gate, authenticate};
-use crate::request::request_context;
+use crate::fast_path::CacheReadFastPath;
+use crate::request::{RequestContext, request_context};
 use crate::routes::{health, metrics, openapi as openapi_route, stats, system};
 
 /// How the router is put together.
@@ -24,6 +25,8 @@ pub struct RouterOptions {
     /// More API routes to serve under `/api/v1` (authenticated; documented in the OpenAPI
     /// document). Subsystems (cache, queue, …) and embedding applications add theirs here.
     pub api: Vec<OpenApiRouter>,
+    /// Answers cache reads ahead of the inner layers (see [`crate::fast_path`]).
+    pub cache_fast_path: Option<CacheReadFastPath>,
 }
 
 /// The admin router, with the OpenAPI document of every route stored in the state.
@@ -34,7 +37,13 @@ pub fn router(state: AdminState, options: RouterOptions) -> Router {
     router
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(options.body_limit))
-        .layer(from_fn_with_state(state.http().clone(), request_context))
+        .layer(from_fn_with_state(
+            RequestContext {
+                metrics: state.http().clone(),
+                fast_path: options.cache_fast_path,
+            },
+            request_context,
+        ))
 }
 
 /// The OpenAPI document of the admin routes plus `api`.

@@ -1,23 +1,20 @@
 //! The cache engine.
 
-use keel_core::sync::lock;
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use keel_core::Clock;
-use moka::notification::RemovalCause;
-use moka::ops::compute::Op;
+use moka::ops::compute::{CompResult, Op};
 use moka::sync::Cache as Moka;
 
 use crate::config::CacheConfig;
-use crate::entry::{Entry, Meta, content_hash, maybe_compress};
+use crate::entry::{Entry, Meta, etag, maybe_compress};
 use crate::error::{CacheError, validate_key, validate_tag};
-use crate::glob::Glob;
-use crate::index::{IndexEntry, KeyIndex, NEVER};
-use crate::stats::{CacheStats, Counters};
+use crate::index::{KeyIndex, NEVER, Previous, Slot};
+use crate::stats::Counters;
+use crate::tags::Tags;
 
 /// How to store a value.
 #[derive(Debug, Clone, Default)]
@@ -54,14 +51,23 @@ pub enum SetOutcome {
 pub struct CacheValue {
     /// The value as it was stored.
     pub bytes: Bytes,
-    /// Time left before it expires (`None` = never).
-    pub ttl_remaining: Option<Duration>,
-    /// A hash of the value, a strong validator; [`CacheValue::etag_hex`] formats it.
+    /// A strong validator: unique to the write that stored the value (a rewrite with the same
+    /// bytes gets a new one); [`CacheValue::etag_hex`] formats it.
     pub etag: u64,
+    expires_at: Option<Instant>,
     meta: Option<Arc<Meta>>,
+    // The cache's clock, so the remaining TTL is computed when asked for: reads that do not
+    // ask do not pay for a clock read.
+    clock: Clock,
 }
 
 impl CacheValue {
+    /// Time left before the value expires (`None` = never).
+    pub fn ttl_remaining(&self) -> Option<Duration> {
+        let now = self.clock.now();
+        self.expires_at.map(|at| at.saturating_duration_since(now))
+    }
+
     /// The content type given when the value was stored.
     pub fn content_type(&self) -> Option<&str> {
         self.meta.as_ref().and_then(|m| m.content_type.as_deref())
@@ -78,42 +84,12 @@ impl CacheValue {
     }
 }
 
-/// A key in a listing.
-#[derive(Debug, Clone, PartialEq)]
-pub struct KeyInfo {
-    /// The key.
-    pub key: Arc<str>,
-    /// The value's size before compression.
-    pub size: usize,
-    /// Bytes it is charged (key, stored value, metadata).
-    pub stored_size: usize,
-    /// Time left before it expires (`None` = never).
-    pub ttl_remaining: Option<Duration>,
-}
-
-/// One page of a key listing.
-#[derive(Debug, Clone, PartialEq)]
-pub struct KeyPage {
-    /// Matching live keys, in key order.
-    pub keys: Vec<KeyInfo>,
-    /// Where the next page starts; `None` when the listing is complete.
-    pub next_cursor: Option<String>,
-}
-
-/// tag → key → generation of the write that carried the tag.
-pub(crate) type TagIndex = HashMap<Arc<str>, HashMap<Arc<str>, u64>>;
-
-/// State the eviction listener shares with the cache.
-pub(crate) struct Shared {
-    pub(crate) counters: Counters,
-    /// Every key, ordered, with its latest write's generation and expiry.
-    pub(crate) keys: KeyIndex,
-    /// tag → key → generation.
-    pub(crate) tags: Mutex<TagIndex>,
-}
-
 /// An in-memory cache bounded by bytes, with TTLs, tags, glob patterns, single-flight loading,
 /// compression and statistics. Cheap to clone; clones share the same entries.
+///
+/// With the system clock, each cache runs a maintenance thread (`keel-cache`) that wakes once a
+/// second to record the recent hit ratios and sweep out expired and evicted keys; it ends
+/// within a second of the last clone being dropped.
 ///
 /// ```
 /// use std::time::Duration;
@@ -132,26 +108,27 @@ pub struct Cache {
 
 /// What a [`Cache`] handle shares with its clones.
 pub(crate) struct Inner {
-    pub(crate) store: Moka<Arc<str>, Entry>,
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) store: Moka<Arc<str>, Entry, foldhash::quality::RandomState>,
+    pub(crate) counters: Counters,
+    /// Every key, ordered, with its latest write's generation, expiry and logical size.
+    pub(crate) keys: KeyIndex,
+    pub(crate) tags: Tags,
     pub(crate) config: CacheConfig,
     pub(crate) clock: Clock,
-    generation: AtomicU64,
+    pub(crate) generation: AtomicU64,
+    /// Mixed into ETags, so they differ between processes whose write counters coincide.
+    etag_salt: u64,
     pub(crate) flights: crate::flight::Flights,
     /// The clock's reading at construction, monotonic and wall: turns a monotonic `now` into a
     /// Unix second for the per-second statistics without a second clock read.
     origin: (Instant, u64),
 }
 
-struct EntryExpiry {
-    enabled: bool,
-}
+/// Tells moka when an entry expires, so its memory is reclaimed on time.
+struct EntryExpiry;
 
 impl EntryExpiry {
-    fn ttl(&self, entry: &Entry, at: Instant) -> Option<Duration> {
-        if !self.enabled {
-            return None;
-        }
+    fn ttl(entry: &Entry, at: Instant) -> Option<Duration> {
         entry
             .expires_at
             .map(|expires| expires.saturating_duration_since(at))
@@ -165,7 +142,7 @@ impl moka::Expiry<Arc<str>, Entry> for EntryExpiry {
         entry: &Entry,
         created: Instant,
     ) -> Option<Duration> {
-        self.ttl(entry, created)
+        Self::ttl(entry, created)
     }
 
     fn expire_after_update(
@@ -175,7 +152,7 @@ impl moka::Expiry<Arc<str>, Entry> for EntryExpiry {
         updated: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
-        self.ttl(entry, updated)
+        Self::ttl(entry, updated)
     }
 }
 
@@ -187,42 +164,46 @@ impl Cache {
 
     /// A cache reading time from `clock` (tests pass a mock clock and advance it).
     pub fn with_clock(config: CacheConfig, clock: Clock) -> Self {
-        let shared = Arc::new(Shared {
-            counters: Counters::default(),
-            keys: KeyIndex::default(),
-            tags: Mutex::new(HashMap::new()),
-        });
-        let listener_shared = shared.clone();
         let max_memory = config.max_memory.bytes();
         // With an entry bound, every entry weighs at least max_memory / max_entries, so at most
         // max_entries fit (moka bounds by one measure only).
         let min_weight = max_memory.checked_div(config.max_entries).unwrap_or(0);
-        let store = Moka::builder()
-            .max_capacity(max_memory)
-            .weigher(move |key: &Arc<str>, entry: &Entry| {
+        let builder = Moka::builder().max_capacity(max_memory).weigher(
+            move |key: &Arc<str>, entry: &Entry| {
                 let w = (entry.weight(key) as u64).max(min_weight);
                 u32::try_from(w).unwrap_or(u32::MAX)
-            })
-            // Under a mock clock the cache's own TTL check decides; moka's real-time expiry
-            // would otherwise race the test's notion of time.
-            .expire_after(EntryExpiry {
-                enabled: !clock.is_mock(),
-            })
-            .eviction_listener(move |key: Arc<Arc<str>>, entry: Entry, cause| {
-                listener_shared.on_removal(&key, &entry, cause);
-            })
-            .build();
-        Self {
+            },
+        );
+        // No eviction listener: moka would take a per-key lock on every write to serve one.
+        // Evictions are found by the index sweep instead (see `index`).
+        // Under a mock clock the cache's own TTL check decides; moka's real-time expiry would
+        // otherwise race the test's notion of time.
+        // foldhash instead of SipHash: moka hashes the key on every operation, and foldhash is
+        // several times faster on short keys while still seeded per process.
+        let hasher = foldhash::quality::RandomState::default();
+        let store = if clock.is_mock() {
+            builder.build_with_hasher(hasher)
+        } else {
+            builder.expire_after(EntryExpiry).build_with_hasher(hasher)
+        };
+        let cache = Self {
             inner: Arc::new(Inner {
                 store,
-                shared,
+                counters: Counters::default(),
+                keys: KeyIndex::default(),
+                tags: Tags::default(),
                 config,
                 generation: AtomicU64::new(1),
+                etag_salt: crate::entry::random_salt(),
                 flights: crate::flight::Flights::default(),
                 origin: (clock.now(), clock.unix_ms()),
                 clock,
             }),
+        };
+        if !cache.inner.clock.is_mock() {
+            cache.spawn_maintenance();
         }
+        cache
     }
 
     /// The configuration.
@@ -231,26 +212,24 @@ impl Cache {
     }
 
     /// `at` as nanoseconds since the cache's origin (the index's time scale).
-    fn nanos(&self, at: Instant) -> u64 {
+    pub(crate) fn nanos(&self, at: Instant) -> u64 {
         u64::try_from(at.saturating_duration_since(self.inner.origin.0).as_nanos())
             .unwrap_or(NEVER - 1)
     }
 
-    fn second(&self, now: Instant) -> u64 {
+    pub(crate) fn second(&self, now: Instant) -> u64 {
         let (origin, origin_ms) = self.inner.origin;
         (origin_ms + now.saturating_duration_since(origin).as_millis() as u64) / 1000
     }
 
     /// Reads a live entry. Counts a hit or a miss.
     pub fn get(&self, key: &str) -> Option<CacheValue> {
-        let now = self.inner.clock.now();
-        let found = self.live_entry(key, now);
-        let c = &self.inner.shared.counters;
-        c.recent.tick(self.second(now), &c.hits, &c.misses);
+        let found = self.live_entry(key);
+        let c = &self.inner.counters;
         match found {
             Some(entry) => {
                 c.hits.fetch_add(1, Ordering::Relaxed);
-                Some(self.value_of(entry, now))
+                Some(self.value_of(entry))
             }
             None => {
                 c.misses.fetch_add(1, Ordering::Relaxed);
@@ -259,25 +238,43 @@ impl Cache {
         }
     }
 
-    /// The live entry under `key`, removing it if it has expired. Counts nothing else.
-    fn live_entry(&self, key: &str, now: Instant) -> Option<Entry> {
-        let entry = self.inner.store.get(key)?;
+    /// Whether `key` holds a live entry. Counts no hit or miss and does not make the entry
+    /// look more used to the eviction policy.
+    pub fn contains(&self, key: &str) -> bool {
+        if !self.inner.clock.is_mock() {
+            return self.inner.store.contains_key(key);
+        }
+        let now = self.inner.clock.now();
+        self.inner
+            .keys
+            .expiry_of(key)
+            .is_some_and(|expires| expires > self.nanos(now))
+            && self.inner.store.contains_key(key)
+    }
+
+    /// The live entry under `key`. Counts nothing but an expiry it notices.
+    ///
+    /// With the system clock moka has already hidden expired entries (it expires each at the
+    /// instant the entry says), and the maintenance thread records the recent ratios. Under a
+    /// mock clock both happen here, on the mock's time.
+    pub(crate) fn live_entry(&self, key: &str) -> Option<Entry> {
+        let entry = self.inner.store.get(key);
+        if !self.inner.clock.is_mock() {
+            return entry;
+        }
+        let now = self.inner.clock.now();
+        let c = &self.inner.counters;
+        c.recent.tick(self.second(now), &c.hits, &c.misses);
+        let entry = entry?;
         if entry.expired(now) {
-            if self.remove_if_generation(key, entry.generation) {
-                self.inner
-                    .shared
-                    .counters
-                    .expired
-                    .fetch_add(1, Ordering::Relaxed);
-            }
+            self.remove_write(key, entry.generation, Removal::Expired);
             return None;
         }
         Some(entry)
     }
 
     /// The caller's view of an entry; moves the bytes out instead of cloning them.
-    pub(crate) fn value_of(&self, entry: Entry, now: Instant) -> CacheValue {
-        let ttl_remaining = remaining(&entry, now);
+    pub(crate) fn value_of(&self, entry: Entry) -> CacheValue {
         let bytes = if entry.compressed {
             entry.value()
         } else {
@@ -285,9 +282,10 @@ impl Cache {
         };
         CacheValue {
             bytes,
-            ttl_remaining,
-            etag: entry.etag,
+            etag: etag(self.inner.etag_salt, entry.generation),
+            expires_at: entry.expires_at,
             meta: entry.meta,
+            clock: self.inner.clock.clone(),
         }
     }
 
@@ -345,11 +343,11 @@ impl Cache {
             None => Some(self.inner.config.default_ttl.get()).filter(|t| !t.is_zero()),
         };
         let logical_len = value.len();
-        let etag = content_hash(&value);
         let (data, compressed) =
             maybe_compress(value, self.inner.config.compress_min_bytes.bytes() as usize);
         let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed);
         let now = self.inner.clock.now();
+        let now_nanos = self.nanos(now);
         let mut tags: Vec<Arc<str>> = options.tags.iter().map(|t| Arc::from(t.as_str())).collect();
         tags.sort();
         tags.dedup();
@@ -363,40 +361,46 @@ impl Cache {
             data,
             expires_at: ttl.map(|t| now + t),
             generation,
-            etag,
             // Values are validated against max_value_size, which is below 2 GiB.
             logical_len: u32::try_from(logical_len).unwrap_or(u32::MAX),
             compressed,
             meta,
         };
         let key: Arc<str> = Arc::from(key);
-        let c = &self.inner.shared.counters;
-        c.sets.fetch_add(1, Ordering::Relaxed);
-        c.entries.fetch_add(1, Ordering::Relaxed);
-        c.logical_bytes
-            .fetch_add(entry.logical(&key) as i64, Ordering::Relaxed);
-        c.stored_bytes
-            .fetch_add(entry.weight(&key) as i64, Ordering::Relaxed);
+        let write = Slot {
+            generation,
+            expires: ttl.map_or(NEVER, |t| {
+                now_nanos.saturating_add(u64::try_from(t.as_nanos()).unwrap_or(NEVER))
+            }),
+            logical: entry.logical(&key) as u64,
+        };
         if !entry.tags().is_empty() {
-            let mut index = lock(&self.inner.shared.tags);
-            for tag in entry.tags() {
-                index
-                    .entry(tag.clone())
-                    .or_default()
-                    .insert(key.clone(), generation);
-            }
+            self.inner.tags.add(entry.tags(), &key, generation, |k, g| {
+                self.inner.keys.holds(k, g)
+            });
         }
-        let expires = entry.expires_at.map_or(NEVER, |at| self.nanos(at));
+        // Whether the previous write is still in the store, to tell a replacement from a
+        // write after an eviction nobody has noticed yet.
+        let held = self.inner.store.contains_key(&*key);
         self.inner.store.insert(key.clone(), entry);
-        let existed =
-            self.inner
-                .shared
-                .keys
-                .record_write(&key, generation, expires, self.nanos(now));
-        if existed {
-            SetOutcome::Replaced
-        } else {
-            SetOutcome::Created
+        let c = &self.inner.counters;
+        c.sets.fetch_add(1, Ordering::Relaxed);
+        match self.inner.keys.record_write(&key, write) {
+            Previous::None => {
+                self.sweep_some();
+                SetOutcome::Created
+            }
+            Previous::Write { expires } if expires <= now_nanos => {
+                c.expired.fetch_add(1, Ordering::Relaxed);
+                SetOutcome::Created
+            }
+            Previous::Write { .. } if !held => {
+                // Evicted without anyone noticing (or, in a race with a delete of the same
+                // key, deleted: then the delete reports nothing and this counts the removal).
+                c.evicted_size.fetch_add(1, Ordering::Relaxed);
+                SetOutcome::Created
+            }
+            Previous::Write { .. } => SetOutcome::Replaced,
         }
     }
 
@@ -407,245 +411,79 @@ impl Cache {
 
     /// Deletes `key`. Returns whether a live entry was removed.
     pub fn delete(&self, key: &str) -> bool {
-        let removed = self.inner.store.remove(key);
-        match removed {
-            Some(entry) if !entry.expired(self.inner.clock.now()) => {
-                self.inner
-                    .shared
-                    .counters
-                    .deletes
-                    .fetch_add(1, Ordering::Relaxed);
-                true
-            }
-            Some(_) => {
-                self.inner
-                    .shared
-                    .counters
-                    .expired
-                    .fetch_add(1, Ordering::Relaxed);
-                false
-            }
-            None => false,
+        let Some(entry) = self.inner.store.remove(key) else {
+            return false;
+        };
+        if self.inner.keys.forget(key, entry.generation).is_none() {
+            return false; // a concurrent write or sweep accounted for it
+        }
+        let now = self.inner.clock.now();
+        let c = &self.inner.counters;
+        if entry.expired(now) {
+            c.expired.fetch_add(1, Ordering::Relaxed);
+            false
+        } else {
+            c.deletes.fetch_add(1, Ordering::Relaxed);
+            true
         }
     }
 
-    /// Removes `key` only if it still holds the write with `generation`.
-    pub(crate) fn remove_if_generation(&self, key: &str, generation: u64) -> bool {
-        let key: Arc<str> = Arc::from(key);
-        let result = self
+    /// Removes the write `generation` of `key`, if it is still the latest, and counts it: under
+    /// `cause` if it was live, otherwise as expired or evicted. Returns whether a live value
+    /// was removed. The index decides who counts: only the remover that unlinks the slot does.
+    pub(crate) fn remove_write(&self, key: &str, generation: u64, cause: Removal) -> bool {
+        let Some(slot) = self.inner.keys.forget(key, generation) else {
+            return false;
+        };
+        let removed = self
             .inner
             .store
-            .entry(key)
+            .entry(Arc::from(key))
             .and_compute_with(|current| match current {
                 Some(e) if e.value().generation == generation => Op::Remove,
                 _ => Op::Nop,
             });
-        matches!(result, moka::ops::compute::CompResult::Removed(_))
+        let now = self.nanos(self.inner.clock.now());
+        let c = &self.inner.counters;
+        let live = slot.expires > now;
+        let (counter, removed_live) = match (removed, live) {
+            (CompResult::Removed(_), true) => (cause.counter(c), true),
+            (_, false) => (&c.expired, false),
+            // Already gone from the store: evicted before anyone noticed.
+            (_, true) => (&c.evicted_size, false),
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        removed_live
     }
 
     /// Removes every entry carrying `tag`. Returns how many live entries were removed.
     pub fn invalidate_tag(&self, tag: &str) -> usize {
-        let members: Vec<(Arc<str>, u64)> = {
-            let mut index = lock(&self.inner.shared.tags);
-            index
-                .remove(tag)
-                .map(|m| m.into_iter().collect())
-                .unwrap_or_default()
-        };
-        let now = self.inner.clock.now();
-        let mut removed = 0;
-        for (key, generation) in members {
-            let live = self
-                .inner
-                .store
-                .get(&key)
-                .is_some_and(|e| e.generation == generation && !e.expired(now));
-            if self.remove_if_generation(&key, generation) && live {
-                removed += 1;
-            }
-        }
         self.inner
-            .shared
-            .counters
-            .invalidated_tag
-            .fetch_add(removed as u64, Ordering::Relaxed);
-        removed
-    }
-
-    /// Lists live keys matching `pattern` in key order, starting after `cursor`, at most `limit`
-    /// of them. Examines at most `max(10 × limit, 1000)` keys per call, so a sparse pattern
-    /// returns short pages rather than walking the whole keyspace at once; follow `next_cursor`
-    /// until it is `None`.
-    pub fn scan(&self, pattern: &Glob, cursor: Option<&str>, limit: usize) -> KeyPage {
-        let limit = limit.max(1);
-        let now = self.inner.clock.now();
-        let mut keys = Vec::new();
-        let next_cursor = self.walk(pattern, cursor, (limit * 10).max(1000), |item| {
-            let key = item.key();
-            match self.inner.store.get(key) {
-                Some(e) if !e.expired(now) => keys.push(KeyInfo {
-                    size: e.logical_len as usize,
-                    stored_size: e.weight(key),
-                    ttl_remaining: remaining(&e, now),
-                    key: key.clone(),
-                }),
-                Some(_) => {}
-                None => {
-                    // A stale index entry (the value was evicted); drop it unless rewritten.
-                    KeyIndex::forget_entry(item, KeyIndex::generation(item));
-                }
-            }
-            keys.len() < limit
-        });
-        KeyPage { keys, next_cursor }
-    }
-
-    /// Deletes the keys matching `pattern` among the next `batch` keys after `cursor`. Returns
-    /// how many live entries were removed and where to continue (`None` when done). Callers
-    /// loop, yielding between batches, so a large delete never blocks others for long.
-    pub fn delete_matching(
-        &self,
-        pattern: &Glob,
-        cursor: Option<&str>,
-        batch: usize,
-    ) -> (usize, Option<String>) {
-        let now = self.inner.clock.now();
-        let mut removed = 0;
-        let next_cursor = self.walk(pattern, cursor, batch.max(1), |item| {
-            let (key, generation) = (item.key(), KeyIndex::generation(item));
-            let live = self
-                .inner
-                .store
-                .get(key)
-                .is_some_and(|e| e.generation == generation && !e.expired(now));
-            if self.remove_if_generation(key, generation) && live {
-                removed += 1;
-            }
-            true
-        });
-        self.inner
-            .shared
-            .counters
-            .invalidated_pattern
-            .fetch_add(removed as u64, Ordering::Relaxed);
-        (removed, next_cursor)
-    }
-
-    /// Walks the key index in order from `cursor`, examining at most `budget` keys, and calls
-    /// `visit` for each key matching `pattern` until it returns `false`. Returns the cursor to
-    /// continue from, or `None` when no key is left. Holds no lock: the index is a concurrent
-    /// skip list, so writers proceed while a walk runs, and a key present throughout a paged
-    /// walk is visited exactly once.
-    fn walk(
-        &self,
-        pattern: &Glob,
-        cursor: Option<&str>,
-        budget: usize,
-        mut visit: impl FnMut(&IndexEntry<'_>) -> bool,
-    ) -> Option<String> {
-        let prefix = pattern.literal_prefix();
-        let mut last: Option<Arc<str>> = None;
-        for (examined, item) in self.range_from(pattern, cursor).enumerate() {
-            if !item.key().starts_with(prefix) {
-                return None;
-            }
-            if examined == budget {
-                return last.map(|k| k.to_string());
-            }
-            last = Some(item.key().clone());
-            if pattern.matches(item.key()) && !visit(&item) {
-                return last.map(|k| k.to_string());
-            }
-        }
-        None
-    }
-
-    fn range_from<'a>(
-        &'a self,
-        pattern: &Glob,
-        cursor: Option<&str>,
-    ) -> impl Iterator<Item = IndexEntry<'a>> + 'a {
-        use std::ops::Bound;
-        let prefix: Arc<str> = Arc::from(pattern.literal_prefix());
-        let start = match cursor {
-            Some(c) if *c >= *prefix => Bound::Excluded(Arc::from(c)),
-            _ => Bound::Included(prefix),
-        };
-        self.inner.shared.keys.range(start)
-    }
-
-    /// Removes every entry.
-    pub fn reset(&self) -> usize {
-        let live = self
-            .inner
-            .shared
-            .counters
-            .entries
-            .load(Ordering::Relaxed)
-            .max(0) as u64;
-        self.inner.store.invalidate_all();
-        self.inner.store.run_pending_tasks();
-        self.inner
-            .shared
-            .counters
-            .cleared
-            .fetch_add(live, Ordering::Relaxed);
-        live as usize
-    }
-
-    /// A snapshot of the statistics.
-    pub fn stats(&self) -> CacheStats {
-        self.inner.shared.counters.snapshot(
-            self.second(self.inner.clock.now()),
-            self.inner.config.max_memory.bytes(),
-        )
-    }
-
-    /// Runs moka's pending maintenance (evictions, expirations) now. Useful in tests and before
-    /// reading exact byte totals.
-    pub fn run_pending_tasks(&self) {
-        self.inner.store.run_pending_tasks();
+            .tags
+            .take(tag)
+            .into_iter()
+            .filter(|(key, generation)| self.remove_write(key, *generation, Removal::Tag))
+            .count()
     }
 }
 
-fn remaining(entry: &Entry, now: Instant) -> Option<Duration> {
-    entry.expires_at.map(|at| at.saturating_duration_since(now))
+/// Why the cache removes an entry itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Removal {
+    /// Its TTL passed.
+    Expired,
+    /// A tag invalidation.
+    Tag,
+    /// A pattern delete.
+    Pattern,
 }
 
-impl Shared {
-    fn on_removal(&self, key: &Arc<str>, entry: &Entry, cause: RemovalCause) {
-        let c = &self.counters;
-        c.entries.fetch_sub(1, Ordering::Relaxed);
-        c.logical_bytes
-            .fetch_sub(entry.logical(key) as i64, Ordering::Relaxed);
-        c.stored_bytes
-            .fetch_sub(entry.weight(key) as i64, Ordering::Relaxed);
-        match cause {
-            RemovalCause::Size => {
-                c.evicted_size.fetch_add(1, Ordering::Relaxed);
-            }
-            RemovalCause::Expired => {
-                c.expired.fetch_add(1, Ordering::Relaxed);
-            }
-            RemovalCause::Explicit | RemovalCause::Replaced => {}
-        }
-        // On replacement the key stays in the index; otherwise drop it unless a newer write
-        // already took its place.
-        if cause != RemovalCause::Replaced {
-            self.keys.forget(key, entry.generation);
-        }
-        if !entry.tags().is_empty() {
-            let mut index = lock(&self.tags);
-            for tag in entry.tags() {
-                if let Some(members) = index.get_mut(tag) {
-                    if members.get(key) == Some(&entry.generation) {
-                        members.remove(key);
-                    }
-                    if members.is_empty() {
-                        index.remove(tag);
-                    }
-                }
-            }
+impl Removal {
+    fn counter(self, c: &Counters) -> &AtomicU64 {
+        match self {
+            Removal::Expired => &c.expired,
+            Removal::Tag => &c.invalidated_tag,
+            Removal::Pattern => &c.invalidated_pattern,
         }
     }
 }

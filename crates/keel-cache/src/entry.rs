@@ -1,6 +1,5 @@
 //! One cached value, as stored: possibly compressed, with its metadata.
 
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,7 +9,7 @@ use bytes::Bytes;
 /// really holds: moka's per-entry structures (~470 bytes with per-entry expiry), this entry, the
 /// key index node and allocator rounding. Calibrated with `cargo bench -p keel-cache --bench
 /// memory` (RSS growth per small entry, see docs/benchmarks.md).
-pub(crate) const ENTRY_OVERHEAD: usize = 576;
+pub(crate) const ENTRY_OVERHEAD: usize = 600;
 
 /// A stored value. Cloned on every read (the memory tier hands out clones), so the fields a read
 /// needs sit inline and the rarely used ones behind one optional `Arc`.
@@ -23,8 +22,6 @@ pub(crate) struct Entry {
     /// A number unique to this write, so removals triggered for an old value never touch a newer
     /// value under the same key.
     pub(crate) generation: u64,
-    /// A hash of the value, for ETags.
-    pub(crate) etag: u64,
     /// The value's length before compression (values are limited well below 4 GiB).
     pub(crate) logical_len: u32,
     /// Whether `data` is compressed.
@@ -92,9 +89,17 @@ pub(crate) fn maybe_compress(value: Bytes, min: usize) -> (Bytes, bool) {
     }
 }
 
-/// A cheap content hash for ETags.
-pub(crate) fn content_hash(value: &[u8]) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    value.hash(&mut h);
-    h.finish()
+/// A random number per cache, from the standard library's per-process hash seed.
+pub(crate) fn random_salt() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(0u64)
+}
+
+/// The ETag of the write `generation`: a bijective mix (SplitMix64's finaliser) of the salted
+/// generation, so distinct writes of one cache never share an ETag.
+pub(crate) fn etag(salt: u64, generation: u64) -> u64 {
+    let mut z = generation ^ salt;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }

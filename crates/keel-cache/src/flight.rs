@@ -173,9 +173,7 @@ impl Cache {
 
     /// Reads without counting a hit or miss.
     fn peek(&self, key: &str) -> Option<CacheValue> {
-        let entry = self.inner.store.get(key)?;
-        let now = self.inner.clock.now();
-        (!entry.expired(now)).then(|| self.value_of(entry, now))
+        self.live_entry(key).map(|entry| self.value_of(entry))
     }
 
     fn join_flight(&self, key: &str) -> Role {

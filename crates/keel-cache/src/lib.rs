@@ -21,12 +21,16 @@ mod error;
 mod flight;
 pub mod glob;
 mod index;
+mod listing;
+mod maintenance;
 mod stats;
+mod tags;
 
-pub use cache::{Cache, CacheValue, KeyInfo, KeyPage, SetOptions, SetOutcome};
+pub use cache::{Cache, CacheValue, SetOptions, SetOutcome};
 pub use config::{CacheConfig, CacheConfigError};
 pub use entry::Meta;
 pub use error::{CacheError, LoadError, MAX_KEY_BYTES, MAX_TAG_BYTES, validate_key, validate_tag};
 pub use flight::LoadOptions;
 pub use glob::Glob;
+pub use listing::{KeyInfo, KeyPage};
 pub use stats::{CacheStats, Evictions};

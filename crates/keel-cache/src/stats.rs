@@ -3,13 +3,13 @@
 use keel_core::sync::lock;
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
 const WINDOW_SECONDS: u64 = 300;
 
-/// Counters shared by the cache and its eviction listener.
+/// The cache's counters.
 #[derive(Default)]
 pub(crate) struct Counters {
     pub(crate) hits: AtomicU64,
@@ -21,10 +21,14 @@ pub(crate) struct Counters {
     pub(crate) invalidated_tag: AtomicU64,
     pub(crate) invalidated_pattern: AtomicU64,
     pub(crate) cleared: AtomicU64,
-    pub(crate) entries: AtomicI64,
-    pub(crate) logical_bytes: AtomicI64,
-    pub(crate) stored_bytes: AtomicI64,
     pub(crate) recent: Recent,
+}
+
+/// What the cache holds, from the memory tier and the key index.
+pub(crate) struct Sizes {
+    pub(crate) entries: u64,
+    pub(crate) logical_bytes: u64,
+    pub(crate) stored_bytes: u64,
 }
 
 /// Snapshots of the hit and miss totals, at most one per second, for the recent ratios.
@@ -139,9 +143,8 @@ fn ratio(hits: u64, misses: u64) -> f64 {
 }
 
 impl Counters {
-    pub(crate) fn snapshot(&self, now_second: u64, max_memory: u64) -> CacheStats {
+    pub(crate) fn snapshot(&self, now_second: u64, max_memory: u64, sizes: Sizes) -> CacheStats {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let load_i = |a: &AtomicI64| a.load(Ordering::Relaxed).max(0) as u64;
         let (hits, misses) = (load(&self.hits), load(&self.misses));
         self.recent.tick(now_second, &self.hits, &self.misses);
         let (h1, m1) = self.recent.sum(now_second, 60, hits, misses);
@@ -162,9 +165,9 @@ impl Counters {
                 pattern: load(&self.invalidated_pattern),
                 reset: load(&self.cleared),
             },
-            entries: load_i(&self.entries),
-            logical_bytes: load_i(&self.logical_bytes),
-            stored_bytes: load_i(&self.stored_bytes),
+            entries: sizes.entries,
+            logical_bytes: sizes.logical_bytes,
+            stored_bytes: sizes.stored_bytes,
             max_memory,
         }
     }

@@ -34,9 +34,9 @@ fn entries_expire_by_ttl_on_the_mock_clock() {
         .set("forever", "c".into(), SetOptions::ttl(Duration::ZERO))
         .unwrap();
 
-    assert_eq!(cache.get("short").unwrap().ttl_remaining, Some(secs(30)));
+    assert_eq!(cache.get("short").unwrap().ttl_remaining(), Some(secs(30)));
     time.advance(secs(29));
-    assert_eq!(cache.get("short").unwrap().ttl_remaining, Some(secs(1)));
+    assert_eq!(cache.get("short").unwrap().ttl_remaining(), Some(secs(1)));
     time.advance(secs(1));
     assert!(cache.get("short").is_none(), "expired exactly at its TTL");
     assert!(cache.get("default").is_some());
@@ -44,7 +44,7 @@ fn entries_expire_by_ttl_on_the_mock_clock() {
     assert!(cache.get("default").is_none(), "default TTL is 5 minutes");
     time.advance(secs(86_400 * 365));
     let forever = cache.get("forever").unwrap();
-    assert_eq!(forever.ttl_remaining, None);
+    assert_eq!(forever.ttl_remaining(), None);
     assert_eq!(cache.stats().evictions.expired, 2);
 }
 
@@ -84,6 +84,46 @@ fn eviction_keeps_stored_bytes_within_max_memory() {
         "most of the budget is used: {stats:?}"
     );
     assert_eq!(stats.entries + stats.evictions.size, i as u64);
+}
+
+#[test]
+fn evictions_nobody_saw_are_counted_once_by_rewrites_and_listings() {
+    let mut config = CacheConfig::default();
+    config.max_memory = ByteSize(256 * 1024);
+    let (cache, _) = mock_cache(config);
+    let value = Bytes::from(vec![1u8; 100]);
+    let keys: Vec<String> = (0..2000).map(|i| format!("k:{i:04}")).collect();
+    let mut replaced = 0;
+    for round in 0..2 {
+        for key in &keys {
+            let was_live = cache.contains(key);
+            let outcome = cache
+                .set(key, value.clone(), SetOptions::default())
+                .unwrap();
+            // A key whose value was evicted is created again, not replaced.
+            assert_eq!(outcome == SetOutcome::Replaced, was_live, "{key}");
+            replaced += usize::from(was_live);
+        }
+        if round == 0 {
+            assert!(replaced == 0);
+            // Let the memory tier evict; nothing is swept yet.
+            cache.stats();
+        }
+    }
+    assert!(replaced > 0 && replaced < keys.len(), "{replaced}");
+    cache.run_pending_tasks();
+    let stats = cache.stats();
+    // Every write is still there, was replaced, or was counted as evicted — exactly once.
+    assert_eq!(
+        stats.entries + stats.evictions.size,
+        (2 * keys.len() - replaced) as u64,
+        "{stats:?}"
+    );
+    // A listing meets only live keys, and the index matches the store.
+    let listed = cache.scan(&Glob::new("k:*"), None, 10_000);
+    assert!(listed.next_cursor.is_none());
+    assert_eq!(listed.keys.len() as u64, stats.entries);
+    assert_eq!(cache.stats().evictions.size, stats.evictions.size);
 }
 
 #[test]

@@ -112,6 +112,10 @@ impl AppBuilder {
             RouterOptions {
                 body_limit: usize::try_from(config.server.body_limit.bytes()).unwrap_or(usize::MAX),
                 api,
+                cache_fast_path: Some(keel_admin::fast_path::CacheReadFastPath::new(
+                    state.clone(),
+                    cache.clone(),
+                )),
             },
         );
         Ok(App {

@@ -397,3 +397,59 @@ async fn every_route_is_in_the_openapi_document() {
         paths.keys().collect::<Vec<_>>()
     );
 }
+
+/// Reads of plain keys are answered ahead of the router (see keel_admin::fast_path); a key
+/// written with percent-escapes takes the normal route. Both must answer alike.
+#[tokio::test]
+async fn fast_and_routed_reads_answer_alike() {
+    let s = TestServer::start().await;
+    put(&s, "/api/v1/cache/keys/plain?ttl=1m")
+        .header("content-type", "text/plain")
+        .body("value")
+        .sent()
+        .await;
+    let fast = s.get("/api/v1/cache/keys/plain").sent().await;
+    let routed = s.get("/api/v1/cache/keys/pl%61in").sent().await;
+    let names = |r: &reqwest::Response| {
+        let mut n: Vec<String> = r.headers().keys().map(|k| k.to_string()).collect();
+        n.retain(|k| k != "date");
+        n.sort();
+        n
+    };
+    assert_eq!(names(&fast), names(&routed));
+    for header in ["etag", "content-type", "keel-ttl-remaining"] {
+        assert_eq!(fast.headers()[header], routed.headers()[header], "{header}");
+    }
+    assert_ne!(
+        fast.headers()["x-request-id"],
+        routed.headers()["x-request-id"]
+    );
+    assert_eq!(fast.text().await.unwrap(), routed.text().await.unwrap());
+
+    // A miss is the same problem either way, finished with the request's instance.
+    let (status, body) = keel_test::problem(s.get("/api/v1/cache/keys/nope").sent().await).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["instance"], "/api/v1/cache/keys/nope");
+    let (_, routed_body) =
+        keel_test::problem(s.get("/api/v1/cache/keys/n%6Fpe").sent().await).await;
+    assert_eq!(body["detail"], routed_body["detail"]);
+
+    // Bad or missing credentials never take the shortcut.
+    let resp = s.get_bearer("/api/v1/cache/keys/plain", "wrong").await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let resp = s.public("/api/v1/cache/keys/plain").await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+
+    // Both are counted under the route template.
+    let metrics = s.get("/metrics").sent().await.text().await.unwrap();
+    let reads = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("keel_http_requests_total")
+                && l.contains("route=\"/api/v1/cache/keys/{key}\"")
+                && l.contains("method=\"GET\"")
+                && l.contains("status=\"2xx\"")
+        })
+        .unwrap_or_else(|| panic!("no read counter in {metrics}"));
+    assert!(reads.ends_with(" 2"), "{reads}");
+}

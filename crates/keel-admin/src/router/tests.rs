@@ -56,6 +56,7 @@ fn app(state: &AdminState) -> Router {
         RouterOptions {
             body_limit: 1024,
             api: Vec::new(),
+            cache_fast_path: None,
         },
     )
 }
@@ -303,6 +304,7 @@ async fn server_errors_hide_their_detail_and_name_the_request_id() {
         RouterOptions {
             body_limit: 1024,
             api: vec![extra],
+            cache_fast_path: None,
         },
     );
     let (status, body, headers) = call(&app, "GET", "/api/v1/boom", Some(VIEWER)).await;

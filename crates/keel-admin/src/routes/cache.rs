@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -127,15 +128,36 @@ fn etag_matches(if_none_match: &str, etag: &str) -> bool {
             .any(|t| t == etag)
 }
 
+/// The ETag header value: the 16-hex-digit validator in quotes, formatted without allocating.
+fn etag_header(etag: u64) -> [u8; 18] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [b'"'; 18];
+    for (i, byte) in out[1..17].iter_mut().enumerate() {
+        *byte = HEX[((etag >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    out
+}
+
 /// Adds `ETag` and `Keel-TTL-Remaining` to `response`.
-fn add_value_headers(response: &mut Response, value: &CacheValue) {
+fn add_value_headers(response: &mut Response, etag: &[u8; 18], value: &CacheValue) {
     let headers = response.headers_mut();
-    if let Ok(etag) = HeaderValue::from_str(&format!("\"{:016x}\"", value.etag)) {
+    if let Ok(etag) = HeaderValue::from_bytes(etag) {
         headers.insert(header::ETAG, etag);
     }
-    if let Some(ttl) = value.ttl_remaining {
+    if let Some(ttl) = value.ttl_remaining() {
         let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
         headers.insert(KEEL_TTL_REMAINING, HeaderValue::from(secs));
+    }
+}
+
+/// The request's `If-None-Match` alone (the `HeaderMap` extractor would copy every header).
+pub(crate) struct IfNoneMatch(Option<HeaderValue>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IfNoneMatch {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(parts.headers.get(header::IF_NONE_MATCH).cloned()))
     }
 }
 
@@ -150,14 +172,25 @@ pub(crate) async fn get_key(
     _: Authorized<ViewerRole>,
     State(cache): State<Cache>,
     Path(key): Path<String>,
-    headers: HeaderMap,
+    IfNoneMatch(if_none_match): IfNoneMatch,
 ) -> Result<Response, Problem> {
-    keel_cache::validate_key(&key).map_err(|e| problem_for(&e))?;
-    let Some(value) = cache.get(&key) else {
+    read_key(&cache, &key, if_none_match.as_ref())
+}
+
+/// The answer to a read of `key`: 200 with the value and its headers, 304 when
+/// `if_none_match` matches its ETag, 404 on a miss. Shared by the handler and the request
+/// fast path (see `request::CacheReadFastPath`).
+pub(crate) fn read_key(
+    cache: &Cache,
+    key: &str,
+    if_none_match: Option<&HeaderValue>,
+) -> Result<Response, Problem> {
+    keel_cache::validate_key(key).map_err(|e| problem_for(&e))?;
+    let Some(value) = cache.get(key) else {
         return Err(Problem::not_found(format!("no live entry for key {key:?}")));
     };
-    let not_modified = headers
-        .get(header::IF_NONE_MATCH)
+    let etag = etag_header(value.etag);
+    let not_modified = if_none_match
         .and_then(|v| v.to_str().ok())
         .is_some_and(|inm| etag_matches(inm, &value.etag_hex()));
     let mut response = if not_modified {
@@ -168,7 +201,7 @@ pub(crate) async fn get_key(
             .unwrap_or(HeaderValue::from_static("application/octet-stream"));
         ([(header::CONTENT_TYPE, content_type)], value.bytes.clone()).into_response()
     };
-    add_value_headers(&mut response, &value);
+    add_value_headers(&mut response, &etag, &value);
     Ok(response)
 }
 
@@ -246,7 +279,7 @@ pub(crate) async fn mget(
                     value,
                     encoding,
                     content_type: v.content_type().map(str::to_owned),
-                    ttl_remaining_ms: v.ttl_remaining.map(|t| t.as_millis() as u64),
+                    ttl_remaining_ms: v.ttl_remaining().map(|t| t.as_millis() as u64),
                 }
             })
         })

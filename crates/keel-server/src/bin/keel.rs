@@ -67,9 +67,15 @@ fn serve(args: &ServeArgs) -> ExitCode {
         eprintln!("keel: configuration error: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    // One worker: a single-threaded event loop (as Redis runs), which skips the multi-threaded
+    // scheduler's cross-thread wake-ups and work stealing.
+    let mut runtime = if config.server.worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
     runtime.enable_all();
-    if config.server.worker_threads > 0 {
+    if config.server.worker_threads > 1 {
         runtime.worker_threads(config.server.worker_threads);
     }
     let runtime = match runtime.build() {

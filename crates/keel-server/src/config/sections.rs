@@ -24,7 +24,7 @@ pub struct ServerConfig {
     /// How long keel keeps accepting requests after a shutdown signal while `/ready` answers 503,
     /// so load balancers stop sending traffic first.
     pub shutdown_delay: HumanDuration,
-    /// Threads serving requests; 0 = one per CPU core.
+    /// Threads serving requests; 0 = one per CPU core; 1 = a single-threaded event loop.
     pub worker_threads: usize,
     /// This instance's id in health documents; unset = the host name.
     pub service_id: Option<String>,
