@@ -39,7 +39,7 @@ fn main() {
     let moka = engine.starts_with("moka").then(|| {
         let builder = moka::sync::Cache::<Arc<str>, Bytes>::builder()
             .max_capacity(256 * 1024 * 1024)
-            .weigher(|k: &Arc<str>, v: &Bytes| (k.len() + v.len() + 600) as u32)
+            .weigher(|k: &Arc<str>, v: &Bytes| (k.len() + v.len() + 680) as u32)
             .expire_after(Ttl);
         if engine == "moka-listener" {
             builder.eviction_listener(|_, _, _| {}).build()

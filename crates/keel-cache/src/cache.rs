@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use keel_core::Clock;
-use moka::ops::compute::{CompResult, Op};
 use moka::sync::Cache as Moka;
 
 use crate::config::CacheConfig;
@@ -108,7 +107,9 @@ pub struct Cache {
 
 /// What a [`Cache`] handle shares with its clones.
 pub(crate) struct Inner {
-    pub(crate) store: Moka<Arc<str>, Entry, foldhash::quality::RandomState>,
+    /// The memory tier. Values are shared so the key index can hold a weak reference to each
+    /// and learn when the tier drops it.
+    pub(crate) store: Moka<Arc<str>, Arc<Entry>, foldhash::quality::RandomState>,
     pub(crate) counters: Counters,
     /// Every key, ordered, with its latest write's generation, expiry and logical size.
     pub(crate) keys: KeyIndex,
@@ -124,38 +125,6 @@ pub(crate) struct Inner {
     origin: (Instant, u64),
 }
 
-/// Tells moka when an entry expires, so its memory is reclaimed on time.
-struct EntryExpiry;
-
-impl EntryExpiry {
-    fn ttl(entry: &Entry, at: Instant) -> Option<Duration> {
-        entry
-            .expires_at
-            .map(|expires| expires.saturating_duration_since(at))
-    }
-}
-
-impl moka::Expiry<Arc<str>, Entry> for EntryExpiry {
-    fn expire_after_create(
-        &self,
-        _: &Arc<str>,
-        entry: &Entry,
-        created: Instant,
-    ) -> Option<Duration> {
-        Self::ttl(entry, created)
-    }
-
-    fn expire_after_update(
-        &self,
-        _: &Arc<str>,
-        entry: &Entry,
-        updated: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        Self::ttl(entry, updated)
-    }
-}
-
 impl Cache {
     /// A cache on the system clock.
     pub fn new(config: CacheConfig) -> Self {
@@ -169,23 +138,19 @@ impl Cache {
         // max_entries fit (moka bounds by one measure only).
         let min_weight = max_memory.checked_div(config.max_entries).unwrap_or(0);
         let builder = Moka::builder().max_capacity(max_memory).weigher(
-            move |key: &Arc<str>, entry: &Entry| {
+            move |key: &Arc<str>, entry: &Arc<Entry>| {
                 let w = (entry.weight(key) as u64).max(min_weight);
                 u32::try_from(w).unwrap_or(u32::MAX)
             },
         );
-        // No eviction listener: moka would take a per-key lock on every write to serve one.
-        // Evictions are found by the index sweep instead (see `index`).
-        // Under a mock clock the cache's own TTL check decides; moka's real-time expiry would
-        // otherwise race the test's notion of time.
+        // No eviction listener: moka would take a per-key lock on every write to serve one;
+        // the key index notices evictions instead (see `index`). No per-entry expiry in moka
+        // either: its timer wheel costs every write about a tenth of its time, and the engine
+        // checks TTLs on its own clock anyway. Expired entries are reclaimed as Redis does it:
+        // when read, and by the sweep (see `maintenance`).
         // foldhash instead of SipHash: moka hashes the key on every operation, and foldhash is
         // several times faster on short keys while still seeded per process.
-        let hasher = foldhash::quality::RandomState::default();
-        let store = if clock.is_mock() {
-            builder.build_with_hasher(hasher)
-        } else {
-            builder.expire_after(EntryExpiry).build_with_hasher(hasher)
-        };
+        let store = builder.build_with_hasher(foldhash::quality::RandomState::default());
         let cache = Self {
             inner: Arc::new(Inner {
                 store,
@@ -241,50 +206,40 @@ impl Cache {
     /// Whether `key` holds a live entry. Counts no hit or miss and does not make the entry
     /// look more used to the eviction policy.
     pub fn contains(&self, key: &str) -> bool {
-        if !self.inner.clock.is_mock() {
-            return self.inner.store.contains_key(key);
-        }
-        let now = self.inner.clock.now();
+        let now = self.nanos(self.inner.clock.now());
         self.inner
             .keys
             .expiry_of(key)
-            .is_some_and(|expires| expires > self.nanos(now))
+            .is_some_and(|expires| expires > now)
             && self.inner.store.contains_key(key)
     }
 
-    /// The live entry under `key`. Counts nothing but an expiry it notices.
-    ///
-    /// With the system clock moka has already hidden expired entries (it expires each at the
-    /// instant the entry says), and the maintenance thread records the recent ratios. Under a
-    /// mock clock both happen here, on the mock's time.
-    pub(crate) fn live_entry(&self, key: &str) -> Option<Entry> {
+    /// The live entry under `key`. Counts nothing but an expiry it notices, which it also
+    /// reclaims. Reads the clock only for an entry that has a TTL (and, under a mock clock, to
+    /// record the recent ratios, which the maintenance thread does on the system clock).
+    pub(crate) fn live_entry(&self, key: &str) -> Option<Arc<Entry>> {
         let entry = self.inner.store.get(key);
-        if !self.inner.clock.is_mock() {
-            return entry;
+        let clock = &self.inner.clock;
+        if clock.is_mock() {
+            let c = &self.inner.counters;
+            c.recent.tick(self.second(clock.now()), &c.hits, &c.misses);
         }
-        let now = self.inner.clock.now();
-        let c = &self.inner.counters;
-        c.recent.tick(self.second(now), &c.hits, &c.misses);
         let entry = entry?;
-        if entry.expired(now) {
+        if entry.expires_at.is_some_and(|at| at <= clock.now()) {
             self.remove_write(key, entry.generation, Removal::Expired);
             return None;
         }
         Some(entry)
     }
 
-    /// The caller's view of an entry; moves the bytes out instead of cloning them.
-    pub(crate) fn value_of(&self, entry: Entry) -> CacheValue {
-        let bytes = if entry.compressed {
-            entry.value()
-        } else {
-            entry.data
-        };
+    /// The caller's view of an entry. Copies out what it needs rather than keeping the entry:
+    /// the key index learns of evictions from nothing holding the entry any more.
+    pub(crate) fn value_of(&self, entry: Arc<Entry>) -> CacheValue {
         CacheValue {
-            bytes,
+            bytes: entry.value(),
             etag: etag(self.inner.etag_salt, entry.generation),
             expires_at: entry.expires_at,
-            meta: entry.meta,
+            meta: entry.meta.clone(),
             clock: self.inner.clock.clone(),
         }
     }
@@ -357,7 +312,7 @@ impl Cache {
                 tags: tags.into_boxed_slice(),
             })
         });
-        let entry = Entry {
+        let entry = Arc::new(Entry {
             data,
             expires_at: ttl.map(|t| now + t),
             generation,
@@ -365,42 +320,44 @@ impl Cache {
             logical_len: u32::try_from(logical_len).unwrap_or(u32::MAX),
             compressed,
             meta,
-        };
-        let key: Arc<str> = Arc::from(key);
+        });
         let write = Slot {
             generation,
             expires: ttl.map_or(NEVER, |t| {
                 now_nanos.saturating_add(u64::try_from(t.as_nanos()).unwrap_or(NEVER))
             }),
-            logical: entry.logical(&key) as u64,
+            logical: entry.logical(key) as u64,
+            value: Arc::downgrade(&entry),
         };
-        if !entry.tags().is_empty() {
+        let tagged = !entry.tags().is_empty();
+        let tags = tagged.then(|| entry.clone());
+        let store = &self.inner.store;
+        let (previous, key) = self
+            .inner
+            .keys
+            .write(key, write, |key| store.insert(key, entry));
+        if let Some(entry) = tags {
             self.inner.tags.add(entry.tags(), &key, generation, |k, g| {
                 self.inner.keys.holds(k, g)
             });
         }
-        // Whether the previous write is still in the store, to tell a replacement from a
-        // write after an eviction nobody has noticed yet.
-        let held = self.inner.store.contains_key(&*key);
-        self.inner.store.insert(key.clone(), entry);
         let c = &self.inner.counters;
         c.sets.fetch_add(1, Ordering::Relaxed);
-        match self.inner.keys.record_write(&key, write) {
+        match previous {
             Previous::None => {
                 self.sweep_some();
                 SetOutcome::Created
             }
-            Previous::Write { expires } if expires <= now_nanos => {
+            Previous::Write { expires, .. } if expires <= now_nanos => {
                 c.expired.fetch_add(1, Ordering::Relaxed);
                 SetOutcome::Created
             }
-            Previous::Write { .. } if !held => {
-                // Evicted without anyone noticing (or, in a race with a delete of the same
-                // key, deleted: then the delete reports nothing and this counts the removal).
+            Previous::Write { held: false, .. } => {
+                // Evicted without anyone noticing until now.
                 c.evicted_size.fetch_add(1, Ordering::Relaxed);
                 SetOutcome::Created
             }
-            Previous::Write { .. } => SetOutcome::Replaced,
+            Previous::Write { held: true, .. } => SetOutcome::Replaced,
         }
     }
 
@@ -411,46 +368,34 @@ impl Cache {
 
     /// Deletes `key`. Returns whether a live entry was removed.
     pub fn delete(&self, key: &str) -> bool {
-        let Some(entry) = self.inner.store.remove(key) else {
-            return false;
-        };
-        if self.inner.keys.forget(key, entry.generation).is_none() {
-            return false; // a concurrent write or sweep accounted for it
-        }
-        let now = self.inner.clock.now();
-        let c = &self.inner.counters;
-        if entry.expired(now) {
-            c.expired.fetch_add(1, Ordering::Relaxed);
-            false
-        } else {
-            c.deletes.fetch_add(1, Ordering::Relaxed);
-            true
-        }
+        self.remove_key(key, None, &self.inner.counters.deletes)
     }
 
     /// Removes the write `generation` of `key`, if it is still the latest, and counts it: under
     /// `cause` if it was live, otherwise as expired or evicted. Returns whether a live value
-    /// was removed. The index decides who counts: only the remover that unlinks the slot does.
+    /// was removed.
     pub(crate) fn remove_write(&self, key: &str, generation: u64, cause: Removal) -> bool {
-        let Some(slot) = self.inner.keys.forget(key, generation) else {
+        self.remove_key(key, Some(generation), cause.counter(&self.inner.counters))
+    }
+
+    fn remove_key(&self, key: &str, generation: Option<u64>, cause: &AtomicU64) -> bool {
+        let store = &self.inner.store;
+        let Some((slot, removed)) = self
+            .inner
+            .keys
+            .remove(key, generation, || store.remove(key))
+        else {
             return false;
         };
-        let removed = self
-            .inner
-            .store
-            .entry(Arc::from(key))
-            .and_compute_with(|current| match current {
-                Some(e) if e.value().generation == generation => Op::Remove,
-                _ => Op::Nop,
-            });
         let now = self.nanos(self.inner.clock.now());
         let c = &self.inner.counters;
-        let live = slot.expires > now;
-        let (counter, removed_live) = match (removed, live) {
-            (CompResult::Removed(_), true) => (cause.counter(c), true),
-            (_, false) => (&c.expired, false),
+        let (counter, removed_live) = if slot.expires <= now {
+            (&c.expired, false)
+        } else if removed.is_some() {
+            (cause, true)
+        } else {
             // Already gone from the store: evicted before anyone noticed.
-            (_, true) => (&c.evicted_size, false),
+            (&c.evicted_size, false)
         };
         counter.fetch_add(1, Ordering::Relaxed);
         removed_live

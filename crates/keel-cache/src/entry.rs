@@ -6,10 +6,11 @@ use std::time::Instant;
 use bytes::Bytes;
 
 /// Bytes charged per entry on top of key and value, so `max_memory` bounds what the process
-/// really holds: moka's per-entry structures (~470 bytes with per-entry expiry), this entry, the
-/// key index node and allocator rounding. Calibrated with `cargo bench -p keel-cache --bench
-/// memory` (RSS growth per small entry, see docs/benchmarks.md).
-pub(crate) const ENTRY_OVERHEAD: usize = 600;
+/// really holds: moka's per-entry structures, this entry and its `Arc`, the key index's slot,
+/// allocator rounding — and, under churn, the index slots of evicted keys the sweep has not
+/// reached yet. Calibrated with `cargo bench -p keel-cache --bench memory` in both modes (RSS
+/// per small entry, and RSS after writing 3 × `max_memory`; see docs/benchmarks.md).
+pub(crate) const ENTRY_OVERHEAD: usize = 680;
 
 /// A stored value. Cloned on every read (the memory tier hands out clones), so the fields a read
 /// needs sit inline and the rarely used ones behind one optional `Arc`.
@@ -102,4 +103,21 @@ pub(crate) fn etag(salt: u64, generation: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A small uncompressed entry with the given generation.
+    pub(crate) fn entry(generation: u64) -> Entry {
+        Entry {
+            data: Bytes::from_static(b"v"),
+            expires_at: None,
+            generation,
+            logical_len: 1,
+            compressed: false,
+            meta: None,
+        }
+    }
 }

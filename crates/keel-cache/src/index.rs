@@ -2,32 +2,38 @@
 //! tier evicted on its own.
 //!
 //! Every key maps to a [`Slot`]: the generation of the write that put it there, when that write
-//! expires and its logical size. The keys are split over [`SHARDS`] ordered maps by a hash of
-//! the key, each behind its own lock, held only for a lookup or to copy out one page. A write
-//! takes one shard's lock; a walk visits the shards in turn and each shard in key order, so a
-//! cursor is a shard number and the last key seen, and a key present throughout a paged walk is
-//! visited exactly once (as Redis's `SCAN`, listings are ordered within a shard, not overall).
+//! expires, its logical size, and a weak reference to the stored value. The keys are split over
+//! [`SHARDS`] ordered maps by a hash of the key, each behind its own lock. A write or removal of
+//! a key changes the memory tier *while holding its shard's lock*, so the slot and the tier
+//! always agree on which write a key holds (two concurrent writers cannot leave the index naming
+//! one write and the tier holding the other). A walk visits the shards in turn and each shard in
+//! key order, so a cursor is a shard number and the last key seen, and a key present throughout
+//! a paged walk is visited exactly once (as Redis's `SCAN`, listings are ordered within a shard,
+//! not overall).
 //!
-//! Removers name the generation they remove; a slot holding a newer write is left alone, so a
-//! removal that races a rewrite never drops the newer write's key. The memory tier evicts
-//! entries without telling anyone (an eviction listener would cost every write a per-key lock),
-//! so the index may list keys whose values are gone; the cache's sweep finds them, and whoever
-//! forgets a slot is the one who counts its removal, so each is counted exactly once.
+//! The memory tier evicts entries without telling anyone (an eviction listener would cost every
+//! write a per-key lock inside moka). The slot's weak reference tells instead: once the tier has
+//! dropped a value, nothing holds it (readers hold it only while they copy it out), and the next
+//! write of the key, a listing or the sweep notices. Whoever removes a slot counts its removal,
+//! so each is counted exactly once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use keel_core::sync::lock;
 
-/// How many independently locked parts the index has.
-pub(crate) const SHARDS: usize = 64;
+use crate::entry::Entry;
+
+/// How many independently locked parts the index has: enough that shards stay small (fewer key
+/// comparisons per lookup) and rarely contended, at 32 KiB per cache.
+pub(crate) const SHARDS: usize = 1024;
 /// `expires` of a write that never expires.
 pub(crate) const NEVER: u64 = u64::MAX;
 
 /// What the index knows of a key's latest write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) struct Slot {
     /// A number unique to the write.
     pub(crate) generation: u64,
@@ -35,6 +41,16 @@ pub(crate) struct Slot {
     pub(crate) expires: u64,
     /// The write's logical size (key + value before compression).
     pub(crate) logical: u64,
+    /// The stored value, while anything (the memory tier, above all) holds it.
+    pub(crate) value: Weak<Entry>,
+}
+
+impl Slot {
+    /// Whether the value still exists: false once the memory tier dropped it (and no reader
+    /// still holds a copy).
+    pub(crate) fn held(&self) -> bool {
+        self.value.strong_count() > 0
+    }
 }
 
 /// What the key's slot held before a write.
@@ -42,10 +58,12 @@ pub(crate) struct Slot {
 pub(crate) enum Previous {
     /// Nothing.
     None,
-    /// A write that expires at `expires` (index time).
+    /// A write that expires at `expires` (index time), whose value was still `held`.
     Write {
         /// Its expiry.
         expires: u64,
+        /// Whether its value still existed (false: evicted or expired, unnoticed so far).
+        held: bool,
     },
 }
 
@@ -77,7 +95,23 @@ impl Position {
     }
 }
 
-type Shard = BTreeMap<Arc<str>, Slot>;
+/// One independently locked part of the index.
+#[derive(Default)]
+struct Shard {
+    /// Point lookups (every write's): one hash and, on a hit, one key comparison — an ordered
+    /// map would compare (and fetch from memory) several keys per lookup.
+    slots: HashMap<Arc<str>, Slot, foldhash::fast::RandomState>,
+    /// The same keys in order, for walks; changed only when a key comes or goes.
+    order: BTreeSet<Arc<str>>,
+}
+
+impl Shard {
+    fn remove(&mut self, key: &str) -> Option<Slot> {
+        let slot = self.slots.remove(key)?;
+        self.order.remove(key);
+        Some(slot)
+    }
+}
 
 /// Every key, and the sum of their logical sizes.
 pub(crate) struct KeyIndex {
@@ -113,31 +147,51 @@ impl KeyIndex {
         lock(&self.shards[shard_of(key)])
     }
 
-    /// Records a write of `key`. Returns what the key held before.
-    pub(crate) fn record_write(&self, key: &Arc<str>, write: Slot) -> Previous {
-        let previous = {
+    /// Records a write of `key`, running `store` (which puts the value in the memory tier) under
+    /// the shard's lock. `store` gets the key as the index holds it, so a rewrite allocates no
+    /// new key. Returns what the key held before, and the key.
+    pub(crate) fn write(
+        &self,
+        key: &str,
+        write: Slot,
+        store: impl FnOnce(Arc<str>),
+    ) -> (Previous, Arc<str>) {
+        let logical = write.logical as i64;
+        let (previous, key) = {
             let mut shard = self.shard(key);
-            match shard.get_mut(key) {
-                Some(slot) => Some(std::mem::replace(slot, write)),
+            match shard.slots.get_key_value(key).map(|(k, _)| k.clone()) {
+                Some(key) => {
+                    let slot = shard.slots.get_mut(&key).expect("looked up under the lock");
+                    // Before `store`: replacing the value drops the old one.
+                    let held = slot.held();
+                    store(key.clone());
+                    let old = std::mem::replace(slot, write);
+                    (Some((old, held)), key)
+                }
                 None => {
-                    shard.insert(key.clone(), write);
-                    None
+                    let key: Arc<str> = Arc::from(key);
+                    store(key.clone());
+                    shard.slots.insert(key.clone(), write);
+                    shard.order.insert(key.clone());
+                    (None, key)
                 }
             }
         };
-        match previous {
-            Some(old) => {
-                self.add_logical(write.logical as i64 - old.logical as i64);
+        let previous = match previous {
+            Some((old, held)) => {
+                self.add_logical(logical - old.logical as i64);
                 Previous::Write {
                     expires: old.expires,
+                    held,
                 }
             }
             None => {
                 self.len.fetch_add(1, Ordering::Relaxed);
-                self.add_logical(write.logical as i64);
+                self.add_logical(logical);
                 Previous::None
             }
-        }
+        };
+        (previous, key)
     }
 
     fn add_logical(&self, delta: i64) {
@@ -154,30 +208,41 @@ impl KeyIndex {
         self.len.load(Ordering::Relaxed)
     }
 
-    /// Forgets `key` if its latest write is still `generation`. Returns the forgotten slot.
-    pub(crate) fn forget(&self, key: &str, generation: u64) -> Option<Slot> {
+    /// Removes `key`'s slot if its latest write is `generation` (any write, for `None`),
+    /// running `unstore` (which removes the value from the memory tier) under the shard's lock.
+    /// Returns the removed slot and what `unstore` returned.
+    pub(crate) fn remove<R>(
+        &self,
+        key: &str,
+        generation: Option<u64>,
+        unstore: impl FnOnce() -> R,
+    ) -> Option<(Slot, R)> {
         let removed = {
             let mut shard = self.shard(key);
-            match shard.get(key) {
-                Some(slot) if slot.generation == generation => shard.remove(key),
+            match shard.slots.get(key) {
+                Some(slot) if generation.is_none_or(|g| slot.generation == g) => {
+                    let unstored = unstore();
+                    shard.remove(key).map(|slot| (slot, unstored))
+                }
                 _ => None,
             }
         }?;
         self.len.fetch_sub(1, Ordering::Relaxed);
-        self.add_logical(-(removed.logical as i64));
+        self.add_logical(-(removed.0.logical as i64));
         Some(removed)
     }
 
     /// Whether `key`'s latest write is `generation`.
     pub(crate) fn holds(&self, key: &str, generation: u64) -> bool {
         self.shard(key)
+            .slots
             .get(key)
             .is_some_and(|s| s.generation == generation)
     }
 
     /// When `key`'s latest write expires, if the key is indexed.
     pub(crate) fn expiry_of(&self, key: &str) -> Option<u64> {
-        self.shard(key).get(key).map(|s| s.expires)
+        self.shard(key).slots.get(key).map(|s| s.expires)
     }
 
     /// Walks the keys starting with `prefix` from `from`, shard by shard and in key order within
@@ -197,21 +262,30 @@ impl KeyIndex {
             mut after,
         } = from;
         for shard in first..SHARDS {
+            // Entering sixteen shards counts as examining one key, so a walk through empty
+            // shards is bounded too.
+            if shard != first && (shard - first) % 16 == 0 {
+                if examined >= budget {
+                    return Some(Position { shard, after: None });
+                }
+                examined += 1;
+            }
             let batch: Vec<(Arc<str>, Slot)> = {
-                let map = lock(&self.shards[shard]);
+                let part = lock(&self.shards[shard]);
                 let start = match after.take() {
                     Some(key) => Bound::Excluded(key),
                     None => Bound::Included(Arc::from(prefix)),
                 };
-                map.range((start, Bound::Unbounded))
-                    .take_while(|(key, _)| key.starts_with(prefix))
-                    .take((budget - examined).saturating_add(1))
-                    .map(|(key, slot)| (key.clone(), *slot))
+                part.order
+                    .range((start, Bound::Unbounded))
+                    .take_while(|key| key.starts_with(prefix))
+                    .take(budget.saturating_sub(examined).saturating_add(1))
+                    .filter_map(|key| Some((key.clone(), part.slots.get(key)?.clone())))
                     .collect()
             };
             let mut last: Option<Arc<str>> = None;
             for (key, slot) in batch {
-                if examined == budget {
+                if examined >= budget {
                     return Some(Position { shard, after: last });
                 }
                 examined += 1;
@@ -225,17 +299,18 @@ impl KeyIndex {
         None
     }
 
-    /// Examines up to `budget` slots after where the last sweep step stopped and forgets those
-    /// `judge` condemns (returns `Some(cause)` for), telling `gone` of each slot this step forgot.
-    /// Returns whether the step reached the end of the index; the next step starts from the
-    /// beginning again. Without `wait`, a step skips rather than waits while another runs: one
-    /// sweeper at a time is enough.
+    /// Examines up to `budget` slots after where the last sweep step stopped and removes those
+    /// `judge` condemns (returns `Some(cause)` for), running `unstore` for each under its
+    /// shard's lock and then telling `gone`. Returns whether the step reached the end of the
+    /// index; the next step starts from the beginning again. Without `wait`, a step skips rather
+    /// than waits while another runs: one sweeper at a time is enough.
     pub(crate) fn sweep<C>(
         &self,
         budget: usize,
         wait: bool,
-        mut judge: impl FnMut(&str, Slot) -> Option<C>,
-        mut gone: impl FnMut(&str, Slot, C),
+        mut judge: impl FnMut(&Slot) -> Option<C>,
+        mut unstore: impl FnMut(&str),
+        mut gone: impl FnMut(C),
     ) -> bool {
         let mut cursor = if wait {
             lock(&self.sweep_cursor)
@@ -247,10 +322,12 @@ impl KeyIndex {
         };
         let from = std::mem::take(&mut *cursor);
         let next = self.walk(from, "", budget, |key, slot| {
-            if let Some(cause) = judge(key, slot)
-                && let Some(slot) = self.forget(key, slot.generation)
+            if let Some(cause) = judge(&slot)
+                && self
+                    .remove(key, Some(slot.generation), || unstore(key))
+                    .is_some()
             {
-                gone(key, slot, cause);
+                gone(cause);
             }
             true
         });
@@ -263,14 +340,19 @@ impl KeyIndex {
     pub(crate) fn forget_older_than(&self, generation: u64, mut gone: impl FnMut(Slot)) {
         for shard in self.shards.iter() {
             let mut removed = Vec::new();
-            lock(shard).retain(|_, slot| {
+            let mut part = lock(shard);
+            part.slots.retain(|key, slot| {
                 let keep = slot.generation >= generation;
                 if !keep {
-                    removed.push(*slot);
+                    removed.push((key.clone(), slot.clone()));
                 }
                 keep
             });
-            for slot in removed {
+            for (key, _) in &removed {
+                part.order.remove(key);
+            }
+            drop(part);
+            for (_, slot) in removed {
                 self.len.fetch_sub(1, Ordering::Relaxed);
                 self.add_logical(-(slot.logical as i64));
                 gone(slot);
@@ -287,12 +369,18 @@ mod tests {
         Arc::from(s)
     }
 
+    /// A slot whose value nothing holds (as after an eviction).
     fn write(generation: u64, expires: u64) -> Slot {
         Slot {
             generation,
             expires,
             logical: 10,
+            value: Weak::new(),
         }
+    }
+
+    fn put(index: &KeyIndex, key: &str, slot: Slot) -> Previous {
+        index.write(key, slot, |_| {}).0
     }
 
     fn all_keys(index: &KeyIndex) -> Vec<String> {
@@ -306,39 +394,58 @@ mod tests {
     }
 
     #[test]
-    fn writes_report_what_they_replaced() {
+    fn writes_report_what_they_replaced_and_whether_it_was_held() {
         let index = KeyIndex::default();
-        assert_eq!(index.record_write(&key("a"), write(1, 100)), Previous::None);
+        let held = Arc::new(crate::entry::tests::entry(1));
+        let mut first = write(1, 100);
+        first.value = Arc::downgrade(&held);
+        assert_eq!(put(&index, "a", first), Previous::None);
         assert_eq!(
-            index.record_write(&key("a"), write(2, NEVER)),
-            Previous::Write { expires: 100 }
+            put(&index, "a", write(2, NEVER)),
+            Previous::Write {
+                expires: 100,
+                held: true
+            }
+        );
+        assert_eq!(
+            put(&index, "a", write(3, NEVER)),
+            Previous::Write {
+                expires: NEVER,
+                held: false
+            }
         );
         assert_eq!(index.logical_bytes(), 10);
-        assert_eq!(
-            index.record_write(&key("b"), write(3, NEVER)),
-            Previous::None
-        );
+        assert_eq!(put(&index, "b", write(4, NEVER)), Previous::None);
         assert_eq!((index.len(), index.logical_bytes()), (2, 20));
     }
 
     #[test]
-    fn forgetting_an_old_generation_keeps_a_newer_write() {
+    fn removing_an_old_generation_keeps_a_newer_write() {
         let index = KeyIndex::default();
-        index.record_write(&key("a"), write(1, NEVER));
-        index.record_write(&key("a"), write(2, NEVER));
-        assert_eq!(index.forget("a", 1), None);
+        put(&index, "a", write(1, NEVER));
+        put(&index, "a", write(2, NEVER));
+        let mut ran = 0;
+        assert!(index.remove("a", Some(1), || ran += 1).is_none());
+        assert_eq!(ran, 0);
         assert!(index.holds("a", 2));
-        assert!(index.forget("a", 2).is_some());
+        assert!(index.remove("a", Some(2), || ran += 1).is_some());
+        assert_eq!(ran, 1);
         assert_eq!((index.len(), index.logical_bytes()), (0, 0));
-        assert!(!index.holds("a", 2));
+        put(&index, "a", write(3, NEVER));
+        assert_eq!(
+            index
+                .remove("a", None, || 7)
+                .map(|(s, r)| (s.generation, r)),
+            Some((3, 7))
+        );
     }
 
     #[test]
     fn walks_page_through_every_key_once_with_a_prefix() {
         let index = KeyIndex::default();
         for i in 0..500u64 {
-            index.record_write(&key(&format!("user:{i}")), write(i + 1, NEVER));
-            index.record_write(&key(&format!("other:{i}")), write(1000 + i, NEVER));
+            put(&index, &format!("user:{i}"), write(i + 1, NEVER));
+            put(&index, &format!("other:{i}"), write(1000 + i, NEVER));
         }
         let mut seen = Vec::new();
         let mut from = Position::default();
@@ -373,28 +480,24 @@ mod tests {
     fn sweeps_resume_where_they_stopped_and_wrap() {
         let index = KeyIndex::default();
         for (i, k) in ["a", "b", "c", "d", "e"].iter().enumerate() {
-            index.record_write(&key(k), write(i as u64 + 1, NEVER));
+            put(&index, k, write(i as u64 + 1, NEVER));
         }
-        let condemn = |k: &str, _| ["b", "d"].contains(&k).then_some(());
-        let mut forgotten = 0;
-        let mut steps = 1;
-        while !index.sweep(2, false, condemn, |_, _, ()| forgotten += 1) {
+        // Condemn the writes of b and d.
+        let condemn = |slot: &Slot| [2, 4].contains(&slot.generation).then_some(());
+        let (mut forgotten, mut unstored, mut steps) = (0, 0, 1);
+        while !index.sweep(20, false, condemn, |_| unstored += 1, |()| forgotten += 1) {
             steps += 1;
         }
-        assert_eq!(steps, 3);
-        assert_eq!(forgotten, 2);
+        assert!(steps > 1, "the budget also counts empty shards");
+        assert_eq!((forgotten, unstored), (2, 2));
         assert_eq!(all_keys(&index), ["a", "c", "e"]);
         // The next step starts from the beginning again.
         let mut seen = 0;
-        assert!(index.sweep(
-            10,
-            true,
-            |_, _| {
-                seen += 1;
-                None::<()>
-            },
-            |_, _, ()| {}
-        ));
+        let judge = |_: &Slot| {
+            seen += 1;
+            None::<()>
+        };
+        assert!(index.sweep(usize::MAX, true, judge, |_| {}, |()| {}));
         assert_eq!(seen, 3);
         assert_eq!(index.logical_bytes(), 30);
     }
@@ -403,7 +506,7 @@ mod tests {
     fn forgetting_older_writes_keeps_newer_ones() {
         let index = KeyIndex::default();
         for g in 1..=10 {
-            index.record_write(&key(&format!("k{g}")), write(g, NEVER));
+            put(&index, &format!("k{g}"), write(g, NEVER));
         }
         let mut gone = 0;
         index.forget_older_than(6, |_| gone += 1);

@@ -23,7 +23,7 @@ pub struct KeyInfo {
 /// One page of a key listing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KeyPage {
-    /// Matching live keys, in key order.
+    /// Matching live keys, shard by shard and in key order within a shard.
     pub keys: Vec<KeyInfo>,
     /// Where the next page starts; `None` when the listing is complete.
     pub next_cursor: Option<String>,
@@ -41,7 +41,7 @@ impl Cache {
         let now = self.inner.clock.now();
         let mut keys = Vec::new();
         let next_cursor = self.walk(pattern, cursor, (limit * 10).max(1000), |key, slot| {
-            match self.inner.store.get(&**key) {
+            match slot.value.upgrade() {
                 Some(e) if !e.expired(now) => keys.push(KeyInfo {
                     size: e.logical_len as usize,
                     stored_size: e.weight(key),

@@ -5,8 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use moka::ops::compute::Op;
-
 use crate::cache::Cache;
 use crate::index::Slot;
 use crate::stats::CacheStats;
@@ -21,7 +19,7 @@ enum Gone {
 
 /// Slots each write of a new key sweeps: more than one, so the sweep outpaces any rate of new
 /// keys and the index stays within a small multiple of the live keys.
-const SWEEP_PER_NEW_KEY: usize = 2;
+const SWEEP_PER_NEW_KEY: usize = 4;
 /// The least the maintenance thread sweeps per second; it also sweeps a sixtieth of the index,
 /// so every key is looked at within a minute when nothing else drives the sweep.
 const SWEEP_PER_TICK: usize = 1000;
@@ -52,8 +50,15 @@ impl Cache {
         let c = &self.inner.counters;
         c.recent
             .tick(self.second(self.inner.clock.now()), &c.hits, &c.misses);
+        // As Redis's active expiry: while a step finds much to reclaim (a quarter of what it
+        // examined), take another, up to ten a second.
         let budget = SWEEP_PER_TICK.max(self.inner.keys.len() / 60);
-        self.sweep(budget, false);
+        for _ in 0..10 {
+            let (_, reclaimed) = self.sweep(budget, false);
+            if reclaimed < budget / 4 {
+                break;
+            }
+        }
         self.inner
             .tags
             .prune_step(budget, |k, g| self.inner.keys.holds(k, g));
@@ -64,38 +69,35 @@ impl Cache {
         self.sweep(SWEEP_PER_NEW_KEY, false);
     }
 
-    /// Examines up to `budget` index slots; forgets and counts those whose value expired or was
+    /// Examines up to `budget` index slots; removes and counts those whose value expired or was
     /// evicted. With `wait`, waits for a concurrent sweep instead of skipping. Returns whether
-    /// the sweep reached the end of the index.
-    fn sweep(&self, budget: usize, wait: bool) -> bool {
+    /// the sweep reached the end of the index, and how many it removed.
+    fn sweep(&self, budget: usize, wait: bool) -> (bool, usize) {
         let now = self.nanos(self.inner.clock.now());
-        let judge = |key: &str, slot: Slot| {
+        let judge = |slot: &Slot| {
             if slot.expires <= now {
                 Some(Gone::Expired)
-            } else if !self.inner.store.contains_key(key) {
+            } else if !slot.held() {
                 Some(Gone::Evicted)
             } else {
                 None
             }
         };
-        let c = &self.inner.counters;
-        let gone = |key: &str, slot: Slot, why: Gone| match why {
-            Gone::Evicted => {
-                c.evicted_size.fetch_add(1, Ordering::Relaxed);
-            }
-            Gone::Expired => {
-                c.expired.fetch_add(1, Ordering::Relaxed);
-                // moka drops expired entries itself on the system clock, not under a mock one.
-                self.inner
-                    .store
-                    .entry(Arc::from(key))
-                    .and_compute_with(|current| match current {
-                        Some(e) if e.value().generation == slot.generation => Op::Remove,
-                        _ => Op::Nop,
-                    });
-            }
+        let unstore = |key: &str| {
+            self.inner.store.remove(key);
         };
-        self.inner.keys.sweep(budget, wait, judge, gone)
+        let c = &self.inner.counters;
+        let mut removed = 0;
+        let gone = |why: Gone| {
+            removed += 1;
+            match why {
+                Gone::Evicted => &c.evicted_size,
+                Gone::Expired => &c.expired,
+            }
+            .fetch_add(1, Ordering::Relaxed);
+        };
+        let done = self.inner.keys.sweep(budget, wait, judge, unstore, gone);
+        (done, removed)
     }
 
     /// Removes every entry. Returns how many live entries there were.

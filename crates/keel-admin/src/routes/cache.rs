@@ -400,7 +400,8 @@ fn decode_cursor(cursor: Option<&str>) -> Result<Option<String>, Problem> {
         .transpose()
 }
 
-/// Live keys matching `pattern`, in key order, with size and remaining TTL, a page at a time.
+/// Live keys matching `pattern` (ordered within each shard of the index, as Redis `SCAN`), with
+/// size and remaining TTL, a page at a time.
 /// Pages may be shorter than `limit` (each call examines a bounded number of keys); continue
 /// with `next_cursor` until it is `null`.
 #[utoipa::path(get, path = "/cache/keys", tag = "cache", security(("bearer" = [])), params(ListQuery),
