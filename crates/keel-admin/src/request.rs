@@ -44,9 +44,13 @@ fn generate_id() -> HeaderValue {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let prefix = *PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let text = format!("{prefix:016x}{n:016x}");
-    HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
-        .expect("hex digits are a valid header value")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [0u8; 32];
+    for (i, byte) in text.iter_mut().enumerate() {
+        let word = if i < 16 { prefix } else { n };
+        *byte = HEX[((word >> (60 - 4 * (i % 16))) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&text).expect("hex digits are a valid header value")
 }
 
 /// The client's `X-Request-Id` when well-formed (shared, not copied), else a new one.
@@ -82,11 +86,16 @@ pub async fn request_context(
     let method = request.method().clone();
     let route = request.extensions().get::<MatchedPath>().cloned();
     let uri = request.uri().clone();
-    // Only the id on the span: every line logged for the request carries it, and formatting
-    // more fields into each request's span costs measurably under load.
-    let span = tracing::info_span!("request", request_id = id);
     let fast = context.fast_path.as_ref().and_then(|f| f.serve(&request));
     let served_fast = fast.is_some();
+    // Only the id on the span: every line logged for the request carries it, and formatting
+    // more fields into each request's span costs measurably under load. A fast-path answer
+    // logs nothing below debug level, so it skips the span.
+    let span = if served_fast && !tracing::enabled!(tracing::Level::DEBUG) {
+        tracing::Span::none()
+    } else {
+        tracing::info_span!("request", request_id = id)
+    };
     let mut response = match fast {
         Some(response) => response,
         None => next.run(request).instrument(span.clone()).await,

@@ -69,7 +69,14 @@ impl CacheValue {
 
     /// The content type given when the value was stored.
     pub fn content_type(&self) -> Option<&str> {
-        self.meta.as_ref().and_then(|m| m.content_type.as_deref())
+        let bytes = self.meta.as_ref()?.content_type.as_ref()?;
+        // Stored from a `String`, so always UTF-8.
+        std::str::from_utf8(bytes).ok()
+    }
+
+    /// The content type as shared bytes, to put in a header without copying.
+    pub fn content_type_bytes(&self) -> Option<Bytes> {
+        self.meta.as_ref()?.content_type.clone()
     }
 
     /// The value's tags.
@@ -308,7 +315,7 @@ impl Cache {
         tags.dedup();
         let meta = (options.content_type.is_some() || !tags.is_empty()).then(|| {
             Arc::new(Meta {
-                content_type: options.content_type.map(String::into_boxed_str),
+                content_type: options.content_type.map(Bytes::from),
                 tags: tags.into_boxed_slice(),
             })
         });

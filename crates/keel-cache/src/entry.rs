@@ -34,7 +34,8 @@ pub(crate) struct Entry {
 /// What a write may carry besides its value.
 #[derive(Debug)]
 pub struct Meta {
-    pub(crate) content_type: Option<Box<str>>,
+    /// Shared, so a response can carry it without copying.
+    pub(crate) content_type: Option<Bytes>,
     pub(crate) tags: Box<[Arc<str>]>,
 }
 

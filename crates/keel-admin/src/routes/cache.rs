@@ -196,9 +196,11 @@ pub(crate) fn read_key(
     let mut response = if not_modified {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        let content_type = value.content_type().unwrap_or("application/octet-stream");
-        let content_type = HeaderValue::from_str(content_type)
-            .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+        const OCTETS: HeaderValue = HeaderValue::from_static("application/octet-stream");
+        let content_type = value
+            .content_type_bytes()
+            .map_or(Ok(OCTETS), HeaderValue::from_maybe_shared)
+            .unwrap_or(OCTETS);
         ([(header::CONTENT_TYPE, content_type)], value.bytes.clone()).into_response()
     };
     add_value_headers(&mut response, &etag, &value);
