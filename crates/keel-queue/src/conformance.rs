@@ -1,0 +1,324 @@
+//! The conformance suite every [`Store`] must pass: state transitions, priorities, delays,
+//! leases and stalled-job recovery, retries with backoff, unique keys, pause and cancel.
+//!
+//! A backend's test calls [`run_all`] with a function that opens a fresh, empty store reading
+//! time from the given clock. Time only moves when the suite advances the mock clock.
+
+use std::future::Future;
+use std::time::Duration;
+
+use keel_core::{Clock, MockClock};
+use serde_json::json;
+
+use crate::QueueError;
+use crate::model::{Backoff, BackoffKind, JobState, NewJob};
+use crate::store::{Failure, Store};
+
+const LEASE: Duration = Duration::from_secs(30);
+
+fn job(name: &str) -> NewJob {
+    NewJob::new(name, json!({"n": name}))
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// Runs every case against fresh stores from `open`.
+pub async fn run_all<S, F>(open: F)
+where
+    S: Store,
+    F: Fn(Clock) -> S,
+{
+    run(&open, priorities_then_fifo).await;
+    run(&open, delayed_jobs_wait_for_their_time).await;
+    run(&open, completion_needs_the_current_lease).await;
+    run(&open, failures_retry_with_backoff_then_fail).await;
+    run(&open, failures_without_retry_fail_at_once).await;
+    run(
+        &open,
+        expired_leases_are_recovered_then_failed_after_max_stalls,
+    )
+    .await;
+    run(&open, unique_keys_dedupe_while_a_job_is_live).await;
+    run(&open, paused_queues_hand_out_nothing).await;
+    run(
+        &open,
+        cancel_is_immediate_when_waiting_and_flagged_when_active,
+    )
+    .await;
+    run(&open, bulk_adds_are_all_or_nothing).await;
+}
+
+async fn run<S, F, C, Fut>(open: &F, case: C)
+where
+    S: Store,
+    F: Fn(Clock) -> S,
+    C: FnOnce(S, MockClock) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let (clock, time) = Clock::mock();
+    case(open(clock), time).await;
+}
+
+async fn names<S: Store>(store: &S, queue: &str, max: usize) -> Vec<String> {
+    store
+        .fetch(queue, "w", max, LEASE)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.job.name)
+        .collect()
+}
+
+/// Lower priority numbers first; FIFO within a priority; queues are separate.
+pub async fn priorities_then_fifo<S: Store>(store: S, _: MockClock) {
+    let mut urgent = job("urgent");
+    urgent.options.priority = -5;
+    let mut low = job("low");
+    low.options.priority = 10;
+    store
+        .add("q", vec![job("a"), low, job("b"), urgent, job("c")])
+        .await
+        .unwrap();
+    store.add("other", vec![job("x")]).await.unwrap();
+    assert_eq!(names(&store, "q", 2).await, ["urgent", "a"]);
+    assert_eq!(names(&store, "q", 10).await, ["b", "c", "low"]);
+    assert!(names(&store, "q", 10).await.is_empty());
+    assert_eq!(names(&store, "other", 10).await, ["x"]);
+}
+
+/// A delayed job is not handed out before its time, and is at its time.
+pub async fn delayed_jobs_wait_for_their_time<S: Store>(store: S, time: MockClock) {
+    let mut later = job("later");
+    later.options.delay_ms = 5_000;
+    let ids = store.add("q", vec![later]).await.unwrap();
+    assert_eq!(
+        store.get(&ids[0]).await.unwrap().unwrap().state,
+        JobState::Delayed
+    );
+    assert!(names(&store, "q", 1).await.is_empty());
+    time.advance(Duration::from_millis(4_999));
+    assert!(names(&store, "q", 1).await.is_empty());
+    time.advance(Duration::from_millis(1));
+    assert_eq!(names(&store, "q", 1).await, ["later"]);
+}
+
+/// Complete and fail need the current lease; a wrong or expired token changes nothing.
+pub async fn completion_needs_the_current_lease<S: Store>(store: S, time: MockClock) {
+    store.add("q", vec![job("a")]).await.unwrap();
+    let fetched = store.fetch("q", "w1", 1, LEASE).await.unwrap().remove(0);
+    let id = fetched.job.id.clone();
+    assert_eq!(fetched.job.state, JobState::Active);
+    assert_eq!(fetched.job.attempts_made, 1);
+    let wrong = store.complete(&id, "not-the-token", json!(1)).await;
+    assert!(
+        matches!(wrong, Err(QueueError::Conflict { .. })),
+        "{wrong:?}"
+    );
+    assert_eq!(
+        store.get(&id).await.unwrap().unwrap().state,
+        JobState::Active
+    );
+    let extended = store.extend(&id, &fetched.token, secs(60)).await.unwrap();
+    assert!(extended > fetched.lease_expires_at);
+    time.advance(secs(59));
+    store
+        .complete(&id, &fetched.token, json!({"ok": true}))
+        .await
+        .unwrap();
+    let done = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(done.state, JobState::Completed);
+    assert_eq!(done.result, Some(json!({"ok": true})));
+    assert!(done.finished_at.is_some());
+    let again = store.complete(&id, &fetched.token, json!(2)).await;
+    assert!(
+        matches!(again, Err(QueueError::Conflict { .. })),
+        "{again:?}"
+    );
+    assert!(matches!(
+        store.complete("no-such-job", "t", json!(1)).await,
+        Err(QueueError::NoJob(_))
+    ));
+
+    // An expired lease no longer completes.
+    store.add("q", vec![job("b")]).await.unwrap();
+    let b = store.fetch("q", "w1", 1, LEASE).await.unwrap().remove(0);
+    time.advance(LEASE);
+    let late = store.complete(&b.job.id, &b.token, json!(1)).await;
+    assert!(matches!(late, Err(QueueError::Conflict { .. })), "{late:?}");
+}
+
+/// A failed attempt is retried after its backoff until attempts run out; every error is kept.
+pub async fn failures_retry_with_backoff_then_fail<S: Store>(store: S, time: MockClock) {
+    let mut flaky = job("flaky");
+    flaky.options.attempts = 3;
+    flaky.options.backoff = Backoff {
+        kind: BackoffKind::Exponential,
+        delay_ms: 1_000,
+        max_delay_ms: None,
+        jitter: 0.0,
+    };
+    let id = store.add("q", vec![flaky]).await.unwrap().remove(0);
+    for (attempt, wait_ms) in [(1u32, 1_000u64), (2, 2_000)] {
+        let f = store.fetch("q", "w", 1, LEASE).await.unwrap().remove(0);
+        assert_eq!(f.job.attempts_made, attempt);
+        let failure = Failure {
+            error: format!("boom {attempt}"),
+            retry: true,
+        };
+        let state = store.fail(&id, &f.token, failure).await.unwrap();
+        assert_eq!(state, JobState::Delayed);
+        time.advance(Duration::from_millis(wait_ms - 1));
+        assert!(names(&store, "q", 1).await.is_empty(), "backoff not over");
+        time.advance(Duration::from_millis(1));
+    }
+    let f = store.fetch("q", "w", 1, LEASE).await.unwrap().remove(0);
+    assert_eq!(f.job.attempts_made, 3);
+    let failure = Failure {
+        error: "boom 3".into(),
+        retry: true,
+    };
+    assert_eq!(
+        store.fail(&id, &f.token, failure).await.unwrap(),
+        JobState::Failed
+    );
+    let failed = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(failed.errors, ["boom 1", "boom 2", "boom 3"]);
+    assert!(names(&store, "q", 1).await.is_empty());
+}
+
+/// `retry: false` fails the job whatever attempts remain.
+pub async fn failures_without_retry_fail_at_once<S: Store>(store: S, _: MockClock) {
+    let id = store.add("q", vec![job("a")]).await.unwrap().remove(0);
+    let f = store.fetch("q", "w", 1, LEASE).await.unwrap().remove(0);
+    let failure = Failure {
+        error: "bad input".into(),
+        retry: false,
+    };
+    assert_eq!(
+        store.fail(&id, &f.token, failure).await.unwrap(),
+        JobState::Failed
+    );
+}
+
+/// A job whose lease expires goes back to waiting with the attempt counted, and fails once it
+/// has stalled more than `max_stalls` times; the history says so.
+pub async fn expired_leases_are_recovered_then_failed_after_max_stalls<S: Store>(
+    store: S,
+    time: MockClock,
+) {
+    let id = store.add("q", vec![job("a")]).await.unwrap().remove(0);
+    store.fetch("q", "dead-worker", 1, LEASE).await.unwrap();
+    assert_eq!(
+        store.recover_stalled(1).await.unwrap(),
+        0,
+        "lease still valid"
+    );
+    time.advance(LEASE);
+    assert_eq!(store.recover_stalled(1).await.unwrap(), 1);
+    let job = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (job.state, job.attempts_made, job.stalls),
+        (JobState::Waiting, 1, 1)
+    );
+    assert!(job.errors[0].contains("dead-worker"), "{:?}", job.errors);
+    let second = store.fetch("q", "w2", 1, LEASE).await.unwrap().remove(0);
+    assert_eq!(second.job.attempts_made, 2);
+    time.advance(LEASE);
+    assert_eq!(store.recover_stalled(1).await.unwrap(), 1);
+    let job = store.get(&id).await.unwrap().unwrap();
+    assert_eq!((job.state, job.stalls), (JobState::Failed, 2));
+}
+
+/// While a job with a unique key is waiting, delayed or active, adding another returns its id;
+/// once it finished, a new job is added.
+pub async fn unique_keys_dedupe_while_a_job_is_live<S: Store>(store: S, _: MockClock) {
+    let keyed = || {
+        let mut j = job("sync");
+        j.options.unique_key = Some("user:7".into());
+        j
+    };
+    let first = store.add("q", vec![keyed(), keyed()]).await.unwrap();
+    assert_eq!(first[0], first[1]);
+    let f = store.fetch("q", "w", 1, LEASE).await.unwrap().remove(0);
+    assert_eq!(
+        store.add("q", vec![keyed()]).await.unwrap(),
+        [first[0].clone()]
+    );
+    assert_ne!(
+        store.add("other", vec![keyed()]).await.unwrap(),
+        [first[0].clone()]
+    );
+    store
+        .complete(&f.job.id, &f.token, json!(null))
+        .await
+        .unwrap();
+    assert_ne!(
+        store.add("q", vec![keyed()]).await.unwrap(),
+        [first[0].clone()]
+    );
+}
+
+/// A paused queue accepts adds and hands out nothing; resumed, it continues.
+pub async fn paused_queues_hand_out_nothing<S: Store>(store: S, _: MockClock) {
+    store.set_paused("q", true).await.unwrap();
+    store.add("q", vec![job("a")]).await.unwrap();
+    assert!(names(&store, "q", 1).await.is_empty());
+    store.set_paused("q", false).await.unwrap();
+    assert_eq!(names(&store, "q", 1).await, ["a"]);
+}
+
+/// Cancel takes a waiting job out at once; an active one can no longer extend its lease, and
+/// ends cancelled when its worker reports.
+pub async fn cancel_is_immediate_when_waiting_and_flagged_when_active<S: Store>(
+    store: S,
+    _: MockClock,
+) {
+    let ids = store.add("q", vec![job("a"), job("b")]).await.unwrap();
+    let active = store.fetch("q", "w", 1, LEASE).await.unwrap().remove(0);
+    assert_eq!(active.job.id, ids[0]);
+    assert_eq!(store.cancel(&ids[1]).await.unwrap(), JobState::Cancelled);
+    assert!(names(&store, "q", 1).await.is_empty());
+    assert_eq!(store.cancel(&ids[0]).await.unwrap(), JobState::Active);
+    let extend = store.extend(&ids[0], &active.token, LEASE).await;
+    assert!(
+        matches!(&extend, Err(QueueError::Conflict { reason, .. }) if reason.contains("cancelled")),
+        "{extend:?}"
+    );
+    store
+        .complete(&ids[0], &active.token, json!(null))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get(&ids[0]).await.unwrap().unwrap().state,
+        JobState::Cancelled
+    );
+    let counts = store.counts("q").await.unwrap();
+    assert_eq!(counts.get("cancelled"), Some(&2));
+}
+
+/// One invalid job in a bulk add writes none, and the error names it.
+pub async fn bulk_adds_are_all_or_nothing<S: Store>(store: S, _: MockClock) {
+    let mut bad = job("bad");
+    bad.options.attempts = 0;
+    let err = store
+        .add("q", vec![job("a"), job("b"), bad])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        QueueError::Invalid {
+            field: "jobs[2].options.attempts".into(),
+            detail: "must be at least 1".into()
+        }
+    );
+    assert!(store.counts("q").await.unwrap().is_empty());
+    let ids = store
+        .add("q", (0..500).map(|i| job(&format!("j{i}"))).collect())
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 500);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids sort in add order");
+    assert_eq!(store.counts("q").await.unwrap().get("waiting"), Some(&500));
+}

@@ -1,0 +1,629 @@
+//! The embedded store: one SQLite file in WAL mode, written by a single thread.
+//!
+//! Every operation is sent to the writer thread, which takes all operations waiting at that
+//! moment, runs each inside its own savepoint of one transaction, commits once, and only then
+//! answers them all (group commit): a thousand concurrent adds cost one fsync, not a thousand,
+//! and nothing is acknowledged before it is committed. An operation that fails rolls back its
+//! savepoint alone.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use keel_core::Clock;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use crate::QueueError;
+use crate::model::{Fetched, Job, JobState, NewJob};
+use crate::store::{Failure, Store, StoreFuture};
+
+/// The most operations committed in one transaction.
+const MAX_BATCH: usize = 1024;
+
+/// What a commit waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous=NORMAL`: a committed write survives a crash of keel (even `kill -9`); the
+    /// last commits before a power loss or kernel crash may be lost. The default.
+    #[default]
+    Normal,
+    /// `synchronous=FULL`: every commit is flushed to the disk before it is answered, and
+    /// survives power loss too; each commit then costs an fsync.
+    Full,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS queues (
+    name TEXT PRIMARY KEY,
+    paused INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    queue TEXT NOT NULL,
+    name TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    state TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    attempts_made INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL,
+    backoff TEXT NOT NULL,
+    unique_key TEXT,
+    grp TEXT,
+    created_at INTEGER NOT NULL,
+    run_at INTEGER NOT NULL,
+    started_at INTEGER,
+    finished_at INTEGER,
+    progress INTEGER NOT NULL DEFAULT 0,
+    result TEXT,
+    errors TEXT NOT NULL DEFAULT '[]',
+    stalls INTEGER NOT NULL DEFAULT 0,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    worker TEXT,
+    token TEXT,
+    lease_expires INTEGER
+);
+CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (queue, state, priority, seq);
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs (queue, state, run_at);
+CREATE INDEX IF NOT EXISTS jobs_leases ON jobs (state, lease_expires);
+CREATE INDEX IF NOT EXISTS jobs_unique ON jobs (queue, unique_key) WHERE unique_key IS NOT NULL;
+";
+
+/// One operation on its way to the writer.
+trait Op: Send {
+    /// Runs the operation inside the batch's transaction, in its own savepoint.
+    fn apply(&mut self, conn: &Connection, now: u64);
+    /// Answers the caller once the batch is committed (or failed to commit).
+    fn finish(self: Box<Self>, commit: Result<(), QueueError>);
+}
+
+struct Pending<T, F> {
+    work: Option<F>,
+    outcome: Option<Result<T, QueueError>>,
+    reply: oneshot::Sender<Result<T, QueueError>>,
+}
+
+impl<T, F> Op for Pending<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection, u64) -> Result<T, QueueError> + Send,
+{
+    fn apply(&mut self, conn: &Connection, now: u64) {
+        let Some(work) = self.work.take() else {
+            return;
+        };
+        if let Err(e) = conn.execute_batch("SAVEPOINT op") {
+            self.outcome = Some(Err(e.into()));
+            return;
+        }
+        let result = work(conn, now);
+        let end = if result.is_ok() {
+            "RELEASE op"
+        } else {
+            "ROLLBACK TO op; RELEASE op"
+        };
+        self.outcome = Some(match conn.execute_batch(end) {
+            Ok(()) => result,
+            Err(e) => Err(e.into()),
+        });
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), QueueError>) {
+        let outcome = match (commit, self.outcome) {
+            (Ok(()), Some(result)) => result,
+            (Err(e), _) => Err(e),
+            (Ok(()), None) => Err(QueueError::Store("operation did not run".into())),
+        };
+        let _ = self.reply.send(outcome);
+    }
+}
+
+/// The embedded job store.
+pub struct SqliteStore {
+    ops: mpsc::Sender<Box<dyn Op>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path`.
+    pub fn open(path: &Path, durability: Durability, clock: Clock) -> Result<Self, QueueError> {
+        let conn = Connection::open(path)?;
+        let synchronous = match durability {
+            Durability::Normal => "NORMAL",
+            Durability::Full => "FULL",
+        };
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA busy_timeout = 5000;"
+        ))?;
+        conn.execute_batch(SCHEMA)?;
+        let (ops, queue) = mpsc::channel::<Box<dyn Op>>();
+        std::thread::Builder::new()
+            .name("keel-queue-writer".into())
+            .spawn(move || write_loop(&conn, &queue, &clock))
+            .map_err(|e| QueueError::Store(format!("cannot start the writer thread: {e}")))?;
+        Ok(Self { ops })
+    }
+
+    /// Runs `work` on the writer thread, in the next batch.
+    fn run<T, F>(&self, work: F) -> StoreFuture<'static, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, u64) -> Result<T, QueueError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let sent = self.ops.send(Box::new(Pending {
+            work: Some(work),
+            outcome: None,
+            reply,
+        }));
+        Box::pin(async move {
+            sent.map_err(|_| QueueError::Store("the writer thread has stopped".into()))?;
+            answer
+                .await
+                .map_err(|_| QueueError::Store("the writer thread has stopped".into()))?
+        })
+    }
+}
+
+fn write_loop(conn: &Connection, queue: &mpsc::Receiver<Box<dyn Op>>, clock: &Clock) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let now = clock.unix_ms();
+        let commit = match conn.execute_batch("BEGIN IMMEDIATE") {
+            Ok(()) => {
+                for op in &mut batch {
+                    op.apply(conn, now);
+                }
+                conn.execute_batch("COMMIT").map_err(QueueError::from)
+            }
+            Err(e) => Err(e.into()),
+        };
+        if commit.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for op in batch {
+            op.finish(commit.clone());
+        }
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A fresh lease token.
+fn token() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// A number in [0, 1) for backoff jitter.
+fn random_unit() -> f64 {
+    (uuid::Uuid::new_v4().as_u64_pair().0 >> 11) as f64 / (1u64 << 53) as f64
+}
+
+const JOB_COLUMNS: &str = "id, queue, name, payload, state, priority, attempts_made, max_attempts, \
+    backoff, unique_key, grp, created_at, run_at, started_at, finished_at, progress, result, errors, \
+    stalls, worker";
+
+fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
+    let json = |i: usize| -> rusqlite::Result<Value> {
+        let text: String = row.get(i)?;
+        serde_json::from_str(&text).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+        })
+    };
+    let state: String = row.get(4)?;
+    let result: Option<String> = row.get(16)?;
+    Ok(Job {
+        id: row.get(0)?,
+        queue: row.get(1)?,
+        name: row.get(2)?,
+        payload: json(3)?,
+        state: JobState::parse(&state).unwrap_or(JobState::Failed),
+        priority: row.get(5)?,
+        attempts_made: row.get(6)?,
+        max_attempts: row.get(7)?,
+        backoff: serde_json::from_value(json(8)?).unwrap_or_default(),
+        unique_key: row.get(9)?,
+        group: row.get(10)?,
+        created_at: row.get(11)?,
+        run_at: row.get(12)?,
+        started_at: row.get(13)?,
+        finished_at: row.get(14)?,
+        progress: row.get(15)?,
+        result: result.and_then(|r| serde_json::from_str(&r).ok()),
+        errors: serde_json::from_value(json(17)?).unwrap_or_default(),
+        stalls: row.get(18)?,
+        worker: row.get(19)?,
+    })
+}
+
+fn load(conn: &Connection, id: &str) -> Result<Option<Job>, QueueError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+            [id],
+            job_from_row,
+        )
+        .optional()?)
+}
+
+/// The active job `id` if `token` holds its lease at `now`; otherwise why not.
+struct Leased {
+    attempts_made: u32,
+    max_attempts: u32,
+    backoff: String,
+    errors: String,
+    cancel_requested: bool,
+}
+
+fn leased(conn: &Connection, id: &str, token: &str, now: u64) -> Result<Leased, QueueError> {
+    let row = conn
+        .query_row(
+            "SELECT state, token, lease_expires, attempts_made, max_attempts, backoff, errors, \
+             cancel_requested FROM jobs WHERE id = ?1",
+            [id],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, Option<u64>>(2)?,
+                    Leased {
+                        attempts_made: r.get(3)?,
+                        max_attempts: r.get(4)?,
+                        backoff: r.get(5)?,
+                        errors: r.get(6)?,
+                        cancel_requested: r.get(7)?,
+                    },
+                ))
+            },
+        )
+        .optional()?;
+    let Some((state, held_by, expires, leased)) = row else {
+        return Err(QueueError::NoJob(id.to_owned()));
+    };
+    if state != JobState::Active.as_str() {
+        return Err(QueueError::conflict(
+            id,
+            format!("the job is {state}, not active"),
+        ));
+    }
+    if held_by.as_deref() != Some(token) {
+        return Err(QueueError::conflict(
+            id,
+            "the lease token does not match: the job is leased to another attempt",
+        ));
+    }
+    if expires.is_none_or(|at| at <= now) {
+        return Err(QueueError::conflict(id, "the lease has expired"));
+    }
+    Ok(leased)
+}
+
+fn push_error(errors: &str, error: &str) -> String {
+    let mut list: Vec<String> = serde_json::from_str(errors).unwrap_or_default();
+    list.push(error.to_owned());
+    serde_json::to_string(&list).unwrap_or_else(|_| "[]".into())
+}
+
+fn add_jobs(
+    conn: &Connection,
+    now: u64,
+    queue: &str,
+    jobs: Vec<NewJob>,
+) -> Result<Vec<String>, QueueError> {
+    let mut find_unique = conn.prepare_cached(
+        "SELECT id FROM jobs WHERE queue = ?1 AND unique_key = ?2 \
+         AND state IN ('waiting', 'delayed', 'active') LIMIT 1",
+    )?;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO jobs (id, queue, name, payload, state, priority, max_attempts, backoff, \
+         unique_key, grp, created_at, run_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )?;
+    let mut ids = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        if let Some(key) = &job.options.unique_key {
+            let existing: Option<String> = find_unique
+                .query_row(params![queue, key], |r| r.get(0))
+                .optional()?;
+            if let Some(id) = existing {
+                ids.push(id);
+                continue;
+            }
+        }
+        let id = uuid::Uuid::now_v7().to_string();
+        let run_at = now.saturating_add(job.options.delay_ms);
+        let state = if job.options.delay_ms > 0 {
+            JobState::Delayed
+        } else {
+            JobState::Waiting
+        };
+        let backoff = serde_json::to_string(&job.options.backoff)
+            .map_err(|e| QueueError::Store(e.to_string()))?;
+        insert.execute(params![
+            id,
+            queue,
+            job.name,
+            job.payload.to_string(),
+            state.as_str(),
+            job.options.priority,
+            job.options.attempts,
+            backoff,
+            job.options.unique_key,
+            job.options.group,
+            now,
+            run_at,
+        ])?;
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+fn fetch_jobs(
+    conn: &Connection,
+    now: u64,
+    queue: &str,
+    worker: &str,
+    max: usize,
+    lease: u64,
+) -> Result<Vec<Fetched>, QueueError> {
+    let paused: bool = conn
+        .query_row("SELECT paused FROM queues WHERE name = ?1", [queue], |r| {
+            r.get(0)
+        })
+        .optional()?
+        .unwrap_or(false);
+    if paused || max == 0 {
+        return Ok(Vec::new());
+    }
+    conn.prepare_cached(
+        "UPDATE jobs SET state = 'waiting' WHERE queue = ?1 AND state = 'delayed' AND run_at <= ?2",
+    )?
+    .execute(params![queue, now])?;
+    let seqs: Vec<i64> = conn
+        .prepare_cached(
+            "SELECT seq FROM jobs WHERE queue = ?1 AND state = 'waiting' \
+             ORDER BY priority, seq LIMIT ?2",
+        )?
+        .query_map(params![queue, max as i64], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let expires = now.saturating_add(lease);
+    let mut take = conn.prepare_cached(
+        "UPDATE jobs SET state = 'active', attempts_made = attempts_made + 1, started_at = ?1, \
+         worker = ?2, token = ?3, lease_expires = ?4 WHERE seq = ?5",
+    )?;
+    let mut read =
+        conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE seq = ?1"))?;
+    let mut fetched = Vec::with_capacity(seqs.len());
+    for seq in seqs {
+        let token = token();
+        take.execute(params![now, worker, token, expires, seq])?;
+        let job = read.query_row([seq], job_from_row)?;
+        fetched.push(Fetched {
+            job,
+            token,
+            lease_expires_at: expires,
+        });
+    }
+    Ok(fetched)
+}
+
+fn fail_job(
+    conn: &Connection,
+    now: u64,
+    id: &str,
+    token: &str,
+    failure: &Failure,
+) -> Result<JobState, QueueError> {
+    let job = leased(conn, id, token, now)?;
+    let errors = push_error(&job.errors, &failure.error);
+    let retry = failure.retry && job.attempts_made < job.max_attempts;
+    let (state, run_at, finished_at) = if job.cancel_requested {
+        (JobState::Cancelled, now, Some(now))
+    } else if retry {
+        let backoff: crate::model::Backoff = serde_json::from_str(&job.backoff).unwrap_or_default();
+        let wait = ms(backoff.wait(job.attempts_made, random_unit()));
+        (JobState::Delayed, now.saturating_add(wait), None)
+    } else {
+        (JobState::Failed, now, Some(now))
+    };
+    conn.execute(
+        "UPDATE jobs SET state = ?1, run_at = ?2, finished_at = ?3, errors = ?4, worker = NULL, \
+         token = NULL, lease_expires = NULL WHERE id = ?5",
+        params![state.as_str(), run_at, finished_at, errors, id],
+    )?;
+    Ok(state)
+}
+
+/// An active job whose lease has expired.
+struct Stalled {
+    seq: i64,
+    worker: Option<String>,
+    attempts_made: u32,
+    max_attempts: u32,
+    stalls: u32,
+    errors: String,
+    cancel_requested: bool,
+}
+
+fn recover(conn: &Connection, now: u64, max_stalls: u32) -> Result<usize, QueueError> {
+    let stalled: Vec<Stalled> = conn
+        .prepare_cached(
+            "SELECT seq, worker, attempts_made, max_attempts, stalls, errors, cancel_requested \
+             FROM jobs WHERE state = 'active' AND lease_expires <= ?1",
+        )?
+        .query_map([now], |r| {
+            Ok(Stalled {
+                seq: r.get(0)?,
+                worker: r.get(1)?,
+                attempts_made: r.get(2)?,
+                max_attempts: r.get(3)?,
+                stalls: r.get(4)?,
+                errors: r.get(5)?,
+                cancel_requested: r.get(6)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    for job in &stalled {
+        let stalls = job.stalls + 1;
+        let note = format!(
+            "stalled: the lease of worker {} expired without a report (stall {stalls})",
+            job.worker.as_deref().unwrap_or("?")
+        );
+        let (state, finished_at) = if job.cancel_requested {
+            (JobState::Cancelled, Some(now))
+        } else if stalls > max_stalls || job.attempts_made >= job.max_attempts {
+            (JobState::Failed, Some(now))
+        } else {
+            (JobState::Waiting, None)
+        };
+        conn.execute(
+            "UPDATE jobs SET state = ?1, run_at = ?2, finished_at = ?3, stalls = ?4, errors = ?5, \
+             worker = NULL, token = NULL, lease_expires = NULL WHERE seq = ?6",
+            params![
+                state.as_str(),
+                now,
+                finished_at,
+                stalls,
+                push_error(&job.errors, &note),
+                job.seq
+            ],
+        )?;
+    }
+    Ok(stalled.len())
+}
+
+impl Store for SqliteStore {
+    fn add<'a>(&'a self, queue: &'a str, jobs: Vec<NewJob>) -> StoreFuture<'a, Vec<String>> {
+        let validated = jobs
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, job)| job.validate(&format!("jobs[{i}]")));
+        if let Err(e) = validated {
+            return Box::pin(async move { Err(e) });
+        }
+        let queue = queue.to_owned();
+        self.run(move |conn, now| add_jobs(conn, now, &queue, jobs))
+    }
+
+    fn fetch<'a>(
+        &'a self,
+        queue: &'a str,
+        worker: &'a str,
+        max: usize,
+        lease: Duration,
+    ) -> StoreFuture<'a, Vec<Fetched>> {
+        let (queue, worker) = (queue.to_owned(), worker.to_owned());
+        self.run(move |conn, now| fetch_jobs(conn, now, &queue, &worker, max, ms(lease)))
+    }
+
+    fn complete<'a>(&'a self, id: &'a str, token: &'a str, result: Value) -> StoreFuture<'a, ()> {
+        let (id, token) = (id.to_owned(), token.to_owned());
+        self.run(move |conn, now| {
+            let job = leased(conn, &id, &token, now)?;
+            let state = if job.cancel_requested {
+                JobState::Cancelled
+            } else {
+                JobState::Completed
+            };
+            conn.execute(
+                "UPDATE jobs SET state = ?1, finished_at = ?2, result = ?3, progress = 100, \
+                 worker = NULL, token = NULL, lease_expires = NULL WHERE id = ?4",
+                params![state.as_str(), now, result.to_string(), id],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn fail<'a>(
+        &'a self,
+        id: &'a str,
+        token: &'a str,
+        failure: Failure,
+    ) -> StoreFuture<'a, JobState> {
+        let (id, token) = (id.to_owned(), token.to_owned());
+        self.run(move |conn, now| fail_job(conn, now, &id, &token, &failure))
+    }
+
+    fn extend<'a>(&'a self, id: &'a str, token: &'a str, lease: Duration) -> StoreFuture<'a, u64> {
+        let (id, token) = (id.to_owned(), token.to_owned());
+        self.run(move |conn, now| {
+            let job = leased(conn, &id, &token, now)?;
+            if job.cancel_requested {
+                return Err(QueueError::conflict(&id, "the job was cancelled"));
+            }
+            let expires = now.saturating_add(ms(lease));
+            conn.execute(
+                "UPDATE jobs SET lease_expires = ?1 WHERE id = ?2",
+                params![expires, id],
+            )?;
+            Ok(expires)
+        })
+    }
+
+    fn recover_stalled(&self, max_stalls: u32) -> StoreFuture<'_, usize> {
+        self.run(move |conn, now| recover(conn, now, max_stalls))
+    }
+
+    fn cancel<'a>(&'a self, id: &'a str) -> StoreFuture<'a, JobState> {
+        let id = id.to_owned();
+        self.run(move |conn, now| {
+            let job = load(conn, &id)?.ok_or_else(|| QueueError::NoJob(id.clone()))?;
+            match job.state {
+                JobState::Waiting | JobState::Delayed => {
+                    conn.execute(
+                        "UPDATE jobs SET state = 'cancelled', finished_at = ?1 WHERE id = ?2",
+                        params![now, id],
+                    )?;
+                    Ok(JobState::Cancelled)
+                }
+                JobState::Active => {
+                    conn.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?1", [&id])?;
+                    Ok(JobState::Active)
+                }
+                done => Ok(done),
+            }
+        })
+    }
+
+    fn set_paused<'a>(&'a self, queue: &'a str, paused: bool) -> StoreFuture<'a, ()> {
+        let queue = queue.to_owned();
+        self.run(move |conn, _| {
+            conn.execute(
+                "INSERT INTO queues (name, paused) VALUES (?1, ?2) \
+                 ON CONFLICT (name) DO UPDATE SET paused = excluded.paused",
+                params![queue, paused],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn get<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Job>> {
+        let id = id.to_owned();
+        self.run(move |conn, _| load(conn, &id))
+    }
+
+    fn counts<'a>(&'a self, queue: &'a str) -> StoreFuture<'a, BTreeMap<String, u64>> {
+        let queue = queue.to_owned();
+        self.run(move |conn, _| {
+            let mut counts = BTreeMap::new();
+            let mut query = conn.prepare_cached(
+                "SELECT state, COUNT(*) FROM jobs WHERE queue = ?1 GROUP BY state",
+            )?;
+            let rows = query.query_map([&queue], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            for row in rows {
+                let (state, n): (String, u64) = row?;
+                counts.insert(state, n);
+            }
+            Ok(counts)
+        })
+    }
+}

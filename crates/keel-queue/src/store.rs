@@ -1,0 +1,78 @@
+//! The store behind the queue: where jobs live and how they move between states.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::QueueError;
+use crate::model::{Fetched, Job, JobState, NewJob};
+
+/// What a store operation returns: a boxed future, so stores can be used as trait objects.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, QueueError>> + Send + 'a>>;
+
+/// How an attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The error, kept in the job's history.
+    pub error: String,
+    /// Whether another attempt may follow (if any are left).
+    pub retry: bool,
+}
+
+/// A job store. Every implementation passes [`crate::conformance`]. Operations that answer
+/// success have reached durable storage.
+pub trait Store: Send + Sync {
+    /// Adds `jobs` to `queue`, all or none (each is validated first). Returns each job's id; a
+    /// job whose `unique_key` matches a waiting, delayed or active job gets that job's id.
+    fn add<'a>(&'a self, queue: &'a str, jobs: Vec<NewJob>) -> StoreFuture<'a, Vec<String>>;
+
+    /// Leases up to `max` ready jobs of `queue` to `worker` for `lease`: highest priority
+    /// first (lowest number), oldest first within a priority. Delayed jobs whose time has come
+    /// are ready. A paused queue hands out nothing.
+    fn fetch<'a>(
+        &'a self,
+        queue: &'a str,
+        worker: &'a str,
+        max: usize,
+        lease: Duration,
+    ) -> StoreFuture<'a, Vec<Fetched>>;
+
+    /// Completes the active job `id` leased with `token`, keeping `result`.
+    fn complete<'a>(&'a self, id: &'a str, token: &'a str, result: Value) -> StoreFuture<'a, ()>;
+
+    /// Records a failed attempt of the active job `id` leased with `token`. The job is retried
+    /// after its backoff if `failure.retry` and attempts remain, otherwise it fails. Returns
+    /// its new state.
+    fn fail<'a>(
+        &'a self,
+        id: &'a str,
+        token: &'a str,
+        failure: Failure,
+    ) -> StoreFuture<'a, JobState>;
+
+    /// Extends the lease of the active job `id` to `lease` from now. Returns the new expiry
+    /// (Unix ms). Refused for a cancelled job, so its worker learns of the cancellation.
+    fn extend<'a>(&'a self, id: &'a str, token: &'a str, lease: Duration) -> StoreFuture<'a, u64>;
+
+    /// Returns every active job whose lease has expired to waiting (the attempt counted), or
+    /// fails it once it has stalled more than `max_stalls` times or has no attempts left.
+    /// Returns how many it recovered or failed.
+    fn recover_stalled(&self, max_stalls: u32) -> StoreFuture<'_, usize>;
+
+    /// Cancels job `id`: at once if waiting or delayed; an active one is flagged, its lease can
+    /// no longer be extended, and it ends cancelled when its worker reports. Returns its state
+    /// after the call.
+    fn cancel<'a>(&'a self, id: &'a str) -> StoreFuture<'a, JobState>;
+
+    /// Pauses or resumes `queue`.
+    fn set_paused<'a>(&'a self, queue: &'a str, paused: bool) -> StoreFuture<'a, ()>;
+
+    /// Job `id`, if it exists.
+    fn get<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Job>>;
+
+    /// How many jobs of `queue` are in each state (states without jobs are absent).
+    fn counts<'a>(&'a self, queue: &'a str) -> StoreFuture<'a, BTreeMap<String, u64>>;
+}
