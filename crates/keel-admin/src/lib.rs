@@ -21,6 +21,12 @@
 //! - `DELETE /api/v1/cache/keys?pattern=` — pattern delete; `DELETE /api/v1/cache/tags/{tag}`.
 //! - `POST /api/v1/cache/reset` (admin), `GET /api/v1/cache/stats`.
 //!
+//! The job queue, when mounted with [`queue_api::routes`]:
+//! - `POST /api/v1/queues/{q}/jobs` — add one job or many; `POST /api/v1/queues/{q}/fetch` —
+//!   lease jobs (long-poll with `wait`); `POST /api/v1/jobs/{id}/complete|fail|heartbeat`.
+//! - `GET /api/v1/queues/{q}`, `GET|DELETE /api/v1/queues/{q}/jobs/{id}`,
+//!   `POST /api/v1/queues/{q}/pause|resume`.
+//!
 //! # Layout
 //! - [`state`]: [`AdminState`], what the handlers share.
 //! - [`router`]: assembles routes, auth gates and middleware.
@@ -30,6 +36,7 @@
 //! - [`history`]: the background sampler behind `/api/v1/system/history`.
 //! - [`cache_api`]: the cache routes, metrics, health check and stats section.
 //! - [`fast_path`]: answers authenticated cache reads ahead of the inner layers.
+//! - [`queue_api`]: the job queue routes.
 //! - [`json`]: [`json::ApiJson`], a JSON extractor whose rejections are problem+json.
 //! - `routes`: the handlers.
 
@@ -39,6 +46,7 @@ pub mod fast_path;
 pub mod history;
 pub mod http_metrics;
 pub mod json;
+pub mod queue_api;
 pub mod request;
 pub mod router;
 mod routes;

@@ -4,18 +4,25 @@
 //! - [`model`]: jobs, their states and options, leases, backoff.
 //! - [`Store`]: where jobs live and how they move between states; every backend passes the
 //!   same [`conformance`] suite.
+//! - [`Queues`]: what the rest of keel uses — a store plus long-polling fetches woken by adds,
+//!   and background recovery of stalled jobs.
+//! - [`QueueConfig`]: the `[queue]` config section.
 //! - [`SqliteStore`]: the embedded default — one SQLite file in WAL mode, written by a single
 //!   thread that commits many operations in one transaction (group commit).
 //!
 //! Time (delays, backoff, leases) comes from an injectable [`Clock`](keel_core::Clock).
 
+mod config;
 pub mod conformance;
 mod error;
 pub mod model;
+mod service;
 mod sqlite;
 mod store;
 
+pub use config::{DurabilityMode, QueueConfig, QueueConfigError};
 pub use error::QueueError;
 pub use model::{Backoff, BackoffKind, Fetched, Job, JobOptions, JobState, NewJob};
+pub use service::{FetchRequest, Queues};
 pub use sqlite::{Durability, SqliteStore};
 pub use store::{Failure, Store, StoreFuture};

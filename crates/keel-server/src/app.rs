@@ -20,6 +20,7 @@ use keel_admin::{AdminState, AdminStateBuilder};
 use keel_auth::{AuthConfigError, Authenticator};
 use keel_cache::Cache;
 use keel_core::{Clock, HealthRegistry, Metrics, Shutdown};
+use keel_queue::{Queues, SqliteStore};
 use tokio::net::TcpListener;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -44,6 +45,9 @@ pub enum StartError {
     /// The `[auth]` section is invalid (e.g. an unreadable key file).
     #[error("{}: {}", .0.field, .0.reason)]
     Auth(#[from] AuthConfigError),
+    /// The job store in the data directory cannot be opened.
+    #[error("queue store (server.data_dir/queue.db): {0}")]
+    Queue(keel_queue::QueueError),
     /// Binding or serving failed.
     #[error("serving failed: {0}")]
     Serve(std::io::Error),
@@ -105,7 +109,17 @@ impl AppBuilder {
         checks::register_builtin(&state, &data_dir, &config.health, &config.redis);
         let cache = Cache::with_clock(config.cache.clone(), self.clock.clone());
         keel_admin::cache_api::observe(&state, &cache);
-        let mut api = vec![keel_admin::cache_api::routes(cache.clone())];
+        let store = SqliteStore::open(
+            &data_dir.join("queue.db"),
+            config.queue.durability.into(),
+            self.clock.clone(),
+        )
+        .map_err(StartError::Queue)?;
+        let queues = Queues::new(store, config.queue.clone());
+        let mut api = vec![
+            keel_admin::cache_api::routes(cache.clone()),
+            keel_admin::queue_api::routes(queues.clone()),
+        ];
         api.extend(self.api);
         let router = keel_admin::router(
             state.clone(),
@@ -124,6 +138,7 @@ impl AppBuilder {
             router,
             admin_token,
             cache,
+            queues,
         })
     }
 }
@@ -144,6 +159,7 @@ pub struct App {
     router: Router,
     admin_token: Option<AdminToken>,
     cache: Cache,
+    queues: Queues,
 }
 
 impl App {
@@ -166,6 +182,11 @@ impl App {
         &self.state
     }
 
+    /// The job queues behind `/api/v1/queues`.
+    pub fn queues(&self) -> &Queues {
+        &self.queues
+    }
+
     /// The cache engine behind `/api/v1/cache`.
     pub fn cache(&self) -> &Cache {
         &self.cache
@@ -186,6 +207,7 @@ impl App {
     ) -> Result<(), StartError> {
         let state = self.state.clone();
         let sampler = keel_admin::history::spawn_sampler(state.clone());
+        let queue_maintenance = self.queues.spawn_maintenance();
         let delay = self.config.server.shutdown_delay.get();
         let grace = self.config.server.shutdown_grace.get();
         let flag = state.shutdown().clone();
@@ -216,6 +238,7 @@ impl App {
             }
         };
         sampler.abort();
+        queue_maintenance.abort();
         tracing::info!("stopped");
         result
     }

@@ -381,6 +381,15 @@ async fn every_route_is_in_the_openapi_document() {
         ("/api/v1/cache/tags/{tag}", &["delete"]),
         ("/api/v1/cache/reset", &["post"]),
         ("/api/v1/cache/stats", &["get"]),
+        ("/api/v1/queues/{queue}/jobs", &["post"]),
+        ("/api/v1/queues/{queue}/fetch", &["post"]),
+        ("/api/v1/jobs/{id}/complete", &["post"]),
+        ("/api/v1/jobs/{id}/fail", &["post"]),
+        ("/api/v1/jobs/{id}/heartbeat", &["post"]),
+        ("/api/v1/queues/{queue}", &["get"]),
+        ("/api/v1/queues/{queue}/jobs/{id}", &["get", "delete"]),
+        ("/api/v1/queues/{queue}/pause", &["post"]),
+        ("/api/v1/queues/{queue}/resume", &["post"]),
     ];
     for (path, methods) in expected {
         let item = paths

@@ -4,5 +4,6 @@ pub(crate) mod cache;
 pub(crate) mod health;
 pub(crate) mod metrics;
 pub(crate) mod openapi;
+pub(crate) mod queues;
 pub(crate) mod stats;
 pub(crate) mod system;

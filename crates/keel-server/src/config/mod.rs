@@ -19,6 +19,7 @@ mod sections;
 
 use keel_auth::AuthConfig;
 use keel_cache::CacheConfig;
+use keel_queue::QueueConfig;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +43,8 @@ pub struct Config {
     pub system: SystemConfig,
     /// The cache: memory bound, default TTL, compression, value size limit.
     pub cache: CacheConfig,
+    /// The job queue: durability, payload limit, leases, stalled-job recovery.
+    pub queue: QueueConfig,
     /// Redis, for scaling out across instances. Unset = everything stays in-process.
     pub redis: RedisConfig,
 }
@@ -77,6 +80,9 @@ impl Config {
         self.health.validate()?;
         self.system.validate()?;
         self.cache
+            .validate()
+            .map_err(|e| FieldError::new(e.field, e.reason))?;
+        self.queue
             .validate()
             .map_err(|e| FieldError::new(e.field, e.reason))?;
         self.redis.validate()?;

@@ -230,7 +230,7 @@ mod tests {
         assert_eq!(
             sections,
             [
-                "server", "log", "auth", "health", "system", "cache", "redis"
+                "server", "log", "auth", "health", "system", "cache", "queue", "redis"
             ]
         );
         let keys: Vec<String> = tree.all_keys().iter().map(|k| k.dotted()).collect();

@@ -1,0 +1,441 @@
+//! `/api/v1/queues/…` and `/api/v1/jobs/…`: producers add jobs, pull workers fetch them with a
+//! lease and report back with its token.
+//!
+//! Adding, fetching and reporting need `worker`; reads need `viewer`.
+
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use keel_core::{HumanDuration, Problem};
+use keel_queue::{
+    Backoff, BackoffKind, Failure, FetchRequest, Fetched, JobOptions, NewJob, QueueError, Queues,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+
+use crate::auth::{Authorized, ViewerRole, WorkerRole};
+use crate::json::ApiJson;
+
+/// Most jobs in one add.
+pub(crate) const MAX_BULK: usize = 10_000;
+/// Most jobs in one fetch.
+pub(crate) const MAX_FETCH: usize = 1_000;
+
+pub(crate) fn problem_for(e: &QueueError) -> Problem {
+    match e {
+        QueueError::Invalid { .. } => Problem::bad_request(e.to_string()),
+        QueueError::NoJob(_) => Problem::not_found(e.to_string()),
+        QueueError::Conflict { .. } => {
+            Problem::new(StatusCode::CONFLICT, "conflict", "Conflict").with_detail(e.to_string())
+        }
+        QueueError::Store(_) => {
+            Problem::status(StatusCode::INTERNAL_SERVER_ERROR).with_detail(e.to_string())
+        }
+    }
+}
+
+/// The wait between attempts, as the API takes it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BackoffRequest {
+    /// `fixed` or `exponential`.
+    #[serde(rename = "type")]
+    #[schema(value_type = String)]
+    kind: BackoffKind,
+    /// The first wait, e.g. `"2s"`.
+    #[schema(value_type = String)]
+    delay: HumanDuration,
+    /// The longest wait.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    max_delay: Option<HumanDuration>,
+    /// Randomises each wait by up to this fraction either way (0–1).
+    #[serde(default)]
+    jitter: f64,
+}
+
+/// One job to add.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct JobRequest {
+    /// What kind of work it is.
+    name: String,
+    /// Its input (any JSON).
+    #[serde(default)]
+    payload: Value,
+    /// Lower runs first (default 0).
+    #[serde(default)]
+    priority: i32,
+    /// Run no earlier than this from now, e.g. `"10m"`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    delay: Option<HumanDuration>,
+    /// Attempts before the job fails (default 3).
+    #[serde(default)]
+    attempts: Option<u32>,
+    /// The wait between attempts (default exponential from 2 s).
+    #[serde(default)]
+    backoff: Option<BackoffRequest>,
+    /// While a job with this key is waiting, delayed or active, adding another returns it.
+    #[serde(default)]
+    unique_key: Option<String>,
+    /// A tenant or other group inside the queue.
+    #[serde(default)]
+    group: Option<String>,
+}
+
+impl JobRequest {
+    fn into_job(self) -> NewJob {
+        let defaults = JobOptions::default();
+        NewJob {
+            name: self.name,
+            payload: self.payload,
+            options: JobOptions {
+                priority: self.priority,
+                delay_ms: self.delay.map_or(0, |d| ms(d.get())),
+                attempts: self.attempts.unwrap_or(defaults.attempts),
+                backoff: self.backoff.map_or(defaults.backoff, |b| Backoff {
+                    kind: b.kind,
+                    delay_ms: ms(b.delay.get()),
+                    max_delay_ms: b.max_delay.map(|d| ms(d.get())),
+                    jitter: b.jitter,
+                }),
+                unique_key: self.unique_key,
+                group: self.group,
+            },
+        }
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// One job, or `{"jobs": [...]}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub(crate) enum AddRequest {
+    /// Many jobs, all or none.
+    Bulk {
+        /// The jobs.
+        jobs: Vec<JobRequest>,
+    },
+    /// One job.
+    One(JobRequest),
+}
+
+/// Adds one job (`201 {"id"}`) or many (`201 {"ids": [...]}`, up to 10,000, all or none). A
+/// job whose `unique_key` matches a live job gets that job's id.
+#[utoipa::path(post, path = "/queues/{queue}/jobs", tag = "queues", security(("bearer" = [])),
+    params(("queue" = String, Path, description = "The queue")),
+    request_body = AddRequest,
+    responses((status = 201, description = "`{\"id\"}` or `{\"ids\": [...]}`", body = Object),
+              (status = 400, body = Problem)))]
+pub(crate) async fn add_jobs(
+    _: Authorized<WorkerRole>,
+    State(queues): State<Queues>,
+    Path(queue): Path<String>,
+    ApiJson(request): ApiJson<AddRequest>,
+) -> Result<Response, Problem> {
+    let (jobs, bulk) = match request {
+        AddRequest::Bulk { jobs } => (jobs, true),
+        AddRequest::One(job) => (vec![job], false),
+    };
+    if jobs.len() > MAX_BULK {
+        return Err(Problem::bad_request(format!(
+            "jobs: {} jobs is over the limit of {MAX_BULK} per request",
+            jobs.len()
+        )));
+    }
+    let jobs = jobs.into_iter().map(JobRequest::into_job).collect();
+    let mut ids = queues
+        .add(&queue, jobs)
+        .await
+        .map_err(|e| problem_for(&e))?;
+    let body = if bulk {
+        json!({ "ids": ids })
+    } else {
+        json!({ "id": ids.pop() })
+    };
+    Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+}
+
+/// What a pull worker asks for.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FetchBody {
+    /// Most jobs to take (1–1,000; default 1).
+    #[serde(default)]
+    max: Option<usize>,
+    /// How long the jobs are leased (default `queue.default_lease`).
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    lease: Option<HumanDuration>,
+    /// How long to wait for a job when none is ready (default 0, at most
+    /// `queue.max_fetch_wait`).
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    wait: Option<HumanDuration>,
+    /// The worker's id, kept on its jobs while they are active.
+    #[serde(default)]
+    worker: Option<String>,
+}
+
+/// A leased job as a worker receives it.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct LeasedJob {
+    id: String,
+    name: String,
+    payload: Value,
+    attempt: u32,
+    max_attempts: u32,
+    /// The lease token for complete, fail and heartbeat.
+    token: String,
+    /// When the lease runs out unless extended (Unix ms).
+    lease_expires_at: u64,
+}
+
+impl From<Fetched> for LeasedJob {
+    fn from(f: Fetched) -> Self {
+        Self {
+            id: f.job.id,
+            name: f.job.name,
+            payload: f.job.payload,
+            attempt: f.job.attempts_made,
+            max_attempts: f.job.max_attempts,
+            token: f.token,
+            lease_expires_at: f.lease_expires_at,
+        }
+    }
+}
+
+/// Leases ready jobs: highest priority first, oldest first within a priority. With `wait`,
+/// holds the request until a job is added or the wait is over (then `{"jobs": []}`).
+#[utoipa::path(post, path = "/queues/{queue}/fetch", tag = "queues", security(("bearer" = [])),
+    params(("queue" = String, Path, description = "The queue")),
+    request_body = FetchBody,
+    responses((status = 200, description = "`{\"jobs\": [...]}`", body = Object), (status = 400, body = Problem)))]
+pub(crate) async fn fetch_jobs(
+    _: Authorized<WorkerRole>,
+    State(queues): State<Queues>,
+    Path(queue): Path<String>,
+    ApiJson(body): ApiJson<FetchBody>,
+) -> Result<Response, Problem> {
+    let max = body.max.unwrap_or(1);
+    if !(1..=MAX_FETCH).contains(&max) {
+        return Err(Problem::bad_request(format!(
+            "max: must be between 1 and {MAX_FETCH}"
+        )));
+    }
+    let request = FetchRequest {
+        worker: body.worker.unwrap_or_else(|| "anonymous".into()),
+        max,
+        lease: body.lease.map(HumanDuration::get),
+        wait: body.wait.map_or(Duration::ZERO, HumanDuration::get),
+    };
+    let jobs = queues
+        .fetch(&queue, &request)
+        .await
+        .map_err(|e| problem_for(&e))?;
+    let jobs: Vec<LeasedJob> = jobs.into_iter().map(LeasedJob::from).collect();
+    Ok(axum::Json(json!({ "jobs": jobs })).into_response())
+}
+
+/// A completion.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CompleteBody {
+    /// The lease token from the fetch.
+    token: String,
+    /// The job's result (any JSON), kept with the job.
+    #[serde(default)]
+    result: Value,
+}
+
+/// Completes an active job. 409 when the token is not the job's current lease (expired, or the
+/// job was handed to another worker since); nothing changes then.
+#[utoipa::path(post, path = "/jobs/{id}/complete", tag = "queues", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The job id")),
+    request_body = CompleteBody,
+    responses((status = 204, description = "Completed"), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub(crate) async fn complete_job(
+    _: Authorized<WorkerRole>,
+    State(queues): State<Queues>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<CompleteBody>,
+) -> Result<StatusCode, Problem> {
+    queues
+        .complete(&id, &body.token, body.result)
+        .await
+        .map_err(|e| problem_for(&e))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A failed attempt.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FailBody {
+    /// The lease token from the fetch.
+    token: String,
+    /// What went wrong (kept in the job's history).
+    error: String,
+    /// Whether to retry if attempts remain (default true).
+    #[serde(default = "yes")]
+    retry: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Records a failed attempt: the job is retried after its backoff while attempts remain (and
+/// `retry` is not false), otherwise it fails. Answers the job's new state.
+#[utoipa::path(post, path = "/jobs/{id}/fail", tag = "queues", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The job id")),
+    request_body = FailBody,
+    responses((status = 200, description = "`{\"state\"}`", body = Object), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub(crate) async fn fail_job(
+    _: Authorized<WorkerRole>,
+    State(queues): State<Queues>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<FailBody>,
+) -> Result<Response, Problem> {
+    let failure = Failure {
+        error: body.error,
+        retry: body.retry,
+    };
+    let state = queues
+        .fail(&id, &body.token, failure)
+        .await
+        .map_err(|e| problem_for(&e))?;
+    Ok(axum::Json(json!({ "state": state })).into_response())
+}
+
+/// A lease extension.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HeartbeatBody {
+    /// The lease token from the fetch.
+    token: String,
+    /// The new lease, from now (default `queue.default_lease`).
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    extend: Option<HumanDuration>,
+}
+
+/// Extends an active job's lease. 409 when the token is not current, or the job was cancelled
+/// (the worker should stop).
+#[utoipa::path(post, path = "/jobs/{id}/heartbeat", tag = "queues", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The job id")),
+    request_body = HeartbeatBody,
+    responses((status = 200, description = "`{\"lease_expires_at\"}`", body = Object), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub(crate) async fn heartbeat(
+    _: Authorized<WorkerRole>,
+    State(queues): State<Queues>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<HeartbeatBody>,
+) -> Result<Response, Problem> {
+    let lease = body
+        .extend
+        .map_or(queues.config().default_lease.get(), HumanDuration::get);
+    if lease.is_zero() {
+        return Err(Problem::bad_request("extend: must be longer than 0"));
+    }
+    let expires = queues
+        .extend(&id, &body.token, lease)
+        .await
+        .map_err(|e| problem_for(&e))?;
+    Ok(axum::Json(json!({ "lease_expires_at": expires })).into_response())
+}
+
+/// The queue's job counts by state, and whether it exists yet.
+#[utoipa::path(get, path = "/queues/{queue}", tag = "queues", security(("bearer" = [])),
+    params(("queue" = String, Path, description = "The queue")),
+    responses((status = 200, description = "`{\"name\", \"counts\": {state: n}}`", body = Object), (status = 404, body = Problem)))]
+pub(crate) async fn queue_info(
+    _: Authorized<ViewerRole>,
+    State(queues): State<Queues>,
+    Path(queue): Path<String>,
+) -> Result<Response, Problem> {
+    let counts = queues.counts(&queue).await.map_err(|e| problem_for(&e))?;
+    if counts.is_empty() {
+        return Err(Problem::not_found(format!(
+            "no queue {queue:?} (it has no jobs)"
+        )));
+    }
+    Ok(axum::Json(json!({ "name": queue, "counts": counts })).into_response())
+}
+
+/// One job, with its attempts' errors.
+#[utoipa::path(get, path = "/queues/{queue}/jobs/{id}", tag = "queues", security(("bearer" = [])),
+    params(("queue" = String, Path, description = "The queue"), ("id" = String, Path, description = "The job id")),
+    responses((status = 200, description = "The job", body = Object), (status = 404, body = Problem)))]
+pub(crate) async fn get_job(
+    _: Authorized<ViewerRole>,
+    State(queues): State<Queues>,
+    Path((queue, id)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    match queues.get(&id).await.map_err(|e| problem_for(&e))? {
+        Some(job) if job.queue == queue => Ok(axum::Json(job).into_response()),
+        _ => Err(Problem::not_found(format!(
+            "no job {id} in queue {queue:?}"
+        ))),
+    }
+}
+
+/// Cancels a job: at once when waiting or delayed; an active job is flagged, and its worker
+/// learns it from a 409 on its next heartbeat. Answers the job's state after the call.
+#[utoipa::path(delete, path = "/queues/{queue}/jobs/{id}", tag = "queues", security(("bearer" = [])),
+    params(("queue" = String, Path, description = "The queue"), ("id" = String, Path, description = "The job id")),
+    responses((status = 200, description = "`{\"state\"}`", body = Object), (status = 404, body = Problem)))]
+pub(crate) async fn cancel_job(
+    _: Authorized<WorkerRole>,
+    State(queues): State<Queues>,
+    Path((queue, id)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    match queues.get(&id).await.map_err(|e| problem_for(&e))? {
+        Some(job) if job.queue == queue => {}
+        _ => {
+            return Err(Problem::not_found(format!(
+                "no job {id} in queue {queue:?}"
+            )));
+        }
+    }
+    let state = queues.cancel(&id).await.map_err(|e| problem_for(&e))?;
+    Ok(axum::Json(json!({ "state": state })).into_response())
+}
+
+/// Pauses a queue: it accepts jobs and hands out none until resumed.
+#[utoipa::path(post, path = "/queues/{queue}/pause", tag = "queues", security(("bearer" = [])),
+    params(("queue" = String, Path, description = "The queue")),
+    responses((status = 204, description = "Paused"), (status = 400, body = Problem)))]
+pub(crate) async fn pause(
+    _: Authorized<WorkerRole>,
+    State(queues): State<Queues>,
+    Path(queue): Path<String>,
+) -> Result<StatusCode, Problem> {
+    queues
+        .set_paused(&queue, true)
+        .await
+        .map_err(|e| problem_for(&e))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Resumes a paused queue.
+#[utoipa::path(post, path = "/queues/{queue}/resume", tag = "queues", security(("bearer" = [])),
+    params(("queue" = String, Path, description = "The queue")),
+    responses((status = 204, description = "Resumed"), (status = 400, body = Problem)))]
+pub(crate) async fn resume(
+    _: Authorized<WorkerRole>,
+    State(queues): State<Queues>,
+    Path(queue): Path<String>,
+) -> Result<StatusCode, Problem> {
+    queues
+        .set_paused(&queue, false)
+        .await
+        .map_err(|e| problem_for(&e))?;
+    Ok(StatusCode::NO_CONTENT)
+}

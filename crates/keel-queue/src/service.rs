@@ -1,0 +1,218 @@
+//! [`Queues`]: the queue as the rest of keel uses it — a [`Store`] plus what a store cannot do
+//! alone: waking long-polling workers the moment a job is added, recovering stalled jobs in
+//! the background, and checking payload sizes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use keel_core::sync::lock;
+use serde_json::Value;
+use tokio::sync::Notify;
+
+use crate::QueueError;
+use crate::config::QueueConfig;
+use crate::model::{Fetched, Job, JobState, NewJob};
+use crate::store::{Failure, Store};
+
+/// How often a waiting fetch looks again for delayed jobs that have come due (a job added
+/// wakes it at once).
+const DUE_RECHECK: Duration = Duration::from_millis(250);
+
+/// The job queues. Cheap to clone.
+#[derive(Clone)]
+pub struct Queues {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Box<dyn Store>,
+    config: QueueConfig,
+    /// One wake-up per queue with fetches waiting.
+    added: Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+/// What a fetch asks for.
+#[derive(Debug, Clone)]
+pub struct FetchRequest {
+    /// The worker's id (kept on the job while it is active).
+    pub worker: String,
+    /// Most jobs to return.
+    pub max: usize,
+    /// Lease length; `None` = `queue.default_lease`.
+    pub lease: Option<Duration>,
+    /// How long to wait for a job when none is ready (capped by `queue.max_fetch_wait`).
+    pub wait: Duration,
+}
+
+impl Queues {
+    /// Queues over `store`.
+    pub fn new(store: impl Store + 'static, config: QueueConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store: Box::new(store),
+                config,
+                added: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &QueueConfig {
+        &self.inner.config
+    }
+
+    fn wake(&self, queue: &str) -> Arc<Notify> {
+        lock(&self.inner.added)
+            .entry(queue.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Checks a queue name: 1–128 bytes of `A-Z a-z 0-9 - _ . :`.
+    pub fn validate_queue(queue: &str) -> Result<(), QueueError> {
+        let ok = (1..=128).contains(&queue.len())
+            && queue
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+        if ok {
+            Ok(())
+        } else {
+            Err(QueueError::invalid(
+                "queue",
+                "must be 1–128 characters of A-Z a-z 0-9 - _ . :",
+            ))
+        }
+    }
+
+    /// Adds jobs, all or none; wakes workers waiting on `queue`.
+    pub async fn add(&self, queue: &str, jobs: Vec<NewJob>) -> Result<Vec<String>, QueueError> {
+        Self::validate_queue(queue)?;
+        let max = self.inner.config.max_payload.bytes();
+        for (i, job) in jobs.iter().enumerate() {
+            let size = job.payload.to_string().len() as u64;
+            if size > max {
+                return Err(QueueError::invalid(
+                    format!("jobs[{i}].payload"),
+                    format!("{size} bytes is over queue.max_payload ({max} bytes)"),
+                ));
+            }
+        }
+        let ids = self.inner.store.add(queue, jobs).await?;
+        self.wake(queue).notify_waiters();
+        Ok(ids)
+    }
+
+    /// Leases ready jobs; when none is ready, waits up to `request.wait` for one. Wakes as soon
+    /// as a job is added to the queue; delayed jobs coming due are noticed within 250 ms.
+    pub async fn fetch(
+        &self,
+        queue: &str,
+        request: &FetchRequest,
+    ) -> Result<Vec<Fetched>, QueueError> {
+        Self::validate_queue(queue)?;
+        let lease = request
+            .lease
+            .unwrap_or(self.inner.config.default_lease.get());
+        if lease.is_zero() {
+            return Err(QueueError::invalid("lease", "must be longer than 0"));
+        }
+        let wait = request.wait.min(self.inner.config.max_fetch_wait.get());
+        let deadline = tokio::time::Instant::now() + wait;
+        let wake = self.wake(queue);
+        loop {
+            // Register for the wake-up before looking, so an add in between is not missed.
+            let added = wake.notified();
+            tokio::pin!(added);
+            added.as_mut().enable();
+            let jobs = self
+                .inner
+                .store
+                .fetch(queue, &request.worker, request.max, lease)
+                .await?;
+            let now = tokio::time::Instant::now();
+            if !jobs.is_empty() || now >= deadline {
+                return Ok(jobs);
+            }
+            let recheck = (now + DUE_RECHECK).min(deadline);
+            tokio::select! {
+                () = added => {}
+                () = tokio::time::sleep_until(recheck) => {}
+            }
+        }
+    }
+
+    /// Completes an active job.
+    pub async fn complete(&self, id: &str, token: &str, result: Value) -> Result<(), QueueError> {
+        self.inner.store.complete(id, token, result).await
+    }
+
+    /// Records a failed attempt. Returns the job's new state.
+    pub async fn fail(
+        &self,
+        id: &str,
+        token: &str,
+        failure: Failure,
+    ) -> Result<JobState, QueueError> {
+        self.inner.store.fail(id, token, failure).await
+    }
+
+    /// Extends an active job's lease. Returns the new expiry (Unix ms).
+    pub async fn extend(&self, id: &str, token: &str, lease: Duration) -> Result<u64, QueueError> {
+        self.inner.store.extend(id, token, lease).await
+    }
+
+    /// Cancels a job. Returns its state after the call.
+    pub async fn cancel(&self, id: &str) -> Result<JobState, QueueError> {
+        self.inner.store.cancel(id).await
+    }
+
+    /// Pauses or resumes a queue; resuming wakes its workers.
+    pub async fn set_paused(&self, queue: &str, paused: bool) -> Result<(), QueueError> {
+        Self::validate_queue(queue)?;
+        self.inner.store.set_paused(queue, paused).await?;
+        if !paused {
+            self.wake(queue).notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// A job.
+    pub async fn get(&self, id: &str) -> Result<Option<Job>, QueueError> {
+        self.inner.store.get(id).await
+    }
+
+    /// Jobs of `queue` by state.
+    pub async fn counts(&self, queue: &str) -> Result<BTreeMap<String, u64>, QueueError> {
+        Self::validate_queue(queue)?;
+        self.inner.store.counts(queue).await
+    }
+
+    /// Recovers stalled jobs every `queue.stall_check_interval` until the returned task is
+    /// aborted; wakes all waiting workers when it returned any job to waiting.
+    pub fn spawn_maintenance(&self) -> tokio::task::JoinHandle<()> {
+        let queues = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(queues.inner.config.stall_check_interval.get());
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match queues
+                    .inner
+                    .store
+                    .recover_stalled(queues.inner.config.max_stalls)
+                    .await
+                {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(jobs = n, "recovered jobs whose lease expired");
+                        for wake in lock(&queues.inner.added).values() {
+                            wake.notify_waiters();
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "stalled-job recovery failed"),
+                }
+            }
+        })
+    }
+}

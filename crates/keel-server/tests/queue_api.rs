@@ -1,0 +1,274 @@
+//! `/api/v1/queues` and `/api/v1/jobs` against the real server: producers, pull workers,
+//! leases, retries, long-polling, cancel, pause, bad input and roles.
+
+use keel_auth::Role;
+use keel_test::{Sent, TestServer};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+fn post(s: &TestServer, path: &str, body: Value) -> reqwest::RequestBuilder {
+    s.request(Method::POST, path, Role::Worker).json(&body)
+}
+
+async fn body(resp: reqwest::Response) -> Value {
+    resp.json().await.unwrap()
+}
+
+async fn fetch(s: &TestServer, queue: &str, request: Value) -> Vec<Value> {
+    let resp = post(s, &format!("/api/v1/queues/{queue}/fetch"), request)
+        .sent()
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    body(resp).await["jobs"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn a_job_goes_from_producer_to_worker_and_back() {
+    let s = TestServer::start().await;
+    let resp = post(
+        &s,
+        "/api/v1/queues/mail/jobs",
+        json!({"name": "send", "payload": {"to": "a@b"}}),
+    )
+    .sent()
+    .await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let id = body(resp).await["id"].as_str().unwrap().to_owned();
+    let bulk = post(
+        &s,
+        "/api/v1/queues/mail/jobs",
+        json!({"jobs": [
+            {"name": "later", "delay": "1h"},
+            {"name": "urgent", "priority": -1, "attempts": 1}
+        ]}),
+    )
+    .sent()
+    .await;
+    assert_eq!(bulk.status(), StatusCode::CREATED);
+    assert_eq!(body(bulk).await["ids"].as_array().unwrap().len(), 2);
+
+    let jobs = fetch(
+        &s,
+        "mail",
+        json!({"max": 10, "lease": "30s", "worker": "w1"}),
+    )
+    .await;
+    let names: Vec<&str> = jobs.iter().map(|j| j["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["urgent", "send"],
+        "priority first; the delayed job waits"
+    );
+    let send = &jobs[1];
+    assert_eq!(
+        (send["id"].as_str(), send["attempt"].as_u64()),
+        (Some(id.as_str()), Some(1))
+    );
+    let token = send["token"].as_str().unwrap();
+
+    let wrong = post(
+        &s,
+        &format!("/api/v1/jobs/{id}/complete"),
+        json!({"token": "nope"}),
+    )
+    .sent()
+    .await;
+    let (status, problem) = keel_test::problem(wrong).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(
+        problem["detail"].as_str().unwrap().contains("token"),
+        "{problem}"
+    );
+
+    let beat = post(
+        &s,
+        &format!("/api/v1/jobs/{id}/heartbeat"),
+        json!({"token": token, "extend": "1m"}),
+    )
+    .sent()
+    .await;
+    assert_eq!(beat.status(), StatusCode::OK);
+    assert!(body(beat).await["lease_expires_at"].as_u64().unwrap() > 0);
+    let done = post(
+        &s,
+        &format!("/api/v1/jobs/{id}/complete"),
+        json!({"token": token, "result": {"sent": true}}),
+    )
+    .sent()
+    .await;
+    assert_eq!(done.status(), StatusCode::NO_CONTENT);
+
+    let job = body(
+        s.get(&format!("/api/v1/queues/mail/jobs/{id}"))
+            .sent()
+            .await,
+    )
+    .await;
+    assert_eq!(job["state"], "completed");
+    assert_eq!(job["result"], json!({"sent": true}));
+    let info = body(s.get("/api/v1/queues/mail").sent().await).await;
+    assert_eq!(
+        info["counts"],
+        json!({"active": 1, "completed": 1, "delayed": 1})
+    );
+
+    // The urgent job had one attempt: failing it fails it for good.
+    let urgent = &jobs[0];
+    let failed = post(
+        &s,
+        &format!("/api/v1/jobs/{}/fail", urgent["id"].as_str().unwrap()),
+        json!({"token": urgent["token"], "error": "smtp down"}),
+    )
+    .sent()
+    .await;
+    assert_eq!(body(failed).await["state"], "failed");
+}
+
+#[tokio::test]
+async fn failures_retry_and_fetches_wait_for_new_jobs() {
+    let s = TestServer::start().await;
+    post(
+        &s,
+        "/api/v1/queues/q/jobs",
+        json!({"name": "flaky", "backoff": {"type": "fixed", "delay": "1h"}}),
+    )
+    .sent()
+    .await;
+    let job = fetch(&s, "q", json!({})).await.remove(0);
+    let retried = post(
+        &s,
+        &format!("/api/v1/jobs/{}/fail", job["id"].as_str().unwrap()),
+        json!({"token": job["token"], "error": "timeout"}),
+    )
+    .sent()
+    .await;
+    assert_eq!(body(retried).await["state"], "delayed");
+
+    // A fetch that waits is answered by the next add.
+    let waiting = {
+        let request = post(&s, "/api/v1/queues/q/fetch", json!({"wait": "30s"}));
+        tokio::spawn(async move { request.send().await.unwrap() })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    post(&s, "/api/v1/queues/q/jobs", json!({"name": "fresh"}))
+        .sent()
+        .await;
+    let resp = waiting.await.unwrap();
+    let jobs = body(resp).await["jobs"].as_array().unwrap().clone();
+    assert_eq!(jobs[0]["name"], "fresh");
+}
+
+#[tokio::test]
+async fn cancel_and_pause() {
+    let s = TestServer::start().await;
+    let ids = body(
+        post(
+            &s,
+            "/api/v1/queues/q/jobs",
+            json!({"jobs": [{"name": "a"}, {"name": "b"}]}),
+        )
+        .sent()
+        .await,
+    )
+    .await;
+    let (a, b) = (
+        ids["ids"][0].as_str().unwrap().to_owned(),
+        ids["ids"][1].as_str().unwrap().to_owned(),
+    );
+    let active = fetch(&s, "q", json!({})).await.remove(0);
+    assert_eq!(active["id"], a.as_str());
+    let cancel = |id: String| {
+        s.request(
+            Method::DELETE,
+            &format!("/api/v1/queues/q/jobs/{id}"),
+            Role::Worker,
+        )
+        .sent()
+    };
+    assert_eq!(body(cancel(b).await).await["state"], "cancelled");
+    assert_eq!(body(cancel(a.clone()).await).await["state"], "active");
+    let beat = post(
+        &s,
+        &format!("/api/v1/jobs/{a}/heartbeat"),
+        json!({"token": active["token"]}),
+    )
+    .sent()
+    .await;
+    let (status, problem) = keel_test::problem(beat).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(
+        problem["detail"].as_str().unwrap().contains("cancelled"),
+        "{problem}"
+    );
+
+    let pause = s
+        .request(Method::POST, "/api/v1/queues/q/pause", Role::Worker)
+        .sent()
+        .await;
+    assert_eq!(pause.status(), StatusCode::NO_CONTENT);
+    post(&s, "/api/v1/queues/q/jobs", json!({"name": "c"}))
+        .sent()
+        .await;
+    assert!(fetch(&s, "q", json!({})).await.is_empty());
+    s.request(Method::POST, "/api/v1/queues/q/resume", Role::Worker)
+        .sent()
+        .await;
+    assert_eq!(fetch(&s, "q", json!({})).await[0]["name"], "c");
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_naming_the_field_and_roles_are_enforced() {
+    let s = TestServer::start().await;
+    let cases = [
+        (
+            json!({"jobs": [{"name": "ok"}, {"name": "bad", "attempts": 0}]}),
+            "jobs[1].options.attempts",
+        ),
+        (json!({"name": ""}), "name"),
+        (
+            json!({"name": "x", "backoff": {"type": "fixed", "delay": "1s", "jitter": 2}}),
+            "jitter",
+        ),
+    ];
+    for (request, field) in cases {
+        let resp = post(&s, "/api/v1/queues/q/jobs", request.clone())
+            .sent()
+            .await;
+        let (status, problem) = keel_test::problem(resp).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{request}");
+        assert!(
+            problem["detail"].as_str().unwrap().contains(field),
+            "{request}: {problem}"
+        );
+    }
+    let unknown = post(
+        &s,
+        "/api/v1/queues/q/jobs",
+        json!({"name": "x", "delay": "soon"}),
+    )
+    .sent()
+    .await;
+    assert!(unknown.status().is_client_error());
+    let bad_queue = post(&s, "/api/v1/queues/has%20space/jobs", json!({"name": "x"}))
+        .sent()
+        .await;
+    assert_eq!(bad_queue.status(), StatusCode::BAD_REQUEST);
+    let bad_max = post(&s, "/api/v1/queues/q/fetch", json!({"max": 0}))
+        .sent()
+        .await;
+    assert_eq!(bad_max.status(), StatusCode::BAD_REQUEST);
+    assert!(
+        s.get("/api/v1/queues/q").sent().await.status() == StatusCode::NOT_FOUND,
+        "nothing was written"
+    );
+    assert_eq!(
+        s.get("/api/v1/jobs/none/x").sent().await.status(),
+        StatusCode::NOT_FOUND
+    );
+    let viewer = s
+        .request(Method::POST, "/api/v1/queues/q/jobs", Role::Viewer)
+        .json(&json!({"name": "x"}))
+        .sent()
+        .await;
+    assert_eq!(viewer.status(), StatusCode::FORBIDDEN);
+}
