@@ -5,6 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::sqlite::Durability;
+use crate::store::Retention;
 
 /// What a commit of the job store waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
@@ -43,6 +44,12 @@ pub struct QueueConfig {
     pub stall_check_interval: HumanDuration,
     /// Longest a fetch may wait for jobs.
     pub max_fetch_wait: HumanDuration,
+    /// Completed jobs kept per queue (the newest); older ones are deleted in the background.
+    pub keep_completed: u64,
+    /// Failed jobs kept per queue (and as many cancelled ones).
+    pub keep_failed: u64,
+    /// Finished jobs older than this are deleted whatever their number; "0" = no age limit.
+    pub keep_for: HumanDuration,
 }
 
 impl Default for QueueConfig {
@@ -54,6 +61,9 @@ impl Default for QueueConfig {
             max_stalls: 1,
             stall_check_interval: HumanDuration::from_secs(1),
             max_fetch_wait: HumanDuration::from_secs(60),
+            keep_completed: 1_000,
+            keep_failed: 5_000,
+            keep_for: HumanDuration::from_secs(0),
         }
     }
 }
@@ -69,6 +79,15 @@ pub struct QueueConfigError {
 }
 
 impl QueueConfig {
+    /// What the background pruning keeps.
+    pub fn retention(&self) -> Retention {
+        Retention {
+            completed: self.keep_completed,
+            failed: self.keep_failed,
+            max_age: Some(self.keep_for.get()).filter(|d| !d.is_zero()),
+        }
+    }
+
     /// Checks the values.
     pub fn validate(&self) -> Result<(), QueueConfigError> {
         let err = |field, reason| Err(QueueConfigError { field, reason });

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::QueueError;
 use crate::model::{Backoff, BackoffKind, JobState, NewJob};
-use crate::store::{Failure, Store};
+use crate::store::{Failure, Retention, Store};
 
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -48,6 +48,7 @@ where
     )
     .await;
     run(&open, bulk_adds_are_all_or_nothing).await;
+    run(&open, retention_keeps_the_newest_finished_jobs).await;
 }
 
 async fn run<S, F, C, Fut>(open: &F, case: C)
@@ -321,4 +322,71 @@ pub async fn bulk_adds_are_all_or_nothing<S: Store>(store: S, _: MockClock) {
     assert_eq!(ids.len(), 500);
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids sort in add order");
     assert_eq!(store.counts("q").await.unwrap().get("waiting"), Some(&500));
+}
+
+/// Pruning keeps the newest finished jobs per queue and state, drops finished jobs past the age
+/// limit, never touches unfinished ones, and works in bounded steps.
+pub async fn retention_keeps_the_newest_finished_jobs<S: Store>(store: S, time: MockClock) {
+    let mut first_queue_ids = Vec::new();
+    for queue in ["a", "b"] {
+        let ids = store
+            .add(queue, (0..6).map(|i| job(&format!("{queue}{i}"))).collect())
+            .await
+            .unwrap();
+        for (i, id) in ids.iter().enumerate() {
+            let f = store.fetch(queue, "w", 1, LEASE).await.unwrap().remove(0);
+            assert_eq!(&f.job.id, id);
+            if i < 4 {
+                store.complete(id, &f.token, json!(i)).await.unwrap();
+            } else {
+                let failure = Failure {
+                    error: "x".into(),
+                    retry: false,
+                };
+                store.fail(id, &f.token, failure).await.unwrap();
+            }
+            time.advance(secs(1));
+        }
+        store.add(queue, vec![job("still-waiting")]).await.unwrap();
+        if first_queue_ids.is_empty() {
+            first_queue_ids = ids;
+        }
+    }
+    let keep = Retention {
+        completed: 2,
+        failed: 1,
+        max_age: None,
+    };
+    // Bounded steps: 3 to delete per queue, 6 in all.
+    assert_eq!(store.prune(keep, 4).await.unwrap(), 4);
+    assert_eq!(store.prune(keep, 4).await.unwrap(), 2);
+    assert_eq!(store.prune(keep, 4).await.unwrap(), 0);
+    for queue in ["a", "b"] {
+        let counts = store.counts(queue).await.unwrap();
+        assert_eq!(
+            (
+                counts.get("completed"),
+                counts.get("failed"),
+                counts.get("waiting")
+            ),
+            (Some(&2), Some(&1), Some(&1)),
+            "{queue}: {counts:?}"
+        );
+    }
+    // The newest of each kind were kept: completed a2, a3 and failed a5.
+    let mut kept = Vec::new();
+    for id in &first_queue_ids {
+        if let Some(job) = store.get(id).await.unwrap() {
+            kept.push(job.name);
+        }
+    }
+    assert_eq!(kept, ["a2", "a3", "a5"]);
+    // An age limit removes the rest once they are old enough.
+    time.advance(secs(3600));
+    let aged = Retention {
+        max_age: Some(secs(60)),
+        ..keep
+    };
+    assert_eq!(store.prune(aged, 100).await.unwrap(), 6);
+    assert_eq!(store.counts("b").await.unwrap().get("waiting"), Some(&1));
 }

@@ -25,4 +25,4 @@ pub use error::QueueError;
 pub use model::{Backoff, BackoffKind, Fetched, Job, JobOptions, JobState, NewJob};
 pub use service::{FetchRequest, Queues};
 pub use sqlite::{Durability, SqliteStore};
-pub use store::{Failure, Store, StoreFuture};
+pub use store::{Failure, Retention, Store, StoreFuture};

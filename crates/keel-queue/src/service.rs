@@ -15,6 +15,9 @@ use crate::config::QueueConfig;
 use crate::model::{Fetched, Job, JobState, NewJob};
 use crate::store::{Failure, Store};
 
+/// Most finished jobs deleted in one pruning step (a step is one transaction of the writer).
+const PRUNE_BATCH: usize = 5_000;
+
 /// How often a waiting fetch looks again for delayed jobs that have come due (a job added
 /// wakes it at once).
 const DUE_RECHECK: Duration = Duration::from_millis(250);
@@ -188,8 +191,9 @@ impl Queues {
         self.inner.store.counts(queue).await
     }
 
-    /// Recovers stalled jobs every `queue.stall_check_interval` until the returned task is
-    /// aborted; wakes all waiting workers when it returned any job to waiting.
+    /// Every `queue.stall_check_interval` until the returned task is aborted: recovers stalled
+    /// jobs (waking waiting workers when any went back to waiting), and deletes finished jobs
+    /// beyond `queue.keep_completed` / `keep_failed` / `keep_for`, a bounded step at a time.
     pub fn spawn_maintenance(&self) -> tokio::task::JoinHandle<()> {
         let queues = self.clone();
         tokio::spawn(async move {
@@ -197,22 +201,34 @@ impl Queues {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                match queues
-                    .inner
-                    .store
-                    .recover_stalled(queues.inner.config.max_stalls)
-                    .await
-                {
-                    Ok(0) => {}
-                    Ok(n) => {
-                        tracing::info!(jobs = n, "recovered jobs whose lease expired");
-                        for wake in lock(&queues.inner.added).values() {
-                            wake.notify_waiters();
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "stalled-job recovery failed"),
-                }
+                queues.maintain().await;
             }
         })
+    }
+
+    /// One round of maintenance.
+    pub async fn maintain(&self) {
+        let store = &self.inner.store;
+        match store.recover_stalled(self.inner.config.max_stalls).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(jobs = n, "recovered jobs whose lease expired");
+                for wake in lock(&self.inner.added).values() {
+                    wake.notify_waiters();
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "stalled-job recovery failed"),
+        }
+        match store
+            .prune(self.inner.config.retention(), PRUNE_BATCH)
+            .await
+        {
+            Ok(n) => {
+                if n > 0 {
+                    tracing::debug!(jobs = n, "pruned finished jobs");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "pruning finished jobs failed"),
+        }
     }
 }

@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 
 use crate::QueueError;
 use crate::model::{Fetched, Job, JobState, NewJob};
-use crate::store::{Failure, Store, StoreFuture};
+use crate::store::{Failure, Retention, Store, StoreFuture};
 
 /// The most operations committed in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -69,6 +69,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (queue, state, priority, seq);
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (queue, state, run_at);
 CREATE INDEX IF NOT EXISTS jobs_leases ON jobs (state, lease_expires);
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (queue, state, finished_at);
 CREATE INDEX IF NOT EXISTS jobs_unique ON jobs (queue, unique_key) WHERE unique_key IS NOT NULL;
 ";
 
@@ -501,6 +502,46 @@ fn recover(conn: &Connection, now: u64, max_stalls: u32) -> Result<usize, QueueE
     Ok(stalled.len())
 }
 
+fn prune(
+    conn: &Connection,
+    now: u64,
+    retention: Retention,
+    limit: usize,
+) -> Result<usize, QueueError> {
+    let mut deleted = 0;
+    if let Some(age) = retention.max_age {
+        let before = now.saturating_sub(ms(age));
+        deleted += conn
+            .prepare_cached(
+                "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs \
+                 WHERE state IN ('completed', 'failed', 'cancelled') AND finished_at < ?1 LIMIT ?2)",
+            )?
+            .execute(params![before, limit as i64])?;
+    }
+    let queues: Vec<String> = conn
+        .prepare_cached("SELECT DISTINCT queue FROM jobs")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut over = conn.prepare_cached(
+        "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs WHERE queue = ?1 AND state = ?2 \
+         ORDER BY finished_at DESC, seq DESC LIMIT ?3 OFFSET ?4)",
+    )?;
+    for queue in &queues {
+        for (state, keep) in [
+            (JobState::Completed, retention.completed),
+            (JobState::Failed, retention.failed),
+            (JobState::Cancelled, retention.failed),
+        ] {
+            let room = limit.saturating_sub(deleted);
+            if room == 0 {
+                return Ok(deleted);
+            }
+            deleted += over.execute(params![queue, state.as_str(), room as i64, keep])?;
+        }
+    }
+    Ok(deleted)
+}
+
 impl Store for SqliteStore {
     fn add<'a>(&'a self, queue: &'a str, jobs: Vec<NewJob>) -> StoreFuture<'a, Vec<String>> {
         let validated = jobs
@@ -592,6 +633,10 @@ impl Store for SqliteStore {
                 done => Ok(done),
             }
         })
+    }
+
+    fn prune(&self, retention: Retention, limit: usize) -> StoreFuture<'_, usize> {
+        self.run(move |conn, now| prune(conn, now, retention, limit))
     }
 
     fn set_paused<'a>(&'a self, queue: &'a str, paused: bool) -> StoreFuture<'a, ()> {

@@ -22,6 +22,17 @@ pub struct Failure {
     pub retry: bool,
 }
 
+/// Which finished jobs to keep, per queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// The newest completed jobs to keep.
+    pub completed: u64,
+    /// The newest failed jobs to keep (and as many cancelled ones).
+    pub failed: u64,
+    /// Finished jobs older than this are deleted whatever their number (`None`: no age limit).
+    pub max_age: Option<Duration>,
+}
+
 /// A job store. Every implementation passes [`crate::conformance`]. Operations that answer
 /// success have reached durable storage.
 pub trait Store: Send + Sync {
@@ -66,6 +77,10 @@ pub trait Store: Send + Sync {
     /// no longer be extended, and it ends cancelled when its worker reports. Returns its state
     /// after the call.
     fn cancel<'a>(&'a self, id: &'a str) -> StoreFuture<'a, JobState>;
+
+    /// Deletes finished jobs beyond what `retention` keeps, at most `limit` of them per call
+    /// (callers repeat while it returns `limit`). Returns how many it deleted.
+    fn prune(&self, retention: Retention, limit: usize) -> StoreFuture<'_, usize>;
 
     /// Pauses or resumes `queue`.
     fn set_paused<'a>(&'a self, queue: &'a str, paused: bool) -> StoreFuture<'a, ()>;
