@@ -19,6 +19,7 @@ pub fn routes(queues: Queues) -> OpenApiRouter {
         .routes(routes!(api::add_jobs))
         .routes(routes!(api::fetch_jobs))
         .routes(routes!(api::complete_job))
+        .routes(routes!(api::complete_many))
         .routes(routes!(api::fail_job))
         .routes(routes!(api::heartbeat))
         .routes(routes!(api::queue_info))

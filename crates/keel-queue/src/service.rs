@@ -150,6 +150,23 @@ impl Queues {
         self.inner.store.complete(id, token, result).await
     }
 
+    /// Completes many active jobs, `(id, token, result)` each; one outcome per job, in order.
+    /// The completions are handed to the store together, so they share one commit.
+    pub async fn complete_many(
+        &self,
+        jobs: Vec<(String, String, Value)>,
+    ) -> Vec<Result<(), QueueError>> {
+        let pending: Vec<_> = jobs
+            .iter()
+            .map(|(id, token, result)| self.inner.store.complete(id, token, result.clone()))
+            .collect();
+        let mut outcomes = Vec::with_capacity(pending.len());
+        for outcome in pending {
+            outcomes.push(outcome.await);
+        }
+        outcomes
+    }
+
     /// Records a failed attempt. Returns the job's new state.
     pub async fn fail(
         &self,

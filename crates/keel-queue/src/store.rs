@@ -34,7 +34,8 @@ pub struct Retention {
 }
 
 /// A job store. Every implementation passes [`crate::conformance`]. Operations that answer
-/// success have reached durable storage.
+/// success have reached durable storage. An operation is submitted when its method is called,
+/// not when its future is first polled, so operations started together can share a commit.
 pub trait Store: Send + Sync {
     /// Adds `jobs` to `queue`, all or none (each is validated first). Returns each job's id; a
     /// job whose `unique_key` matches a waiting, delayed or active job gets that job's id.

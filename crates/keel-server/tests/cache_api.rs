@@ -384,6 +384,7 @@ async fn every_route_is_in_the_openapi_document() {
         ("/api/v1/queues/{queue}/jobs", &["post"]),
         ("/api/v1/queues/{queue}/fetch", &["post"]),
         ("/api/v1/jobs/{id}/complete", &["post"]),
+        ("/api/v1/jobs/complete", &["post"]),
         ("/api/v1/jobs/{id}/fail", &["post"]),
         ("/api/v1/jobs/{id}/heartbeat", &["post"]),
         ("/api/v1/queues/{queue}", &["get"]),

@@ -272,3 +272,31 @@ async fn bad_input_is_refused_naming_the_field_and_roles_are_enforced() {
         .await;
     assert_eq!(viewer.status(), StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn batch_completions_answer_each_job() {
+    let s = TestServer::start().await;
+    post(
+        &s,
+        "/api/v1/queues/q/jobs",
+        json!({"jobs": [{"name": "a"}, {"name": "b"}, {"name": "c"}]}),
+    )
+    .sent()
+    .await;
+    let jobs = fetch(&s, "q", json!({"max": 3})).await;
+    let mut batch: Vec<Value> = jobs
+        .iter()
+        .map(|j| json!({"id": j["id"], "token": j["token"], "result": j["name"]}))
+        .collect();
+    batch[1]["token"] = json!("stale");
+    let resp = post(&s, "/api/v1/jobs/complete", json!({"jobs": batch}))
+        .sent()
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let results = body(resp).await["results"].as_array().unwrap().clone();
+    let oks: Vec<bool> = results.iter().map(|r| r["ok"].as_bool().unwrap()).collect();
+    assert_eq!(oks, [true, false, true]);
+    assert_eq!(results[1]["status"], 409);
+    let info = body(s.get("/api/v1/queues/q").sent().await).await;
+    assert_eq!(info["counts"], json!({"active": 1, "completed": 2}));
+}

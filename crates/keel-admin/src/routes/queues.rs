@@ -274,6 +274,72 @@ pub(crate) async fn complete_job(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// One completion of a batch.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CompleteItem {
+    /// The job id.
+    id: String,
+    /// The lease token from the fetch.
+    token: String,
+    /// The job's result.
+    #[serde(default)]
+    result: Value,
+}
+
+/// Many completions.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CompleteManyBody {
+    /// Up to 1,000 completions.
+    jobs: Vec<CompleteItem>,
+}
+
+/// Completes many jobs in one call (they share one commit). Answers one outcome per job, in
+/// order: `{"id", "ok": true}` or `{"id", "ok": false, "status", "detail"}` (409 for a lease
+/// that is not current, 404 for an unknown job); the others still complete.
+#[utoipa::path(post, path = "/jobs/complete", tag = "queues", security(("bearer" = [])),
+    request_body = CompleteManyBody,
+    responses((status = 200, description = "`{\"results\": [...]}`", body = Object), (status = 400, body = Problem)))]
+pub(crate) async fn complete_many(
+    _: Authorized<WorkerRole>,
+    State(queues): State<Queues>,
+    ApiJson(body): ApiJson<CompleteManyBody>,
+) -> Result<Response, Problem> {
+    if body.jobs.len() > MAX_FETCH {
+        return Err(Problem::bad_request(format!(
+            "jobs: at most {MAX_FETCH} completions per call"
+        )));
+    }
+    let ids: Vec<String> = body.jobs.iter().map(|j| j.id.clone()).collect();
+    let outcomes = queues
+        .complete_many(
+            body.jobs
+                .into_iter()
+                .map(|j| (j.id, j.token, j.result))
+                .collect(),
+        )
+        .await;
+    let results: Vec<Value> = ids
+        .into_iter()
+        .zip(outcomes)
+        .map(|(id, outcome)| match outcome {
+            Ok(()) => json!({"id": id, "ok": true}),
+            Err(e) => {
+                let status = problem_for(&e).status_code();
+                let detail = if status.is_server_error() {
+                    tracing::error!(job = %id, error = %e, "completing a job failed");
+                    "keel could not complete this job; the error is logged".to_owned()
+                } else {
+                    e.to_string()
+                };
+                json!({"id": id, "ok": false, "status": status.as_u16(), "detail": detail})
+            }
+        })
+        .collect();
+    Ok(axum::Json(json!({ "results": results })).into_response())
+}
+
 /// A failed attempt.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
