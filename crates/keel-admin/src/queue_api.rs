@@ -1,7 +1,15 @@
-//! The queue subsystem's HTTP surface: the `/api/v1/queues` and `/api/v1/jobs` routes.
+//! The queue subsystem's HTTP surface and observability: the `/api/v1/queues` and
+//! `/api/v1/jobs` routes, its Prometheus series, its `queue:store` and `queue:depth` health
+//! checks and its section of `/api/v1/stats`.
 
 use axum::extract::DefaultBodyLimit;
-use keel_queue::Queues;
+use keel_core::CheckOutcome;
+use keel_core::health::CheckSpec;
+use keel_core::metrics::{Kind, PullCollector, SeriesDef};
+use keel_queue::{JobState, Queues};
+use serde_json::json;
+
+use crate::AdminState;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -22,10 +30,114 @@ pub fn routes(queues: Queues) -> OpenApiRouter {
         .routes(routes!(api::complete_many))
         .routes(routes!(api::fail_job))
         .routes(routes!(api::heartbeat))
+        .routes(routes!(api::list_queues))
         .routes(routes!(api::queue_info))
         .routes(routes!(api::get_job, api::cancel_job))
         .routes(routes!(api::pause))
         .routes(routes!(api::resume))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(queues)
+}
+
+/// Registers the queues' metrics, health checks and stats section with the admin state.
+pub fn observe(state: &AdminState, queues: &Queues) {
+    let defs = vec![
+        SeriesDef {
+            name: "keel_queue_jobs",
+            help: "Jobs by queue and state (as of the last maintenance round, every queue.stall_check_interval).",
+            kind: Kind::Gauge,
+            labels: &["queue", "state"],
+        },
+        SeriesDef {
+            name: "keel_queue_events_total",
+            help: "What happened to jobs since start, by queue and event (added, completed, retried, failed, cancelled).",
+            kind: Kind::Counter,
+            labels: &["queue", "event"],
+        },
+        SeriesDef {
+            name: "keel_queue_stalled_total",
+            help: "Jobs whose lease expired without a report from their worker.",
+            kind: Kind::Counter,
+            labels: &[],
+        },
+    ];
+    let source = queues.clone();
+    state.metrics().register(PullCollector::new(defs, move || {
+        let mut out = Vec::new();
+        for queue in source.snapshot() {
+            for state in [
+                JobState::Waiting,
+                JobState::Delayed,
+                JobState::Active,
+                JobState::Completed,
+                JobState::Failed,
+                JobState::Cancelled,
+            ] {
+                let n = queue.counts.get(state.as_str()).copied().unwrap_or(0);
+                out.push((
+                    0,
+                    vec![queue.name.clone(), state.as_str().to_owned()],
+                    n as f64,
+                ));
+            }
+        }
+        for (queue, e) in source.events() {
+            for (event, n) in [
+                ("added", e.added),
+                ("completed", e.completed),
+                ("retried", e.retried),
+                ("failed", e.failed),
+                ("cancelled", e.cancelled),
+            ] {
+                out.push((1, vec![queue.clone(), event.to_owned()], n as f64));
+            }
+        }
+        out.push((2, vec![], source.stalled() as f64));
+        out
+    }));
+
+    let store = queues.clone();
+    state.health().register(
+        CheckSpec::new("queue", "store", "datastore").required(),
+        move || {
+            let queues = store.clone();
+            async move {
+                match queues.overview().await {
+                    Ok(_) => CheckOutcome::pass(),
+                    Err(e) => CheckOutcome::fail(format!("the job store does not answer: {e}")),
+                }
+            }
+        },
+    );
+
+    let depth = queues.clone();
+    state
+        .health()
+        .register(CheckSpec::new("queue", "depth", "component"), move || {
+            let limit = depth.config().depth_warn;
+            let deepest = depth
+                .snapshot()
+                .into_iter()
+                .map(|q| (q.counts.get("waiting").copied().unwrap_or(0), q.name))
+                .max();
+            async move {
+                let (waiting, queue) = deepest.unwrap_or_default();
+                let outcome = if waiting > limit {
+                    CheckOutcome::warn(format!(
+                        "queue {queue:?} has {waiting} waiting jobs, over queue.depth_warn ({limit})"
+                    ))
+                } else {
+                    CheckOutcome::pass()
+                };
+                outcome.observed(waiting as f64, "jobs")
+            }
+        });
+
+    let reported = queues.clone();
+    state.register_stats("queues", move || {
+        let queues = reported.snapshot();
+        let events = reported.events();
+        let stalled = reported.stalled();
+        async move { json!({"queues": queues, "events": events, "stalled": stalled}) }
+    });
 }

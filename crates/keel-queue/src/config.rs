@@ -50,6 +50,8 @@ pub struct QueueConfig {
     pub keep_failed: u64,
     /// Finished jobs older than this are deleted whatever their number; "0" = no age limit.
     pub keep_for: HumanDuration,
+    /// The `queue:depth` health check warns when a queue has more waiting jobs than this.
+    pub depth_warn: u64,
 }
 
 impl Default for QueueConfig {
@@ -64,6 +66,7 @@ impl Default for QueueConfig {
             keep_completed: 1_000,
             keep_failed: 5_000,
             keep_for: HumanDuration::from_secs(0),
+            depth_warn: 1_000,
         }
     }
 }

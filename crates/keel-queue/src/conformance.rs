@@ -42,6 +42,7 @@ where
     .await;
     run(&open, unique_keys_dedupe_while_a_job_is_live).await;
     run(&open, paused_queues_hand_out_nothing).await;
+    run(&open, the_overview_lists_queues_with_counts_and_pauses).await;
     run(
         &open,
         cancel_is_immediate_when_waiting_and_flagged_when_active,
@@ -168,7 +169,7 @@ pub async fn failures_retry_with_backoff_then_fail<S: Store>(store: S, time: Moc
             error: format!("boom {attempt}"),
             retry: true,
         };
-        let state = store.fail(&id, &f.token, failure).await.unwrap();
+        let state = store.fail(&id, &f.token, failure).await.unwrap().state;
         assert_eq!(state, JobState::Delayed);
         time.advance(Duration::from_millis(wait_ms - 1));
         assert!(names(&store, "q", 1).await.is_empty(), "backoff not over");
@@ -181,7 +182,7 @@ pub async fn failures_retry_with_backoff_then_fail<S: Store>(store: S, time: Moc
         retry: true,
     };
     assert_eq!(
-        store.fail(&id, &f.token, failure).await.unwrap(),
+        store.fail(&id, &f.token, failure).await.unwrap().state,
         JobState::Failed
     );
     let failed = store.get(&id).await.unwrap().unwrap();
@@ -198,7 +199,7 @@ pub async fn failures_without_retry_fail_at_once<S: Store>(store: S, _: MockCloc
         retry: false,
     };
     assert_eq!(
-        store.fail(&id, &f.token, failure).await.unwrap(),
+        store.fail(&id, &f.token, failure).await.unwrap().state,
         JobState::Failed
     );
 }
@@ -279,9 +280,12 @@ pub async fn cancel_is_immediate_when_waiting_and_flagged_when_active<S: Store>(
     let ids = store.add("q", vec![job("a"), job("b")]).await.unwrap();
     let active = store.fetch("q", "w", 1, LEASE).await.unwrap().remove(0);
     assert_eq!(active.job.id, ids[0]);
-    assert_eq!(store.cancel(&ids[1]).await.unwrap(), JobState::Cancelled);
+    assert_eq!(
+        store.cancel(&ids[1]).await.unwrap().state,
+        JobState::Cancelled
+    );
     assert!(names(&store, "q", 1).await.is_empty());
-    assert_eq!(store.cancel(&ids[0]).await.unwrap(), JobState::Active);
+    assert_eq!(store.cancel(&ids[0]).await.unwrap().state, JobState::Active);
     let extend = store.extend(&ids[0], &active.token, LEASE).await;
     assert!(
         matches!(&extend, Err(QueueError::Conflict { reason, .. }) if reason.contains("cancelled")),
@@ -389,4 +393,27 @@ pub async fn retention_keeps_the_newest_finished_jobs<S: Store>(store: S, time: 
     };
     assert_eq!(store.prune(aged, 100).await.unwrap(), 6);
     assert_eq!(store.counts("b").await.unwrap().get("waiting"), Some(&1));
+}
+
+/// The overview lists every queue with jobs, and paused queues even without jobs, by name.
+pub async fn the_overview_lists_queues_with_counts_and_pauses<S: Store>(store: S, _: MockClock) {
+    store.add("b", vec![job("1"), job("2")]).await.unwrap();
+    store.add("a", vec![job("3")]).await.unwrap();
+    store.fetch("a", "w", 1, LEASE).await.unwrap();
+    store.set_paused("empty", true).await.unwrap();
+    store.set_paused("b", true).await.unwrap();
+    store.set_paused("b", false).await.unwrap();
+    let overview = store.overview().await.unwrap();
+    let summary: Vec<String> = overview
+        .into_iter()
+        .map(|q| format!("{} paused={} {:?}", q.name, q.paused, q.counts))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            r#"a paused=false {"active": 1}"#,
+            r#"b paused=false {"waiting": 2}"#,
+            "empty paused=true {}",
+        ]
+    );
 }

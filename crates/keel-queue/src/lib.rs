@@ -22,7 +22,7 @@ mod store;
 
 pub use config::{DurabilityMode, QueueConfig, QueueConfigError};
 pub use error::QueueError;
-pub use model::{Backoff, BackoffKind, Fetched, Job, JobOptions, JobState, NewJob};
-pub use service::{FetchRequest, Queues};
+pub use model::{Backoff, BackoffKind, Fetched, Job, JobOptions, JobState, NewJob, QueueOverview};
+pub use service::{Events, FetchRequest, Queues};
 pub use sqlite::{Durability, SqliteStore};
-pub use store::{Failure, Retention, Store, StoreFuture};
+pub use store::{Failure, Moved, Retention, Store, StoreFuture};

@@ -243,6 +243,17 @@ pub struct Job {
     pub worker: Option<String>,
 }
 
+/// A queue at a glance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueOverview {
+    /// The queue's name.
+    pub name: String,
+    /// Whether it is paused.
+    pub paused: bool,
+    /// Jobs by state (states without jobs are absent).
+    pub counts: std::collections::BTreeMap<String, u64>,
+}
+
 /// A job handed to a worker, with the lease that proves it holds it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fetched {

@@ -12,8 +12,8 @@ use tokio::sync::Notify;
 
 use crate::QueueError;
 use crate::config::QueueConfig;
-use crate::model::{Fetched, Job, JobState, NewJob};
-use crate::store::{Failure, Store};
+use crate::model::{Fetched, Job, JobState, NewJob, QueueOverview};
+use crate::store::{Failure, Moved, Store};
 
 /// Most finished jobs deleted in one pruning step (a step is one transaction of the writer).
 const PRUNE_BATCH: usize = 5_000;
@@ -33,6 +33,28 @@ struct Inner {
     config: QueueConfig,
     /// One wake-up per queue with fetches waiting.
     added: Mutex<HashMap<String, Arc<Notify>>>,
+    /// What happened to jobs, per queue, since start.
+    events: Mutex<BTreeMap<String, Events>>,
+    /// Jobs whose lease expired, since start.
+    stalled: std::sync::atomic::AtomicU64,
+    /// The queues as the last maintenance round saw them (for metrics and health, which must
+    /// not wait on the store).
+    snapshot: Mutex<Vec<QueueOverview>>,
+}
+
+/// What happened to a queue's jobs since keel started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Events {
+    /// Jobs added (a duplicate unique key counts too).
+    pub added: u64,
+    /// Jobs completed.
+    pub completed: u64,
+    /// Attempts that failed and will be retried.
+    pub retried: u64,
+    /// Jobs that failed for good.
+    pub failed: u64,
+    /// Jobs cancelled.
+    pub cancelled: u64,
 }
 
 /// What a fetch asks for.
@@ -56,6 +78,9 @@ impl Queues {
                 store: Box::new(store),
                 config,
                 added: Mutex::new(HashMap::new()),
+                events: Mutex::new(BTreeMap::new()),
+                stalled: std::sync::atomic::AtomicU64::new(0),
+                snapshot: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -63,6 +88,36 @@ impl Queues {
     /// The configuration.
     pub fn config(&self) -> &QueueConfig {
         &self.inner.config
+    }
+
+    fn count(&self, queue: &str, event: impl FnOnce(&mut Events)) {
+        event(
+            lock(&self.inner.events)
+                .entry(queue.to_owned())
+                .or_default(),
+        );
+    }
+
+    /// What happened to each queue's jobs since start.
+    pub fn events(&self) -> BTreeMap<String, Events> {
+        lock(&self.inner.events).clone()
+    }
+
+    /// Jobs whose lease expired since start.
+    pub fn stalled(&self) -> u64 {
+        self.inner
+            .stalled
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The queues as the last maintenance round saw them.
+    pub fn snapshot(&self) -> Vec<QueueOverview> {
+        lock(&self.inner.snapshot).clone()
+    }
+
+    /// Every queue with its job counts, read from the store now.
+    pub async fn overview(&self) -> Result<Vec<QueueOverview>, QueueError> {
+        self.inner.store.overview().await
     }
 
     fn wake(&self, queue: &str) -> Arc<Notify> {
@@ -102,6 +157,7 @@ impl Queues {
             }
         }
         let ids = self.inner.store.add(queue, jobs).await?;
+        self.count(queue, |e| e.added += ids.len() as u64);
         self.wake(queue).notify_waiters();
         Ok(ids)
     }
@@ -147,7 +203,20 @@ impl Queues {
 
     /// Completes an active job.
     pub async fn complete(&self, id: &str, token: &str, result: Value) -> Result<(), QueueError> {
-        self.inner.store.complete(id, token, result).await
+        let moved = self.inner.store.complete(id, token, result).await?;
+        self.counted(&moved);
+        Ok(())
+    }
+
+    /// Counts a job's move in its queue's events.
+    fn counted(&self, moved: &Moved) {
+        self.count(&moved.queue, |e| match moved.state {
+            JobState::Completed => e.completed += 1,
+            JobState::Failed => e.failed += 1,
+            JobState::Delayed => e.retried += 1,
+            JobState::Cancelled => e.cancelled += 1,
+            JobState::Waiting | JobState::Active => {}
+        });
     }
 
     /// Completes many active jobs, `(id, token, result)` each; one outcome per job, in order.
@@ -162,7 +231,7 @@ impl Queues {
             .collect();
         let mut outcomes = Vec::with_capacity(pending.len());
         for outcome in pending {
-            outcomes.push(outcome.await);
+            outcomes.push(outcome.await.map(|moved| self.counted(&moved)));
         }
         outcomes
     }
@@ -174,7 +243,9 @@ impl Queues {
         token: &str,
         failure: Failure,
     ) -> Result<JobState, QueueError> {
-        self.inner.store.fail(id, token, failure).await
+        let moved = self.inner.store.fail(id, token, failure).await?;
+        self.counted(&moved);
+        Ok(moved.state)
     }
 
     /// Extends an active job's lease. Returns the new expiry (Unix ms).
@@ -184,7 +255,11 @@ impl Queues {
 
     /// Cancels a job. Returns its state after the call.
     pub async fn cancel(&self, id: &str) -> Result<JobState, QueueError> {
-        self.inner.store.cancel(id).await
+        let moved = self.inner.store.cancel(id).await?;
+        if moved.state == JobState::Cancelled {
+            self.counted(&moved);
+        }
+        Ok(moved.state)
     }
 
     /// Pauses or resumes a queue; resuming wakes its workers.
@@ -229,6 +304,9 @@ impl Queues {
         match store.recover_stalled(self.inner.config.max_stalls).await {
             Ok(0) => {}
             Ok(n) => {
+                self.inner
+                    .stalled
+                    .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(jobs = n, "recovered jobs whose lease expired");
                 for wake in lock(&self.inner.added).values() {
                     wake.notify_waiters();
@@ -246,6 +324,10 @@ impl Queues {
                 }
             }
             Err(e) => tracing::warn!(error = %e, "pruning finished jobs failed"),
+        }
+        match store.overview().await {
+            Ok(overview) => *lock(&self.inner.snapshot) = overview,
+            Err(e) => tracing::warn!(error = %e, "reading the queue overview failed"),
         }
     }
 }

@@ -17,8 +17,8 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use crate::QueueError;
-use crate::model::{Fetched, Job, JobState, NewJob};
-use crate::store::{Failure, Retention, Store, StoreFuture};
+use crate::model::{Fetched, Job, JobState, NewJob, QueueOverview};
+use crate::store::{Failure, Moved, Retention, Store, StoreFuture};
 
 /// The most operations committed in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -259,6 +259,7 @@ fn load(conn: &Connection, id: &str) -> Result<Option<Job>, QueueError> {
 
 /// The active job `id` if `token` holds its lease at `now`; otherwise why not.
 struct Leased {
+    queue: String,
     attempts_made: u32,
     max_attempts: u32,
     backoff: String,
@@ -270,7 +271,7 @@ fn leased(conn: &Connection, id: &str, token: &str, now: u64) -> Result<Leased, 
     let row = conn
         .query_row(
             "SELECT state, token, lease_expires, attempts_made, max_attempts, backoff, errors, \
-             cancel_requested FROM jobs WHERE id = ?1",
+             cancel_requested, queue FROM jobs WHERE id = ?1",
             [id],
             |r| {
                 Ok((
@@ -278,6 +279,7 @@ fn leased(conn: &Connection, id: &str, token: &str, now: u64) -> Result<Leased, 
                     r.get::<_, Option<String>>(1)?,
                     r.get::<_, Option<u64>>(2)?,
                     Leased {
+                        queue: r.get(8)?,
                         attempts_made: r.get(3)?,
                         max_attempts: r.get(4)?,
                         backoff: r.get(5)?,
@@ -423,7 +425,7 @@ fn fail_job(
     id: &str,
     token: &str,
     failure: &Failure,
-) -> Result<JobState, QueueError> {
+) -> Result<Moved, QueueError> {
     let job = leased(conn, id, token, now)?;
     let errors = push_error(&job.errors, &failure.error);
     let retry = failure.retry && job.attempts_made < job.max_attempts;
@@ -441,7 +443,10 @@ fn fail_job(
          token = NULL, lease_expires = NULL WHERE id = ?5",
         params![state.as_str(), run_at, finished_at, errors, id],
     )?;
-    Ok(state)
+    Ok(Moved {
+        queue: job.queue,
+        state,
+    })
 }
 
 /// An active job whose lease has expired.
@@ -542,6 +547,38 @@ fn prune(
     Ok(deleted)
 }
 
+fn overview(conn: &Connection) -> Result<Vec<QueueOverview>, QueueError> {
+    let mut all: BTreeMap<String, QueueOverview> = BTreeMap::new();
+    fn entry<'m>(
+        all: &'m mut BTreeMap<String, QueueOverview>,
+        name: &str,
+    ) -> &'m mut QueueOverview {
+        all.entry(name.to_owned()).or_insert_with(|| QueueOverview {
+            name: name.to_owned(),
+            paused: false,
+            counts: BTreeMap::new(),
+        })
+    }
+    let mut counts =
+        conn.prepare_cached("SELECT queue, state, COUNT(*) FROM jobs GROUP BY queue, state")?;
+    let rows = counts.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, u64>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (queue, state, n) = row?;
+        entry(&mut all, &queue).counts.insert(state, n);
+    }
+    let mut paused = conn.prepare_cached("SELECT name, paused FROM queues WHERE paused = 1")?;
+    for row in paused.query_map([], |r| r.get::<_, String>(0))? {
+        entry(&mut all, &row?).paused = true;
+    }
+    Ok(all.into_values().collect())
+}
+
 impl Store for SqliteStore {
     fn add<'a>(&'a self, queue: &'a str, jobs: Vec<NewJob>) -> StoreFuture<'a, Vec<String>> {
         let validated = jobs
@@ -566,7 +603,12 @@ impl Store for SqliteStore {
         self.run(move |conn, now| fetch_jobs(conn, now, &queue, &worker, max, ms(lease)))
     }
 
-    fn complete<'a>(&'a self, id: &'a str, token: &'a str, result: Value) -> StoreFuture<'a, ()> {
+    fn complete<'a>(
+        &'a self,
+        id: &'a str,
+        token: &'a str,
+        result: Value,
+    ) -> StoreFuture<'a, Moved> {
         let (id, token) = (id.to_owned(), token.to_owned());
         self.run(move |conn, now| {
             let job = leased(conn, &id, &token, now)?;
@@ -580,16 +622,14 @@ impl Store for SqliteStore {
                  worker = NULL, token = NULL, lease_expires = NULL WHERE id = ?4",
                 params![state.as_str(), now, result.to_string(), id],
             )?;
-            Ok(())
+            Ok(Moved {
+                queue: job.queue,
+                state,
+            })
         })
     }
 
-    fn fail<'a>(
-        &'a self,
-        id: &'a str,
-        token: &'a str,
-        failure: Failure,
-    ) -> StoreFuture<'a, JobState> {
+    fn fail<'a>(&'a self, id: &'a str, token: &'a str, failure: Failure) -> StoreFuture<'a, Moved> {
         let (id, token) = (id.to_owned(), token.to_owned());
         self.run(move |conn, now| fail_job(conn, now, &id, &token, &failure))
     }
@@ -614,23 +654,27 @@ impl Store for SqliteStore {
         self.run(move |conn, now| recover(conn, now, max_stalls))
     }
 
-    fn cancel<'a>(&'a self, id: &'a str) -> StoreFuture<'a, JobState> {
+    fn cancel<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Moved> {
         let id = id.to_owned();
         self.run(move |conn, now| {
             let job = load(conn, &id)?.ok_or_else(|| QueueError::NoJob(id.clone()))?;
+            let moved = |state| Moved {
+                queue: job.queue.clone(),
+                state,
+            };
             match job.state {
                 JobState::Waiting | JobState::Delayed => {
                     conn.execute(
                         "UPDATE jobs SET state = 'cancelled', finished_at = ?1 WHERE id = ?2",
                         params![now, id],
                     )?;
-                    Ok(JobState::Cancelled)
+                    Ok(moved(JobState::Cancelled))
                 }
                 JobState::Active => {
                     conn.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?1", [&id])?;
-                    Ok(JobState::Active)
+                    Ok(moved(JobState::Active))
                 }
-                done => Ok(done),
+                done => Ok(moved(done)),
             }
         })
     }
@@ -654,6 +698,10 @@ impl Store for SqliteStore {
     fn get<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Job>> {
         let id = id.to_owned();
         self.run(move |conn, _| load(conn, &id))
+    }
+
+    fn overview(&self) -> StoreFuture<'_, Vec<QueueOverview>> {
+        self.run(|conn, _| overview(conn))
     }
 
     fn counts<'a>(&'a self, queue: &'a str) -> StoreFuture<'a, BTreeMap<String, u64>> {

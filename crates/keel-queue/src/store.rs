@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::QueueError;
-use crate::model::{Fetched, Job, JobState, NewJob};
+use crate::model::{Fetched, Job, JobState, NewJob, QueueOverview};
 
 /// What a store operation returns: a boxed future, so stores can be used as trait objects.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, QueueError>> + Send + 'a>>;
@@ -20,6 +20,15 @@ pub struct Failure {
     pub error: String,
     /// Whether another attempt may follow (if any are left).
     pub retry: bool,
+}
+
+/// Where a job ended up after an operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved {
+    /// The job's queue.
+    pub queue: String,
+    /// Its state after the operation.
+    pub state: JobState,
 }
 
 /// Which finished jobs to keep, per queue.
@@ -53,17 +62,12 @@ pub trait Store: Send + Sync {
     ) -> StoreFuture<'a, Vec<Fetched>>;
 
     /// Completes the active job `id` leased with `token`, keeping `result`.
-    fn complete<'a>(&'a self, id: &'a str, token: &'a str, result: Value) -> StoreFuture<'a, ()>;
+    fn complete<'a>(&'a self, id: &'a str, token: &'a str, result: Value)
+    -> StoreFuture<'a, Moved>;
 
     /// Records a failed attempt of the active job `id` leased with `token`. The job is retried
-    /// after its backoff if `failure.retry` and attempts remain, otherwise it fails. Returns
-    /// its new state.
-    fn fail<'a>(
-        &'a self,
-        id: &'a str,
-        token: &'a str,
-        failure: Failure,
-    ) -> StoreFuture<'a, JobState>;
+    /// after its backoff if `failure.retry` and attempts remain, otherwise it fails.
+    fn fail<'a>(&'a self, id: &'a str, token: &'a str, failure: Failure) -> StoreFuture<'a, Moved>;
 
     /// Extends the lease of the active job `id` to `lease` from now. Returns the new expiry
     /// (Unix ms). Refused for a cancelled job, so its worker learns of the cancellation.
@@ -75,9 +79,8 @@ pub trait Store: Send + Sync {
     fn recover_stalled(&self, max_stalls: u32) -> StoreFuture<'_, usize>;
 
     /// Cancels job `id`: at once if waiting or delayed; an active one is flagged, its lease can
-    /// no longer be extended, and it ends cancelled when its worker reports. Returns its state
-    /// after the call.
-    fn cancel<'a>(&'a self, id: &'a str) -> StoreFuture<'a, JobState>;
+    /// no longer be extended, and it ends cancelled when its worker reports.
+    fn cancel<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Moved>;
 
     /// Deletes finished jobs beyond what `retention` keeps, at most `limit` of them per call
     /// (callers repeat while it returns `limit`). Returns how many it deleted.
@@ -88,6 +91,9 @@ pub trait Store: Send + Sync {
 
     /// Job `id`, if it exists.
     fn get<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Job>>;
+
+    /// Every queue that has jobs or was paused, with its job counts, by name.
+    fn overview(&self) -> StoreFuture<'_, Vec<QueueOverview>>;
 
     /// How many jobs of `queue` are in each state (states without jobs are absent).
     fn counts<'a>(&'a self, queue: &'a str) -> StoreFuture<'a, BTreeMap<String, u64>>;

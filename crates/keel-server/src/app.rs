@@ -116,6 +116,7 @@ impl AppBuilder {
         )
         .map_err(StartError::Queue)?;
         let queues = Queues::new(store, config.queue.clone());
+        keel_admin::queue_api::observe(&state, &queues);
         let mut api = vec![
             keel_admin::cache_api::routes(cache.clone()),
             keel_admin::queue_api::routes(queues.clone()),

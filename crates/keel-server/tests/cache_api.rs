@@ -388,6 +388,7 @@ async fn every_route_is_in_the_openapi_document() {
         ("/api/v1/jobs/{id}/fail", &["post"]),
         ("/api/v1/jobs/{id}/heartbeat", &["post"]),
         ("/api/v1/queues/{queue}", &["get"]),
+        ("/api/v1/queues", &["get"]),
         ("/api/v1/queues/{queue}/jobs/{id}", &["get", "delete"]),
         ("/api/v1/queues/{queue}/pause", &["post"]),
         ("/api/v1/queues/{queue}/resume", &["post"]),

@@ -300,3 +300,69 @@ async fn batch_completions_answer_each_job() {
     let info = body(s.get("/api/v1/queues/q").sent().await).await;
     assert_eq!(info["counts"], json!({"active": 1, "completed": 2}));
 }
+
+#[tokio::test]
+async fn queues_are_listed_measured_and_checked() {
+    let s = TestServer::start_with(
+        |c| c.queue.stall_check_interval = keel_core::HumanDuration::from_millis(20),
+        Vec::new(),
+    )
+    .await;
+    post(
+        &s,
+        "/api/v1/queues/reports/jobs",
+        json!({"jobs": [{"name": "a"}, {"name": "b"}]}),
+    )
+    .sent()
+    .await;
+    let job = fetch(&s, "reports", json!({})).await.remove(0);
+    post(
+        &s,
+        &format!("/api/v1/jobs/{}/complete", job["id"].as_str().unwrap()),
+        json!({"token": job["token"]}),
+    )
+    .sent()
+    .await;
+    s.request(Method::POST, "/api/v1/queues/idle/pause", Role::Worker)
+        .sent()
+        .await;
+
+    let list = body(s.get("/api/v1/queues").sent().await).await;
+    assert_eq!(
+        list["queues"],
+        json!([
+            {"name": "idle", "paused": true, "counts": {}},
+            {"name": "reports", "paused": false, "counts": {"completed": 1, "waiting": 1}}
+        ])
+    );
+    let health = body(s.public("/health/detailed").await).await;
+    assert_eq!(
+        health["checks"]["queue:store"][0]["status"], "pass",
+        "{health}"
+    );
+    assert_eq!(
+        health["checks"]["queue:depth"][0]["status"], "pass",
+        "{health}"
+    );
+
+    // The job gauges follow the maintenance round; the event counters are immediate.
+    let mut metrics = String::new();
+    for _ in 0..250 {
+        metrics = s.get("/metrics").sent().await.text().await.unwrap();
+        if metrics.contains("keel_queue_jobs{queue=\"reports\",state=\"completed\"} 1") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for line in [
+        "keel_queue_jobs{queue=\"reports\",state=\"completed\"} 1",
+        "keel_queue_jobs{queue=\"reports\",state=\"waiting\"} 1",
+        "keel_queue_events_total{queue=\"reports\",event=\"added\"} 2",
+        "keel_queue_events_total{queue=\"reports\",event=\"completed\"} 1",
+        "keel_queue_stalled_total 0",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
+    let stats = body(s.get("/api/v1/stats").sent().await).await;
+    assert_eq!(stats["queues"]["events"]["reports"]["added"], 2, "{stats}");
+}

@@ -417,6 +417,17 @@ pub(crate) async fn heartbeat(
     Ok(axum::Json(json!({ "lease_expires_at": expires })).into_response())
 }
 
+/// Every queue with its job counts by state and whether it is paused.
+#[utoipa::path(get, path = "/queues", tag = "queues", security(("bearer" = [])),
+    responses((status = 200, description = "`{\"queues\": [{name, paused, counts}]}`", body = Object)))]
+pub(crate) async fn list_queues(
+    _: Authorized<ViewerRole>,
+    State(queues): State<Queues>,
+) -> Result<Response, Problem> {
+    let overview = queues.overview().await.map_err(|e| problem_for(&e))?;
+    Ok(axum::Json(json!({ "queues": overview })).into_response())
+}
+
 /// The queue's job counts by state, and whether it exists yet.
 #[utoipa::path(get, path = "/queues/{queue}", tag = "queues", security(("bearer" = [])),
     params(("queue" = String, Path, description = "The queue")),
