@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# keel's job queue vs BullMQ 5, side by side on this machine: bulk enqueue and processing
+# throughput, same job count, payload and concurrency, the same Node.js client runtime driving
+# both (bench/queue/bench.mjs). BullMQ runs on a redis-server this script starts on a free port;
+# keel is the release binary with a fresh data directory (SQLite, default durability).
+#
+# Usage: bench/queue.sh [rounds] [jobs] [concurrency]     (defaults 3, 50000, 100)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${1:-3}
+JOBS=${2:-50000}
+CONCURRENCY=${3:-100}
+
+command -v redis-server >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
+(cd bench/queue && npm ci --no-audit --no-fund --silent)
+cargo build --release -q -p keel-server
+KEEL=$PWD/target/release/keel
+WORK=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+rate() { awk '{print $(NF-1)}'; }
+
+REDIS_PORT=$(free_port)
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
+export REDIS_PORT
+TOKEN=bench-token-0123456789abcdef
+cat > "$WORK/keel.toml" <<CONF
+[[auth.tokens]]
+name = "bench"
+token = "$TOKEN"
+role = "admin"
+CONF
+export KEEL_TOKEN=$TOKEN
+
+start_keel() {
+  rm -rf "$WORK/data"
+  KEEL_PORT=$(free_port)
+  "$KEEL" serve --config "$WORK/keel.toml" --listen "127.0.0.1:$KEEL_PORT" --data-dir "$WORK/data" >/dev/null 2>&1 &
+  KEEL_PID=$!
+  export KEEL_URL="http://127.0.0.1:$KEEL_PORT"
+  for _ in $(seq 100); do curl -fs "$KEEL_URL/ready" >/dev/null 2>&1 && return; sleep 0.05; done
+  echo "keel did not start"; exit 1
+}
+
+be=(); bp=(); ke=(); kp=()
+for round in $(seq "$ROUNDS"); do
+  redis-cli -p "$REDIS_PORT" flushall >/dev/null
+  b1=$(node bench/queue/bench.mjs bullmq enqueue "$JOBS" "$CONCURRENCY" | rate)
+  b2=$(node bench/queue/bench.mjs bullmq process "$JOBS" "$CONCURRENCY" | rate)
+  start_keel
+  k1=$(node bench/queue/bench.mjs keel enqueue "$JOBS" "$CONCURRENCY" | rate)
+  k2=$(node bench/queue/bench.mjs keel process "$JOBS" "$CONCURRENCY" | rate)
+  kill "$KEEL_PID"; wait "$KEEL_PID" 2>/dev/null || true
+  be+=("$b1"); bp+=("$b2"); ke+=("$k1"); kp+=("$k2")
+  echo "round $round: enqueue bullmq $b1 keel $k1 jobs/s | process bullmq $b2 keel $k2 jobs/s"
+done
+mbe=$(median "${be[@]}"); mke=$(median "${ke[@]}"); mbp=$(median "${bp[@]}"); mkp=$(median "${kp[@]}")
+awk -v a="$mke" -v b="$mbe" 'BEGIN { printf "enqueue median: bullmq %d, keel %d jobs/s, keel/bullmq = %.2f (target >= 2)\n", b, a, a/b }'
+awk -v a="$mkp" -v b="$mbp" 'BEGIN { printf "process median: bullmq %d, keel %d jobs/s, keel/bullmq = %.2f (target >= 3)\n", b, a, a/b }'

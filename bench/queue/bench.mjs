@@ -1,0 +1,97 @@
+// One measurement per process, so runs do not disturb each other:
+//
+//   node bench.mjs bullmq enqueue|process <jobs> <concurrency>   (REDIS_PORT)
+//   node bench.mjs keel   enqueue|process <jobs> <concurrency>   (KEEL_URL, KEEL_TOKEN)
+//
+// enqueue: adds <jobs> no-op jobs with a small JSON payload in bulk (chunks of 1,000; BullMQ's
+// addBulk, keel's {"jobs": [...]}) and prints jobs/s.
+// process: with <jobs> already waiting, works them all with <concurrency> jobs in flight
+// (BullMQ: one Worker with that concurrency; keel: pull loops over HTTP, each fetching and
+// completing batches of 50) and prints jobs/s.
+import { Queue, Worker } from 'bullmq';
+
+const [system, mode, jobsArg, concurrencyArg] = process.argv.slice(2);
+const JOBS = Number(jobsArg ?? 50000);
+const CONCURRENCY = Number(concurrencyArg ?? 100);
+const CHUNK = 1000;
+const BATCH = 50;
+const QUEUE = 'bench';
+const payload = (i) => ({ user: i, kind: 'welcome', locale: 'en' });
+
+function report(started, n) {
+  const seconds = (performance.now() - started) / 1000;
+  console.log(`${system} ${mode} ${n} jobs in ${seconds.toFixed(3)} s: ${Math.round(n / seconds)} jobs/s`);
+}
+
+async function bullmq() {
+  const connection = { host: '127.0.0.1', port: Number(process.env.REDIS_PORT) };
+  if (mode === 'enqueue') {
+    const queue = new Queue(QUEUE, { connection });
+    await queue.obliterate({ force: true });
+    const started = performance.now();
+    for (let i = 0; i < JOBS; i += CHUNK) {
+      const jobs = [];
+      for (let j = i; j < Math.min(i + CHUNK, JOBS); j++) {
+        jobs.push({ name: 'noop', data: payload(j) });
+      }
+      await queue.addBulk(jobs);
+    }
+    report(started, JOBS);
+    await queue.close();
+    return;
+  }
+  let done = 0;
+  let started;
+  await new Promise((resolve) => {
+    const worker = new Worker(QUEUE, async () => {}, {
+      connection,
+      concurrency: CONCURRENCY,
+      removeOnComplete: { count: 1000 },
+    });
+    worker.on('completed', () => {
+      done += 1;
+      if (done === JOBS) {
+        report(started, JOBS);
+        worker.close().then(resolve);
+      }
+    });
+    started = performance.now();
+  });
+}
+
+async function keel() {
+  const base = process.env.KEEL_URL;
+  const headers = { authorization: `Bearer ${process.env.KEEL_TOKEN}`, 'content-type': 'application/json' };
+  const post = async (path, body) => {
+    const response = await fetch(`${base}/api/v1${path}`, { method: 'POST', headers, body: JSON.stringify(body) });
+    if (!response.ok) throw new Error(`${path}: ${response.status} ${await response.text()}`);
+    return response.json();
+  };
+  if (mode === 'enqueue') {
+    const started = performance.now();
+    for (let i = 0; i < JOBS; i += CHUNK) {
+      const jobs = [];
+      for (let j = i; j < Math.min(i + CHUNK, JOBS); j++) {
+        jobs.push({ name: 'noop', payload: payload(j) });
+      }
+      await post(`/queues/${QUEUE}/jobs`, { jobs });
+    }
+    report(started, JOBS);
+    return;
+  }
+  let done = 0;
+  const started = performance.now();
+  const loop = async () => {
+    while (done < JOBS) {
+      const { jobs } = await post(`/queues/${QUEUE}/fetch`, { max: BATCH, lease: '30s', wait: '1s', worker: 'bench' });
+      if (jobs.length === 0) continue;
+      const { results } = await post('/jobs/complete', { jobs: jobs.map((j) => ({ id: j.id, token: j.token })) });
+      done += results.filter((r) => r.ok).length;
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, CONCURRENCY / BATCH) }, loop));
+  report(started, JOBS);
+}
+
+await (system === 'bullmq' ? bullmq() : keel());
+process.exit(0);
