@@ -12,7 +12,7 @@ JOBS=${2:-50000}
 CONCURRENCY=${3:-100}
 
 command -v redis-server >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
-(cd bench/queue && npm ci --no-audit --no-fund --silent)
+(cd bench/queue && npm install --no-audit --no-fund --silent)
 cargo build --release -q -p keel-server
 KEEL=$PWD/target/release/keel
 WORK=$(mktemp -d)
@@ -23,6 +23,7 @@ rate() { awk '{print $(NF-1)}'; }
 
 REDIS_PORT=$(free_port)
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
+for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
 export REDIS_PORT
 TOKEN=bench-token-0123456789abcdef
 cat > "$WORK/keel.toml" <<CONF

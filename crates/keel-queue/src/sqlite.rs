@@ -96,17 +96,17 @@ where
         let Some(work) = self.work.take() else {
             return;
         };
-        if let Err(e) = conn.execute_batch("SAVEPOINT op") {
+        if let Err(e) = run_cached(conn, "SAVEPOINT op") {
             self.outcome = Some(Err(e.into()));
             return;
         }
         let result = work(conn, now);
         let end = if result.is_ok() {
-            "RELEASE op"
+            run_cached(conn, "RELEASE op")
         } else {
-            "ROLLBACK TO op; RELEASE op"
+            run_cached(conn, "ROLLBACK TO op").and_then(|()| run_cached(conn, "RELEASE op"))
         };
-        self.outcome = Some(match conn.execute_batch(end) {
+        self.outcome = Some(match end {
             Ok(()) => result,
             Err(e) => Err(e.into()),
         });
@@ -178,12 +178,12 @@ fn write_loop(conn: &Connection, queue: &mpsc::Receiver<Box<dyn Op>>, clock: &Cl
             }
         }
         let now = clock.unix_ms();
-        let commit = match conn.execute_batch("BEGIN IMMEDIATE") {
+        let commit = match run_cached(conn, "BEGIN IMMEDIATE") {
             Ok(()) => {
                 for op in &mut batch {
                     op.apply(conn, now);
                 }
-                conn.execute_batch("COMMIT").map_err(QueueError::from)
+                run_cached(conn, "COMMIT").map_err(QueueError::from)
             }
             Err(e) => Err(e.into()),
         };
@@ -194,6 +194,11 @@ fn write_loop(conn: &Connection, queue: &mpsc::Receiver<Box<dyn Op>>, clock: &Cl
             op.finish(commit.clone());
         }
     }
+}
+
+/// Runs a parameterless statement, parsed once per connection.
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
 fn ms(d: Duration) -> u64 {
@@ -249,11 +254,8 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
 
 fn load(conn: &Connection, id: &str) -> Result<Option<Job>, QueueError> {
     Ok(conn
-        .query_row(
-            &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
-            [id],
-            job_from_row,
-        )
+        .prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))?
+        .query_row([id], job_from_row)
         .optional()?)
 }
 
@@ -269,26 +271,25 @@ struct Leased {
 
 fn leased(conn: &Connection, id: &str, token: &str, now: u64) -> Result<Leased, QueueError> {
     let row = conn
-        .query_row(
+        .prepare_cached(
             "SELECT state, token, lease_expires, attempts_made, max_attempts, backoff, errors, \
              cancel_requested, queue FROM jobs WHERE id = ?1",
-            [id],
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, Option<String>>(1)?,
-                    r.get::<_, Option<u64>>(2)?,
-                    Leased {
-                        queue: r.get(8)?,
-                        attempts_made: r.get(3)?,
-                        max_attempts: r.get(4)?,
-                        backoff: r.get(5)?,
-                        errors: r.get(6)?,
-                        cancel_requested: r.get(7)?,
-                    },
-                ))
-            },
-        )
+        )?
+        .query_row([id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, Option<u64>>(2)?,
+                Leased {
+                    queue: r.get(8)?,
+                    attempts_made: r.get(3)?,
+                    max_attempts: r.get(4)?,
+                    backoff: r.get(5)?,
+                    errors: r.get(6)?,
+                    cancel_requested: r.get(7)?,
+                },
+            ))
+        })
         .optional()?;
     let Some((state, held_by, expires, leased)) = row else {
         return Err(QueueError::NoJob(id.to_owned()));
@@ -379,9 +380,8 @@ fn fetch_jobs(
     lease: u64,
 ) -> Result<Vec<Fetched>, QueueError> {
     let paused: bool = conn
-        .query_row("SELECT paused FROM queues WHERE name = ?1", [queue], |r| {
-            r.get(0)
-        })
+        .prepare_cached("SELECT paused FROM queues WHERE name = ?1")?
+        .query_row([queue], |r| r.get(0))
         .optional()?
         .unwrap_or(false);
     if paused || max == 0 {
@@ -438,11 +438,11 @@ fn fail_job(
     } else {
         (JobState::Failed, now, Some(now))
     };
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE jobs SET state = ?1, run_at = ?2, finished_at = ?3, errors = ?4, worker = NULL, \
          token = NULL, lease_expires = NULL WHERE id = ?5",
-        params![state.as_str(), run_at, finished_at, errors, id],
-    )?;
+    )?
+    .execute(params![state.as_str(), run_at, finished_at, errors, id])?;
     Ok(Moved {
         queue: job.queue,
         state,
@@ -491,18 +491,18 @@ fn recover(conn: &Connection, now: u64, max_stalls: u32) -> Result<usize, QueueE
         } else {
             (JobState::Waiting, None)
         };
-        conn.execute(
+        conn.prepare_cached(
             "UPDATE jobs SET state = ?1, run_at = ?2, finished_at = ?3, stalls = ?4, errors = ?5, \
              worker = NULL, token = NULL, lease_expires = NULL WHERE seq = ?6",
-            params![
-                state.as_str(),
-                now,
-                finished_at,
-                stalls,
-                push_error(&job.errors, &note),
-                job.seq
-            ],
-        )?;
+        )?
+        .execute(params![
+            state.as_str(),
+            now,
+            finished_at,
+            stalls,
+            push_error(&job.errors, &note),
+            job.seq
+        ])?;
     }
     Ok(stalled.len())
 }
@@ -617,11 +617,11 @@ impl Store for SqliteStore {
             } else {
                 JobState::Completed
             };
-            conn.execute(
+            conn.prepare_cached(
                 "UPDATE jobs SET state = ?1, finished_at = ?2, result = ?3, progress = 100, \
                  worker = NULL, token = NULL, lease_expires = NULL WHERE id = ?4",
-                params![state.as_str(), now, result.to_string(), id],
-            )?;
+            )?
+            .execute(params![state.as_str(), now, result.to_string(), id])?;
             Ok(Moved {
                 queue: job.queue,
                 state,
@@ -642,10 +642,8 @@ impl Store for SqliteStore {
                 return Err(QueueError::conflict(&id, "the job was cancelled"));
             }
             let expires = now.saturating_add(ms(lease));
-            conn.execute(
-                "UPDATE jobs SET lease_expires = ?1 WHERE id = ?2",
-                params![expires, id],
-            )?;
+            conn.prepare_cached("UPDATE jobs SET lease_expires = ?1 WHERE id = ?2")?
+                .execute(params![expires, id])?;
             Ok(expires)
         })
     }
@@ -664,14 +662,15 @@ impl Store for SqliteStore {
             };
             match job.state {
                 JobState::Waiting | JobState::Delayed => {
-                    conn.execute(
+                    conn.prepare_cached(
                         "UPDATE jobs SET state = 'cancelled', finished_at = ?1 WHERE id = ?2",
-                        params![now, id],
-                    )?;
+                    )?
+                    .execute(params![now, id])?;
                     Ok(moved(JobState::Cancelled))
                 }
                 JobState::Active => {
-                    conn.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?1", [&id])?;
+                    conn.prepare_cached("UPDATE jobs SET cancel_requested = 1 WHERE id = ?1")?
+                        .execute([&id])?;
                     Ok(moved(JobState::Active))
                 }
                 done => Ok(moved(done)),
@@ -686,11 +685,11 @@ impl Store for SqliteStore {
     fn set_paused<'a>(&'a self, queue: &'a str, paused: bool) -> StoreFuture<'a, ()> {
         let queue = queue.to_owned();
         self.run(move |conn, _| {
-            conn.execute(
+            conn.prepare_cached(
                 "INSERT INTO queues (name, paused) VALUES (?1, ?2) \
                  ON CONFLICT (name) DO UPDATE SET paused = excluded.paused",
-                params![queue, paused],
-            )?;
+            )?
+            .execute(params![queue, paused])?;
             Ok(())
         })
     }
