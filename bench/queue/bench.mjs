@@ -14,7 +14,7 @@ const [system, mode, jobsArg, concurrencyArg] = process.argv.slice(2);
 const JOBS = Number(jobsArg ?? 50000);
 const CONCURRENCY = Number(concurrencyArg ?? 100);
 const CHUNK = 1000;
-const BATCH = 50;
+const BATCH = Number(process.env.BATCH ?? 50);
 const QUEUE = 'bench';
 const payload = (i) => ({ user: i, kind: 'welcome', locale: 'en' });
 

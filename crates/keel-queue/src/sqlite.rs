@@ -205,11 +205,6 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// A fresh lease token.
-fn token() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
-}
-
 /// A number in [0, 1) for backoff jitter.
 fn random_unit() -> f64 {
     (uuid::Uuid::new_v4().as_u64_pair().0 >> 11) as f64 / (1u64 << 53) as f64
@@ -391,31 +386,30 @@ fn fetch_jobs(
         "UPDATE jobs SET state = 'waiting' WHERE queue = ?1 AND state = 'delayed' AND run_at <= ?2",
     )?
     .execute(params![queue, now])?;
-    let seqs: Vec<i64> = conn
-        .prepare_cached(
-            "SELECT seq FROM jobs WHERE queue = ?1 AND state = 'waiting' \
-             ORDER BY priority, seq LIMIT ?2",
-        )?
-        .query_map(params![queue, max as i64], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
+    // One statement leases the jobs and returns them, each with a fresh random token.
     let expires = now.saturating_add(lease);
-    let mut take = conn.prepare_cached(
+    let mut take = conn.prepare_cached(&format!(
         "UPDATE jobs SET state = 'active', attempts_made = attempts_made + 1, started_at = ?1, \
-         worker = ?2, token = ?3, lease_expires = ?4 WHERE seq = ?5",
-    )?;
-    let mut read =
-        conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE seq = ?1"))?;
-    let mut fetched = Vec::with_capacity(seqs.len());
-    for seq in seqs {
-        let token = token();
-        take.execute(params![now, worker, token, expires, seq])?;
-        let job = read.query_row([seq], job_from_row)?;
-        fetched.push(Fetched {
-            job,
-            token,
-            lease_expires_at: expires,
-        });
-    }
+         worker = ?2, token = lower(hex(randomblob(16))), lease_expires = ?3 \
+         WHERE seq IN (SELECT seq FROM jobs WHERE queue = ?4 AND state = 'waiting' \
+                       ORDER BY priority, seq LIMIT ?5) \
+         RETURNING {JOB_COLUMNS}, token, seq"
+    ))?;
+    let mut fetched: Vec<(i64, Fetched)> = take
+        .query_map(params![now, worker, expires, queue, max as i64], |row| {
+            Ok((
+                row.get(21)?,
+                Fetched {
+                    job: job_from_row(row)?,
+                    token: row.get(20)?,
+                    lease_expires_at: expires,
+                },
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+    // RETURNING gives no order: hand them out in queue order.
+    fetched.sort_by_key(|(seq, f)| (f.job.priority, *seq));
+    let fetched: Vec<Fetched> = fetched.into_iter().map(|(_, f)| f).collect();
     Ok(fetched)
 }
 
@@ -611,21 +605,29 @@ impl Store for SqliteStore {
     ) -> StoreFuture<'a, Moved> {
         let (id, token) = (id.to_owned(), token.to_owned());
         self.run(move |conn, now| {
-            let job = leased(conn, &id, &token, now)?;
-            let state = if job.cancel_requested {
-                JobState::Cancelled
-            } else {
-                JobState::Completed
-            };
-            conn.prepare_cached(
-                "UPDATE jobs SET state = ?1, finished_at = ?2, result = ?3, progress = 100, \
-                 worker = NULL, token = NULL, lease_expires = NULL WHERE id = ?4",
-            )?
-            .execute(params![state.as_str(), now, result.to_string(), id])?;
-            Ok(Moved {
-                queue: job.queue,
-                state,
-            })
+            let moved = conn
+                .prepare_cached(
+                    "UPDATE jobs SET \
+                     state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'completed' END, \
+                     finished_at = ?1, result = ?2, progress = 100, \
+                     worker = NULL, token = NULL, lease_expires = NULL \
+                     WHERE id = ?3 AND state = 'active' AND token = ?4 AND lease_expires > ?1 \
+                     RETURNING queue, state",
+                )?
+                .query_row(params![now, result.to_string(), id, token], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })
+                .optional()?;
+            match moved {
+                Some((queue, state)) => Ok(Moved {
+                    queue,
+                    state: JobState::parse(&state).unwrap_or(JobState::Completed),
+                }),
+                // Not completed: say why (no such job, not active, another lease, expired).
+                None => Err(leased(conn, &id, &token, now)
+                    .err()
+                    .unwrap_or_else(|| QueueError::Store("completion did not apply".into()))),
+            }
         })
     }
 
