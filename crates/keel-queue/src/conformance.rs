@@ -50,6 +50,7 @@ where
     .await;
     run(&open, bulk_adds_are_all_or_nothing).await;
     run(&open, retention_keeps_the_newest_finished_jobs).await;
+    run(&open, progress_promote_and_retry).await;
 }
 
 async fn run<S, F, C, Fut>(open: &F, case: C)
@@ -416,4 +417,68 @@ pub async fn the_overview_lists_queues_with_counts_and_pauses<S: Store>(store: S
             "empty paused=true {}",
         ]
     );
+}
+
+/// Progress is kept with the job (and refused once it is cancelled); a delayed job can be
+/// promoted; a failed job can be retried with a fresh set of attempts.
+pub async fn progress_promote_and_retry<S: Store>(store: S, _: MockClock) {
+    let mut later = job("later");
+    later.options.delay_ms = 60_000;
+    let mut once = job("once");
+    once.options.attempts = 1;
+    let ids = store.add("q", vec![once, later]).await.unwrap();
+    let f = store.fetch("q", "w", 1, LEASE).await.unwrap().remove(0);
+    store
+        .progress(&ids[0], &f.token, 40, Some(json!({"step": "upload"})))
+        .await
+        .unwrap();
+    let j = store.get(&ids[0]).await.unwrap().unwrap();
+    assert_eq!(
+        (j.progress, j.progress_data),
+        (40, Some(json!({"step": "upload"})))
+    );
+    let wrong = store.progress(&ids[0], "nope", 50, None).await;
+    assert!(
+        matches!(wrong, Err(QueueError::Conflict { .. })),
+        "{wrong:?}"
+    );
+    let failure = Failure {
+        error: "boom".into(),
+        retry: true,
+    };
+    assert_eq!(
+        store.fail(&ids[0], &f.token, failure).await.unwrap().state,
+        JobState::Failed
+    );
+    let promoted = store.promote(&ids[1]).await.unwrap();
+    assert_eq!(
+        (promoted.queue.as_str(), promoted.state),
+        ("q", JobState::Waiting)
+    );
+    assert!(matches!(
+        store.promote(&ids[1]).await,
+        Err(QueueError::Conflict { .. })
+    ));
+    assert_eq!(names(&store, "q", 1).await, ["later"]);
+    assert!(matches!(
+        store.retry(&ids[1]).await,
+        Err(QueueError::Conflict { .. })
+    ));
+    assert_eq!(store.retry(&ids[0]).await.unwrap().state, JobState::Waiting);
+    let again = store.fetch("q", "w", 1, LEASE).await.unwrap().remove(0);
+    assert_eq!(
+        (again.job.id.as_str(), again.job.attempts_made),
+        (ids[0].as_str(), 1)
+    );
+    assert_eq!(again.job.errors, ["boom"]);
+    assert_eq!(store.cancel(&ids[0]).await.unwrap().state, JobState::Active);
+    let cancelled = store.progress(&ids[0], &again.token, 60, None).await;
+    assert!(
+        matches!(&cancelled, Err(QueueError::Conflict { reason, .. }) if reason.contains("cancelled")),
+        "{cancelled:?}"
+    );
+    assert!(matches!(
+        store.promote("missing").await,
+        Err(QueueError::NoJob(_))
+    ));
 }

@@ -241,6 +241,8 @@ pub struct Job {
     pub stalls: u32,
     /// The worker holding it, while active.
     pub worker: Option<String>,
+    /// What its worker last reported with its progress.
+    pub progress_data: Option<Value>,
 }
 
 /// A queue at a glance.

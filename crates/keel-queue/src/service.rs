@@ -253,6 +253,31 @@ impl Queues {
         self.inner.store.extend(id, token, lease).await
     }
 
+    /// Records an active job's progress (0–100) with optional data.
+    pub async fn progress(
+        &self,
+        id: &str,
+        token: &str,
+        progress: u8,
+        data: Option<Value>,
+    ) -> Result<(), QueueError> {
+        self.inner.store.progress(id, token, progress, data).await
+    }
+
+    /// Makes a delayed job ready now; wakes its queue's workers.
+    pub async fn promote(&self, id: &str) -> Result<JobState, QueueError> {
+        let moved = self.inner.store.promote(id).await?;
+        self.wake(&moved.queue).notify_waiters();
+        Ok(moved.state)
+    }
+
+    /// Puts a failed or cancelled job back to waiting with fresh attempts; wakes its queue.
+    pub async fn retry(&self, id: &str) -> Result<JobState, QueueError> {
+        let moved = self.inner.store.retry(id).await?;
+        self.wake(&moved.queue).notify_waiters();
+        Ok(moved.state)
+    }
+
     /// Cancels a job. Returns its state after the call.
     pub async fn cancel(&self, id: &str) -> Result<JobState, QueueError> {
         let moved = self.inner.store.cancel(id).await?;

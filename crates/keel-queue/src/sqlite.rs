@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     started_at INTEGER,
     finished_at INTEGER,
     progress INTEGER NOT NULL DEFAULT 0,
+    progress_data TEXT,
     result TEXT,
     errors TEXT NOT NULL DEFAULT '[]',
     stalls INTEGER NOT NULL DEFAULT 0,
@@ -139,6 +140,7 @@ impl SqliteStore {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA busy_timeout = 5000;"
         ))?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         let (ops, queue) = mpsc::channel::<Box<dyn Op>>();
         std::thread::Builder::new()
             .name("keel-queue-writer".into())
@@ -212,7 +214,19 @@ fn random_unit() -> f64 {
 
 const JOB_COLUMNS: &str = "id, queue, name, payload, state, priority, attempts_made, max_attempts, \
     backoff, unique_key, grp, created_at, run_at, started_at, finished_at, progress, result, errors, \
-    stalls, worker";
+    stalls, worker, progress_data";
+
+/// Brings a store written by an earlier keel up to the current schema.
+fn migrate(conn: &Connection) -> Result<(), QueueError> {
+    let has_progress_data: bool = conn
+        .prepare("SELECT COUNT(*) FROM pragma_table_info('jobs') WHERE name = 'progress_data'")?
+        .query_row([], |r| r.get::<_, i64>(0))?
+        > 0;
+    if !has_progress_data {
+        conn.execute_batch("ALTER TABLE jobs ADD COLUMN progress_data TEXT")?;
+    }
+    Ok(())
+}
 
 fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
     let json = |i: usize| -> rusqlite::Result<Value> {
@@ -244,6 +258,9 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
         errors: serde_json::from_value(json(17)?).unwrap_or_default(),
         stalls: row.get(18)?,
         worker: row.get(19)?,
+        progress_data: row
+            .get::<_, Option<String>>(20)?
+            .and_then(|d| serde_json::from_str(&d).ok()),
     })
 }
 
@@ -398,10 +415,10 @@ fn fetch_jobs(
     let mut fetched: Vec<(i64, Fetched)> = take
         .query_map(params![now, worker, expires, queue, max as i64], |row| {
             Ok((
-                row.get(21)?,
+                row.get(22)?,
                 Fetched {
                     job: job_from_row(row)?,
-                    token: row.get(20)?,
+                    token: row.get(21)?,
                     lease_expires_at: expires,
                 },
             ))
@@ -680,6 +697,73 @@ impl Store for SqliteStore {
         })
     }
 
+    fn progress<'a>(
+        &'a self,
+        id: &'a str,
+        token: &'a str,
+        progress: u8,
+        data: Option<Value>,
+    ) -> StoreFuture<'a, ()> {
+        let (id, token) = (id.to_owned(), token.to_owned());
+        self.run(move |conn, now| {
+            let job = leased(conn, &id, &token, now)?;
+            if job.cancel_requested {
+                return Err(QueueError::conflict(&id, "the job was cancelled"));
+            }
+            conn.prepare_cached("UPDATE jobs SET progress = ?1, progress_data = ?2 WHERE id = ?3")?
+                .execute(params![progress.min(100), data.map(|d| d.to_string()), id])?;
+            Ok(())
+        })
+    }
+
+    fn promote<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Moved> {
+        let id = id.to_owned();
+        self.run(move |conn, now| {
+            let job = load(conn, &id)?.ok_or_else(|| QueueError::NoJob(id.clone()))?;
+            if job.state != JobState::Delayed {
+                return Err(QueueError::conflict(
+                    &id,
+                    format!(
+                        "only a delayed job can be promoted; this one is {}",
+                        job.state.as_str()
+                    ),
+                ));
+            }
+            conn.prepare_cached("UPDATE jobs SET state = 'waiting', run_at = ?1 WHERE id = ?2")?
+                .execute(params![now, id])?;
+            Ok(Moved {
+                queue: job.queue,
+                state: JobState::Waiting,
+            })
+        })
+    }
+
+    fn retry<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Moved> {
+        let id = id.to_owned();
+        self.run(move |conn, now| {
+            let job = load(conn, &id)?.ok_or_else(|| QueueError::NoJob(id.clone()))?;
+            if !matches!(job.state, JobState::Failed | JobState::Cancelled) {
+                return Err(QueueError::conflict(
+                    &id,
+                    format!(
+                        "only a failed or cancelled job can be retried; this one is {}",
+                        job.state.as_str()
+                    ),
+                ));
+            }
+            conn.prepare_cached(
+                "UPDATE jobs SET state = 'waiting', run_at = ?1, attempts_made = 0, stalls = 0, \
+                 finished_at = NULL, cancel_requested = 0, progress = 0, progress_data = NULL \
+                 WHERE id = ?2",
+            )?
+            .execute(params![now, id])?;
+            Ok(Moved {
+                queue: job.queue,
+                state: JobState::Waiting,
+            })
+        })
+    }
+
     fn prune(&self, retention: Retention, limit: usize) -> StoreFuture<'_, usize> {
         self.run(move |conn, now| prune(conn, now, retention, limit))
     }
@@ -719,5 +803,27 @@ impl Store for SqliteStore {
             }
             Ok(counts)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stores_from_before_progress_data_are_migrated() {
+        let conn = Connection::open_in_memory().unwrap();
+        let old = SCHEMA.replace("    progress_data TEXT,\n", "");
+        conn.execute_batch(&old).unwrap();
+        migrate(&conn).unwrap();
+        migrate(&conn).unwrap(); // and again: nothing to do
+        let columns: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('jobs') WHERE name = 'progress_data'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(columns, 1);
     }
 }

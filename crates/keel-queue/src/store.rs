@@ -73,6 +73,23 @@ pub trait Store: Send + Sync {
     /// (Unix ms). Refused for a cancelled job, so its worker learns of the cancellation.
     fn extend<'a>(&'a self, id: &'a str, token: &'a str, lease: Duration) -> StoreFuture<'a, u64>;
 
+    /// Records the progress (0–100, capped) of the active job `id` leased with `token`, with
+    /// optional data. Refused for a cancelled job, so its worker learns of the cancellation.
+    fn progress<'a>(
+        &'a self,
+        id: &'a str,
+        token: &'a str,
+        progress: u8,
+        data: Option<Value>,
+    ) -> StoreFuture<'a, ()>;
+
+    /// Makes the delayed job `id` ready now.
+    fn promote<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Moved>;
+
+    /// Puts the failed or cancelled job `id` back to waiting with a fresh set of attempts (its
+    /// error history is kept).
+    fn retry<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Moved>;
+
     /// Returns every active job whose lease has expired to waiting (the attempt counted), or
     /// fails it once it has stalled more than `max_stalls` times or has no attempts left.
     /// Returns how many it recovered or failed.

@@ -366,3 +366,102 @@ async fn queues_are_listed_measured_and_checked() {
     let stats = body(s.get("/api/v1/stats").sent().await).await;
     assert_eq!(stats["queues"]["events"]["reports"]["added"], 2, "{stats}");
 }
+
+#[tokio::test]
+async fn progress_promote_and_retry_over_http() {
+    let s = TestServer::start().await;
+    let ids = body(
+        post(
+            &s,
+            "/api/v1/queues/q/jobs",
+            json!({"jobs": [
+                {"name": "export", "attempts": 1},
+                {"name": "later", "delay": "1h"}
+            ]}),
+        )
+        .sent()
+        .await,
+    )
+    .await;
+    let (export, later) = (
+        ids["ids"][0].as_str().unwrap().to_owned(),
+        ids["ids"][1].as_str().unwrap().to_owned(),
+    );
+    let job = fetch(&s, "q", json!({})).await.remove(0);
+    let progress = post(
+        &s,
+        &format!("/api/v1/jobs/{export}/progress"),
+        json!({"token": job["token"], "progress": 30, "data": {"rows": 300}}),
+    )
+    .sent()
+    .await;
+    assert_eq!(progress.status(), StatusCode::NO_CONTENT);
+    let over = post(
+        &s,
+        &format!("/api/v1/jobs/{export}/progress"),
+        json!({"token": job["token"], "progress": 130}),
+    )
+    .sent()
+    .await;
+    assert_eq!(over.status(), StatusCode::BAD_REQUEST);
+    let seen = body(
+        s.get(&format!("/api/v1/queues/q/jobs/{export}"))
+            .sent()
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (seen["progress"].as_u64(), &seen["progress_data"]),
+        (Some(30), &json!({"rows": 300}))
+    );
+
+    post(
+        &s,
+        &format!("/api/v1/jobs/{export}/fail"),
+        json!({"token": job["token"], "error": "disk full"}),
+    )
+    .sent()
+    .await;
+    let retried = s
+        .request(
+            Method::POST,
+            &format!("/api/v1/queues/q/jobs/{export}/retry"),
+            Role::Worker,
+        )
+        .sent()
+        .await;
+    assert_eq!(body(retried).await["state"], "waiting");
+    let promoted = s
+        .request(
+            Method::POST,
+            &format!("/api/v1/queues/q/jobs/{later}/promote"),
+            Role::Worker,
+        )
+        .sent()
+        .await;
+    assert_eq!(body(promoted).await["state"], "waiting");
+    let again = s
+        .request(
+            Method::POST,
+            &format!("/api/v1/queues/q/jobs/{later}/promote"),
+            Role::Worker,
+        )
+        .sent()
+        .await;
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+    let elsewhere = s
+        .request(
+            Method::POST,
+            &format!("/api/v1/queues/other/jobs/{later}/retry"),
+            Role::Worker,
+        )
+        .sent()
+        .await;
+    assert_eq!(elsewhere.status(), StatusCode::NOT_FOUND);
+    let names: Vec<Value> = fetch(&s, "q", json!({"max": 10}))
+        .await
+        .iter()
+        .map(|j| j["name"].clone())
+        .collect();
+    assert_eq!(names, [json!("export"), json!("later")]);
+}

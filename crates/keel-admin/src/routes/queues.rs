@@ -428,6 +428,80 @@ pub(crate) async fn list_queues(
     Ok(axum::Json(json!({ "queues": overview })).into_response())
 }
 
+/// A progress report.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ProgressBody {
+    /// The lease token from the fetch.
+    token: String,
+    /// 0–100.
+    progress: u8,
+    /// Anything the worker wants to show (any JSON).
+    #[serde(default)]
+    data: Option<Value>,
+}
+
+/// Records an active job's progress. 409 when the token is not current or the job was cancelled
+/// (the worker should stop).
+#[utoipa::path(post, path = "/jobs/{id}/progress", tag = "queues", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The job id")),
+    request_body = ProgressBody,
+    responses((status = 204, description = "Recorded"), (status = 400, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub(crate) async fn progress(
+    _: Authorized<WorkerRole>,
+    State(queues): State<Queues>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ProgressBody>,
+) -> Result<StatusCode, Problem> {
+    if body.progress > 100 {
+        return Err(Problem::bad_request("progress: must be between 0 and 100"));
+    }
+    queues
+        .progress(&id, &body.token, body.progress, body.data)
+        .await
+        .map_err(|e| problem_for(&e))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Checks that job `id` is in `queue`.
+async fn in_queue(queues: &Queues, queue: &str, id: &str) -> Result<(), Problem> {
+    match queues.get(id).await.map_err(|e| problem_for(&e))? {
+        Some(job) if job.queue == queue => Ok(()),
+        _ => Err(Problem::not_found(format!(
+            "no job {id} in queue {queue:?}"
+        ))),
+    }
+}
+
+/// Runs a delayed job now. 409 when the job is not delayed.
+#[utoipa::path(post, path = "/queues/{queue}/jobs/{id}/promote", tag = "queues", security(("bearer" = [])),
+    params(("queue" = String, Path, description = "The queue"), ("id" = String, Path, description = "The job id")),
+    responses((status = 200, description = "`{\"state\": \"waiting\"}`", body = Object), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub(crate) async fn promote(
+    _: Authorized<WorkerRole>,
+    State(queues): State<Queues>,
+    Path((queue, id)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    in_queue(&queues, &queue, &id).await?;
+    let state = queues.promote(&id).await.map_err(|e| problem_for(&e))?;
+    Ok(axum::Json(json!({ "state": state })).into_response())
+}
+
+/// Puts a failed or cancelled job back to waiting with a fresh set of attempts; its error
+/// history is kept. 409 for a job in another state.
+#[utoipa::path(post, path = "/queues/{queue}/jobs/{id}/retry", tag = "queues", security(("bearer" = [])),
+    params(("queue" = String, Path, description = "The queue"), ("id" = String, Path, description = "The job id")),
+    responses((status = 200, description = "`{\"state\": \"waiting\"}`", body = Object), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub(crate) async fn retry(
+    _: Authorized<WorkerRole>,
+    State(queues): State<Queues>,
+    Path((queue, id)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    in_queue(&queues, &queue, &id).await?;
+    let state = queues.retry(&id).await.map_err(|e| problem_for(&e))?;
+    Ok(axum::Json(json!({ "state": state })).into_response())
+}
+
 /// The queue's job counts by state, and whether it exists yet.
 #[utoipa::path(get, path = "/queues/{queue}", tag = "queues", security(("bearer" = [])),
     params(("queue" = String, Path, description = "The queue")),
