@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::QueueError;
 use crate::model::{Backoff, BackoffKind, JobState, NewJob};
-use crate::store::{Failure, Retention, Store};
+use crate::store::{Failure, JobFilter, Retention, Store};
 
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -51,6 +51,7 @@ where
     run(&open, bulk_adds_are_all_or_nothing).await;
     run(&open, retention_keeps_the_newest_finished_jobs).await;
     run(&open, progress_promote_and_retry).await;
+    run(&open, listings_page_newest_first_with_filters_and_search).await;
 }
 
 async fn run<S, F, C, Fut>(open: &F, case: C)
@@ -480,5 +481,76 @@ pub async fn progress_promote_and_retry<S: Store>(store: S, _: MockClock) {
     assert!(matches!(
         store.promote("missing").await,
         Err(QueueError::NoJob(_))
+    ));
+}
+
+/// Listings are newest first and cursor-paged; state, name and group filter; search matches the
+/// id exactly, or name or payload text (LIKE wildcards in the search are literal).
+pub async fn listings_page_newest_first_with_filters_and_search<S: Store>(store: S, _: MockClock) {
+    let mut jobs: Vec<NewJob> = (0..25)
+        .map(|i| NewJob::new(if i % 2 == 0 { "even" } else { "odd" }, json!({"n": i})))
+        .collect();
+    jobs[3].payload = json!({"email": "ada_lovelace@example.com"});
+    jobs[4].payload = json!({"note": "100% done"});
+    jobs[5].options.group = Some("tenant-7".into());
+    let ids = store.add("q", jobs).await.unwrap();
+    store.add("other", vec![job("even")]).await.unwrap();
+    let names_of = |page: &crate::store::JobPage| -> Vec<String> {
+        page.jobs.iter().map(|j| j.id.clone()).collect()
+    };
+    // Paging, newest first, every job exactly once.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = store
+            .list("q", JobFilter::default(), cursor.as_deref(), 10)
+            .await
+            .unwrap();
+        seen.extend(names_of(&page));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    let mut newest_first = ids.clone();
+    newest_first.reverse();
+    assert_eq!(seen, newest_first);
+    let filtered = |filter: JobFilter| {
+        let store = &store;
+        async move { store.list("q", filter, None, 100).await.unwrap().jobs }
+    };
+    let odd = filtered(JobFilter {
+        name: Some("odd".into()),
+        ..JobFilter::default()
+    })
+    .await;
+    assert_eq!(odd.len(), 12);
+    let grouped = filtered(JobFilter {
+        group: Some("tenant-7".into()),
+        ..JobFilter::default()
+    })
+    .await;
+    assert_eq!(grouped.len(), 1);
+    assert_eq!(grouped[0].id, ids[5]);
+    let search = |text: &str| JobFilter {
+        search: Some(text.into()),
+        ..JobFilter::default()
+    };
+    assert_eq!(filtered(search("lovelace")).await[0].id, ids[3]);
+    assert_eq!(filtered(search("0%")).await.len(), 1, "% is literal");
+    assert_eq!(filtered(search("_")).await.len(), 1, "_ is literal");
+    assert_eq!(filtered(search(&ids[7])).await[0].id, ids[7]);
+    store.fetch("q", "w", 2, LEASE).await.unwrap();
+    let active = filtered(JobFilter {
+        state: Some(JobState::Active),
+        ..JobFilter::default()
+    })
+    .await;
+    assert_eq!(active.len(), 2);
+    assert!(matches!(
+        store
+            .list("q", JobFilter::default(), Some("not-a-cursor"), 10)
+            .await,
+        Err(QueueError::Invalid { .. })
     ));
 }

@@ -25,4 +25,4 @@ pub use error::QueueError;
 pub use model::{Backoff, BackoffKind, Fetched, Job, JobOptions, JobState, NewJob, QueueOverview};
 pub use service::{Events, FetchRequest, Queues};
 pub use sqlite::{Durability, SqliteStore};
-pub use store::{Failure, Moved, Retention, Store, StoreFuture};
+pub use store::{Failure, JobFilter, JobPage, Moved, Retention, Store, StoreFuture};

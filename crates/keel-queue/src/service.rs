@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 use crate::QueueError;
 use crate::config::QueueConfig;
 use crate::model::{Fetched, Job, JobState, NewJob, QueueOverview};
-use crate::store::{Failure, Moved, Store};
+use crate::store::{Failure, JobFilter, JobPage, Moved, Store};
 
 /// Most finished jobs deleted in one pruning step (a step is one transaction of the writer).
 const PRUNE_BATCH: usize = 5_000;
@@ -295,6 +295,18 @@ impl Queues {
             self.wake(queue).notify_waiters();
         }
         Ok(())
+    }
+
+    /// Jobs of `queue`, newest first, a page at a time.
+    pub async fn list(
+        &self,
+        queue: &str,
+        filter: JobFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<JobPage, QueueError> {
+        Self::validate_queue(queue)?;
+        self.inner.store.list(queue, filter, cursor, limit).await
     }
 
     /// A job.

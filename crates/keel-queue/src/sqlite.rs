@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 
 use crate::QueueError;
 use crate::model::{Fetched, Job, JobState, NewJob, QueueOverview};
-use crate::store::{Failure, Moved, Retention, Store, StoreFuture};
+use crate::store::{Failure, JobFilter, JobPage, Moved, Retention, Store, StoreFuture};
 
 /// The most operations committed in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -590,6 +590,66 @@ fn overview(conn: &Connection) -> Result<Vec<QueueOverview>, QueueError> {
     Ok(all.into_values().collect())
 }
 
+/// `text` with LIKE's wildcards escaped (by `\`).
+fn like_literal(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+fn list(
+    conn: &Connection,
+    queue: &str,
+    filter: &JobFilter,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<JobPage, QueueError> {
+    let before: i64 = match cursor {
+        None => i64::MAX,
+        Some(c) => c
+            .parse()
+            .map_err(|_| QueueError::invalid("cursor", "not a cursor this API returned"))?,
+    };
+    let pattern = filter
+        .search
+        .as_ref()
+        .map(|s| format!("%{}%", like_literal(s)));
+    let mut query = conn.prepare_cached(&format!(
+        "SELECT {JOB_COLUMNS}, seq FROM jobs WHERE queue = ?1 AND seq < ?2 \
+         AND (?3 IS NULL OR state = ?3) AND (?4 IS NULL OR name = ?4) \
+         AND (?5 IS NULL OR grp = ?5) \
+         AND (?6 IS NULL OR id = ?7 OR name LIKE ?6 ESCAPE '\\' OR payload LIKE ?6 ESCAPE '\\') \
+         ORDER BY seq DESC LIMIT ?8"
+    ))?;
+    let rows = query.query_map(
+        params![
+            queue,
+            before,
+            filter.state.map(JobState::as_str),
+            filter.name,
+            filter.group,
+            pattern,
+            filter.search,
+            (limit + 1) as i64
+        ],
+        |row| Ok((job_from_row(row)?, row.get::<_, i64>(21)?)),
+    )?;
+    let mut jobs = Vec::with_capacity(limit + 1);
+    for row in rows {
+        jobs.push(row?);
+    }
+    let next_cursor = if jobs.len() > limit {
+        jobs.truncate(limit);
+        jobs.last().map(|(_, seq)| seq.to_string())
+    } else {
+        None
+    };
+    Ok(JobPage {
+        jobs: jobs.into_iter().map(|(job, _)| job).collect(),
+        next_cursor,
+    })
+}
+
 impl Store for SqliteStore {
     fn add<'a>(&'a self, queue: &'a str, jobs: Vec<NewJob>) -> StoreFuture<'a, Vec<String>> {
         let validated = jobs
@@ -783,6 +843,17 @@ impl Store for SqliteStore {
     fn get<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Job>> {
         let id = id.to_owned();
         self.run(move |conn, _| load(conn, &id))
+    }
+
+    fn list<'a>(
+        &'a self,
+        queue: &'a str,
+        filter: JobFilter,
+        cursor: Option<&'a str>,
+        limit: usize,
+    ) -> StoreFuture<'a, JobPage> {
+        let (queue, cursor) = (queue.to_owned(), cursor.map(str::to_owned));
+        self.run(move |conn, _| list(conn, &queue, &filter, cursor.as_deref(), limit))
     }
 
     fn overview(&self) -> StoreFuture<'_, Vec<QueueOverview>> {

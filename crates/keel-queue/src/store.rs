@@ -22,6 +22,28 @@ pub struct Failure {
     pub retry: bool,
 }
 
+/// Which jobs a listing returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    /// Only jobs in this state.
+    pub state: Option<JobState>,
+    /// Only jobs with this name.
+    pub name: Option<String>,
+    /// Only jobs of this group.
+    pub group: Option<String>,
+    /// Jobs whose id is this, or whose name or payload text contains it.
+    pub search: Option<String>,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobPage {
+    /// Newest first.
+    pub jobs: Vec<Job>,
+    /// Where the next page starts; `None` when there are no more.
+    pub next_cursor: Option<String>,
+}
+
 /// Where a job ended up after an operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Moved {
@@ -108,6 +130,17 @@ pub trait Store: Send + Sync {
 
     /// Job `id`, if it exists.
     fn get<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Job>>;
+
+    /// Jobs of `queue` matching `filter`, newest first, `limit` at a time from `cursor` (a
+    /// `next_cursor` of an earlier page). A search examines every job of the queue that the
+    /// other filters leave.
+    fn list<'a>(
+        &'a self,
+        queue: &'a str,
+        filter: JobFilter,
+        cursor: Option<&'a str>,
+        limit: usize,
+    ) -> StoreFuture<'a, JobPage>;
 
     /// Every queue that has jobs or was paused, with its job counts, by name.
     fn overview(&self) -> StoreFuture<'_, Vec<QueueOverview>>;

@@ -381,7 +381,7 @@ async fn every_route_is_in_the_openapi_document() {
         ("/api/v1/cache/tags/{tag}", &["delete"]),
         ("/api/v1/cache/reset", &["post"]),
         ("/api/v1/cache/stats", &["get"]),
-        ("/api/v1/queues/{queue}/jobs", &["post"]),
+        ("/api/v1/queues/{queue}/jobs", &["post", "get"]),
         ("/api/v1/queues/{queue}/fetch", &["post"]),
         ("/api/v1/jobs/{id}/complete", &["post"]),
         ("/api/v1/jobs/complete", &["post"]),

@@ -465,3 +465,49 @@ async fn progress_promote_and_retry_over_http() {
         .collect();
     assert_eq!(names, [json!("export"), json!("later")]);
 }
+
+#[tokio::test]
+async fn jobs_are_listed_newest_first_and_searchable() {
+    let s = TestServer::start().await;
+    let jobs: Vec<Value> = (0..5)
+        .map(|i| json!({"name": "mail", "payload": {"to": format!("user{i}@example.com")}}))
+        .collect();
+    post(&s, "/api/v1/queues/q/jobs", json!({"jobs": jobs}))
+        .sent()
+        .await;
+    let page = body(s.get("/api/v1/queues/q/jobs?limit=3").sent().await).await;
+    let first: Vec<&str> = page["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["payload"]["to"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        first,
+        [
+            "user4@example.com",
+            "user3@example.com",
+            "user2@example.com"
+        ]
+    );
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let rest = body(
+        s.get(&format!("/api/v1/queues/q/jobs?limit=3&cursor={cursor}"))
+            .sent()
+            .await,
+    )
+    .await;
+    assert_eq!(rest["jobs"].as_array().unwrap().len(), 2);
+    assert!(rest["next_cursor"].is_null());
+    let found = body(s.get("/api/v1/queues/q/jobs?search=user3@").sent().await).await;
+    assert_eq!(found["jobs"].as_array().unwrap().len(), 1);
+    let (status, problem) =
+        keel_test::problem(s.get("/api/v1/queues/q/jobs?state=done").sent().await).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        problem["detail"].as_str().unwrap().starts_with("state:"),
+        "{problem}"
+    );
+    let bad_cursor = s.get("/api/v1/queues/q/jobs?cursor=xyz").sent().await;
+    assert_eq!(bad_cursor.status(), StatusCode::BAD_REQUEST);
+}

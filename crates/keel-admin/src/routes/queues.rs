@@ -10,7 +10,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use keel_core::{HumanDuration, Problem};
 use keel_queue::{
-    Backoff, BackoffKind, Failure, FetchRequest, Fetched, JobOptions, NewJob, QueueError, Queues,
+    Backoff, BackoffKind, Failure, FetchRequest, Fetched, JobFilter, JobOptions, JobState, NewJob,
+    QueueError, Queues,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -518,6 +519,62 @@ pub(crate) async fn queue_info(
         )));
     }
     Ok(axum::Json(json!({ "name": queue, "counts": counts })).into_response())
+}
+
+/// What a listing asks for.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListQuery {
+    /// Only jobs in this state.
+    state: Option<String>,
+    /// Only jobs with this name.
+    name: Option<String>,
+    /// Only jobs of this group.
+    group: Option<String>,
+    /// The job id, or text in the job's name or payload.
+    search: Option<String>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// Jobs per page (1–1,000; default 100).
+    limit: Option<usize>,
+}
+
+/// Jobs of the queue, newest first, filtered by state, name and group, or searched by id, name
+/// or payload text, a page at a time; continue with `next_cursor` until it is `null`.
+#[utoipa::path(get, path = "/queues/{queue}/jobs", tag = "queues", security(("bearer" = [])),
+    params(("queue" = String, Path, description = "The queue"), ListQuery),
+    responses((status = 200, description = "`{\"jobs\": [...], \"next_cursor\"}`", body = Object), (status = 400, body = Problem)))]
+pub(crate) async fn list_jobs(
+    _: Authorized<ViewerRole>,
+    State(queues): State<Queues>,
+    Path(queue): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<ListQuery>,
+) -> Result<Response, Problem> {
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=MAX_FETCH).contains(&limit) {
+        return Err(Problem::bad_request(format!(
+            "limit: must be between 1 and {MAX_FETCH}"
+        )));
+    }
+    let state = match query.state.as_deref() {
+        None => None,
+        Some(s) => Some(JobState::parse(s).ok_or_else(|| {
+            Problem::bad_request(format!(
+                "state: {s:?} is not one of waiting, delayed, active, completed, failed, cancelled"
+            ))
+        })?),
+    };
+    let filter = JobFilter {
+        state,
+        name: query.name,
+        group: query.group,
+        search: query.search.filter(|s| !s.is_empty()),
+    };
+    let page = queues
+        .list(&queue, filter, query.cursor.as_deref(), limit)
+        .await
+        .map_err(|e| problem_for(&e))?;
+    Ok(axum::Json(json!({ "jobs": page.jobs, "next_cursor": page.next_cursor })).into_response())
 }
 
 /// One job, with its attempts' errors.
