@@ -24,7 +24,8 @@ pub fn routes(queues: Queues) -> OpenApiRouter {
         .min(256 * 1024 * 1024)
         .max(max_payload + 64 * 1024);
     OpenApiRouter::new()
-        .routes(routes!(api::add_jobs, api::list_jobs))
+        .routes(routes!(api::add_jobs, api::list_jobs, api::clean))
+        .routes(routes!(api::retry_failed))
         .routes(routes!(api::fetch_jobs))
         .routes(routes!(api::complete_job))
         .routes(routes!(api::complete_many))

@@ -52,6 +52,7 @@ where
     run(&open, retention_keeps_the_newest_finished_jobs).await;
     run(&open, progress_promote_and_retry).await;
     run(&open, listings_page_newest_first_with_filters_and_search).await;
+    run(&open, clean_and_retry_failed_act_on_one_queue).await;
 }
 
 async fn run<S, F, C, Fut>(open: &F, case: C)
@@ -553,4 +554,59 @@ pub async fn listings_page_newest_first_with_filters_and_search<S: Store>(store:
             .await,
         Err(QueueError::Invalid { .. })
     ));
+}
+
+/// Clean deletes finished jobs of one state older than a bound; retry-failed revives every
+/// failed job of one queue.
+pub async fn clean_and_retry_failed_act_on_one_queue<S: Store>(store: S, time: MockClock) {
+    let finish = |queue: &'static str, ok: bool| {
+        let store = &store;
+        async move {
+            let mut j = job("j");
+            j.options.attempts = 1;
+            store.add(queue, vec![j]).await.unwrap();
+            let f = store.fetch(queue, "w", 1, LEASE).await.unwrap().remove(0);
+            if ok {
+                store
+                    .complete(&f.job.id, &f.token, json!(null))
+                    .await
+                    .unwrap();
+            } else {
+                let failure = Failure {
+                    error: "x".into(),
+                    retry: false,
+                };
+                store.fail(&f.job.id, &f.token, failure).await.unwrap();
+            }
+        }
+    };
+    finish("q", true).await;
+    finish("q", false).await;
+    finish("other", true).await;
+    time.advance(secs(3600));
+    finish("q", true).await;
+    let cleaned = store
+        .clean("q", JobState::Completed, secs(60))
+        .await
+        .unwrap();
+    assert_eq!(cleaned, 1, "only the old completed job of q");
+    assert!(matches!(
+        store.clean("q", JobState::Waiting, secs(0)).await,
+        Err(QueueError::Invalid { .. })
+    ));
+    finish("q", false).await;
+    assert_eq!(store.retry_failed("q").await.unwrap(), 2);
+    let counts = store.counts("q").await.unwrap();
+    assert_eq!(
+        (
+            counts.get("waiting"),
+            counts.get("completed"),
+            counts.get("failed")
+        ),
+        (Some(&2), Some(&1), None)
+    );
+    assert_eq!(
+        store.counts("other").await.unwrap().get("completed"),
+        Some(&1)
+    );
 }

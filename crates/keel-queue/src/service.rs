@@ -297,6 +297,27 @@ impl Queues {
         Ok(())
     }
 
+    /// Deletes finished jobs of `queue` in `state` older than `older_than`.
+    pub async fn clean(
+        &self,
+        queue: &str,
+        state: JobState,
+        older_than: Duration,
+    ) -> Result<usize, QueueError> {
+        Self::validate_queue(queue)?;
+        self.inner.store.clean(queue, state, older_than).await
+    }
+
+    /// Puts every failed job of `queue` back to waiting; wakes its workers.
+    pub async fn retry_failed(&self, queue: &str) -> Result<usize, QueueError> {
+        Self::validate_queue(queue)?;
+        let n = self.inner.store.retry_failed(queue).await?;
+        if n > 0 {
+            self.wake(queue).notify_waiters();
+        }
+        Ok(n)
+    }
+
     /// Jobs of `queue`, newest first, a page at a time.
     pub async fn list(
         &self,

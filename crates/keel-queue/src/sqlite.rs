@@ -824,6 +824,47 @@ impl Store for SqliteStore {
         })
     }
 
+    fn clean<'a>(
+        &'a self,
+        queue: &'a str,
+        state: JobState,
+        older_than: Duration,
+    ) -> StoreFuture<'a, usize> {
+        if !matches!(
+            state,
+            JobState::Completed | JobState::Failed | JobState::Cancelled
+        ) {
+            return Box::pin(async move {
+                Err(QueueError::invalid(
+                    "state",
+                    "only completed, failed or cancelled jobs can be cleaned",
+                ))
+            });
+        }
+        let queue = queue.to_owned();
+        self.run(move |conn, now| {
+            let before = now.saturating_sub(ms(older_than));
+            Ok(conn
+                .prepare_cached(
+                    "DELETE FROM jobs WHERE queue = ?1 AND state = ?2 AND finished_at <= ?3",
+                )?
+                .execute(params![queue, state.as_str(), before])?)
+        })
+    }
+
+    fn retry_failed<'a>(&'a self, queue: &'a str) -> StoreFuture<'a, usize> {
+        let queue = queue.to_owned();
+        self.run(move |conn, now| {
+            Ok(conn
+                .prepare_cached(
+                    "UPDATE jobs SET state = 'waiting', run_at = ?1, attempts_made = 0, stalls = 0, \
+                     finished_at = NULL, progress = 0, progress_data = NULL \
+                     WHERE queue = ?2 AND state = 'failed'",
+                )?
+                .execute(params![now, queue])?)
+        })
+    }
+
     fn prune(&self, retention: Retention, limit: usize) -> StoreFuture<'_, usize> {
         self.run(move |conn, now| prune(conn, now, retention, limit))
     }

@@ -112,6 +112,18 @@ pub trait Store: Send + Sync {
     /// error history is kept).
     fn retry<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Moved>;
 
+    /// Deletes the jobs of `queue` in the finished state `state` (completed, failed or
+    /// cancelled) that finished more than `older_than` ago. Returns how many.
+    fn clean<'a>(
+        &'a self,
+        queue: &'a str,
+        state: JobState,
+        older_than: Duration,
+    ) -> StoreFuture<'a, usize>;
+
+    /// Puts every failed job of `queue` back to waiting with fresh attempts. Returns how many.
+    fn retry_failed<'a>(&'a self, queue: &'a str) -> StoreFuture<'a, usize>;
+
     /// Returns every active job whose lease has expired to waiting (the attempt counted), or
     /// fails it once it has stalled more than `max_stalls` times or has no attempts left.
     /// Returns how many it recovered or failed.

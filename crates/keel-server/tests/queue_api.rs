@@ -511,3 +511,68 @@ async fn jobs_are_listed_newest_first_and_searchable() {
     let bad_cursor = s.get("/api/v1/queues/q/jobs?cursor=xyz").sent().await;
     assert_eq!(bad_cursor.status(), StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn clean_needs_admin_and_retry_failed_revives_failed_jobs() {
+    let s = TestServer::start().await;
+    post(
+        &s,
+        "/api/v1/queues/q/jobs",
+        json!({"jobs": [{"name": "a", "attempts": 1}, {"name": "b"}]}),
+    )
+    .sent()
+    .await;
+    for job in fetch(&s, "q", json!({"max": 2})).await {
+        let id = job["id"].as_str().unwrap();
+        if job["name"] == "a" {
+            post(
+                &s,
+                &format!("/api/v1/jobs/{id}/fail"),
+                json!({"token": job["token"], "error": "x"}),
+            )
+            .sent()
+            .await;
+        } else {
+            post(
+                &s,
+                &format!("/api/v1/jobs/{id}/complete"),
+                json!({"token": job["token"]}),
+            )
+            .sent()
+            .await;
+        }
+    }
+    let as_worker = s
+        .request(
+            Method::DELETE,
+            "/api/v1/queues/q/jobs?state=completed",
+            Role::Worker,
+        )
+        .sent()
+        .await;
+    assert_eq!(as_worker.status(), StatusCode::FORBIDDEN);
+    let cleaned = s
+        .request(
+            Method::DELETE,
+            "/api/v1/queues/q/jobs?state=completed&older_than=0s",
+            Role::Admin,
+        )
+        .sent()
+        .await;
+    assert_eq!(body(cleaned).await["removed"], 1);
+    let bad = s
+        .request(
+            Method::DELETE,
+            "/api/v1/queues/q/jobs?state=waiting",
+            Role::Admin,
+        )
+        .sent()
+        .await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let retried = s
+        .request(Method::POST, "/api/v1/queues/q/retry-failed", Role::Worker)
+        .sent()
+        .await;
+    assert_eq!(body(retried).await["retried"], 1);
+    assert_eq!(fetch(&s, "q", json!({})).await[0]["name"], "a");
+}

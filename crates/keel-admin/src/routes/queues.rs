@@ -577,6 +577,58 @@ pub(crate) async fn list_jobs(
     Ok(axum::Json(json!({ "jobs": page.jobs, "next_cursor": page.next_cursor })).into_response())
 }
 
+/// What a clean removes.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CleanQuery {
+    /// `completed`, `failed` or `cancelled`.
+    state: String,
+    /// Only jobs finished longer ago than this, e.g. `24h` (default 0: all of them).
+    #[param(value_type = Option<String>)]
+    older_than: Option<HumanDuration>,
+}
+
+/// Deletes the queue's finished jobs of one state, optionally only those older than
+/// `older_than`. Needs `admin`.
+#[utoipa::path(delete, path = "/queues/{queue}/jobs", tag = "queues", security(("bearer" = [])),
+    params(("queue" = String, Path, description = "The queue"), CleanQuery),
+    responses((status = 200, description = "`{\"removed\": n}`", body = Object), (status = 400, body = Problem)))]
+pub(crate) async fn clean(
+    _: Authorized<crate::auth::AdminRole>,
+    State(queues): State<Queues>,
+    Path(queue): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<CleanQuery>,
+) -> Result<Response, Problem> {
+    let state = JobState::parse(&query.state).ok_or_else(|| {
+        Problem::bad_request(format!(
+            "state: {:?} is not one of completed, failed, cancelled",
+            query.state
+        ))
+    })?;
+    let older_than = query.older_than.map_or(Duration::ZERO, HumanDuration::get);
+    let removed = queues
+        .clean(&queue, state, older_than)
+        .await
+        .map_err(|e| problem_for(&e))?;
+    Ok(axum::Json(json!({ "removed": removed })).into_response())
+}
+
+/// Puts every failed job of the queue back to waiting with fresh attempts.
+#[utoipa::path(post, path = "/queues/{queue}/retry-failed", tag = "queues", security(("bearer" = [])),
+    params(("queue" = String, Path, description = "The queue")),
+    responses((status = 200, description = "`{\"retried\": n}`", body = Object), (status = 400, body = Problem)))]
+pub(crate) async fn retry_failed(
+    _: Authorized<WorkerRole>,
+    State(queues): State<Queues>,
+    Path(queue): Path<String>,
+) -> Result<Response, Problem> {
+    let retried = queues
+        .retry_failed(&queue)
+        .await
+        .map_err(|e| problem_for(&e))?;
+    Ok(axum::Json(json!({ "retried": retried })).into_response())
+}
+
 /// One job, with its attempts' errors.
 #[utoipa::path(get, path = "/queues/{queue}/jobs/{id}", tag = "queues", security(("bearer" = [])),
     params(("queue" = String, Path, description = "The queue"), ("id" = String, Path, description = "The job id")),
