@@ -9,6 +9,9 @@
 //! - [`Glob`]: Redis `KEYS` pattern semantics.
 //! - [`CacheConfig`]: the `[cache]` config section.
 //! - [`CacheStats`]: hits, misses, ratios, evictions by cause, entries and bytes.
+//! - Inside: `index` (the sharded key index, holding a weak reference to each stored value so it
+//!   learns of evictions without a moka eviction listener), `maintenance` (the sweep, the
+//!   once-a-second thread, reset and statistics), `listing` (glob walks), `tags`.
 //!
 //! A second tier (Redis) slots in under [`Cache`] without changing its callers.
 //!
