@@ -6,12 +6,11 @@
 # Usage: bench/cache_engine.sh [rounds]     (default 5)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 ROUNDS=${1:-5}
 OPS=${OPS:-2000000}
 cargo bench -q -p keel-cache --bench overhead --no-run 2>/dev/null
 BIN=$(ls -t target/release/deps/overhead-* | grep -v '\.d$' | head -n 1)
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
 echo "== wall clock, ns/op (median of $ROUNDS alternating runs of $OPS ops)"
 for op in get set; do

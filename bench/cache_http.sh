@@ -8,6 +8,7 @@
 # Usage: bench/cache_http.sh [rounds]     (default 3 rounds per size; prints medians and ratios)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 ROUNDS=${1:-3}
 DURATION=${DURATION:-10s}
 REQUESTS=${REQUESTS:-1000000}
@@ -20,10 +21,9 @@ cargo build --release -q -p keel-server
 KEEL=$PWD/target/release/keel
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 REDIS_PORT=$(free_port)
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --daemonize no >/dev/null &
+start_redis "$REDIS_PORT"
 KEEL_PORT=$(free_port)
 TOKEN=bench-token-0123456789abcdef
 cat > "$WORK/keel.toml" <<CONF
@@ -38,8 +38,6 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 # wrk's p99 in ms (it prints e.g. "99%  1.23ms" or "99%  850.00us")
 wrk_run() {
   wrk -t1 -c50 -d"$DURATION" --latency -H "Authorization: Bearer $TOKEN" "$1" > "$WORK/wrk.txt"

@@ -5,6 +5,7 @@
 # Usage: bench/foundation.sh [rounds]     (default 5 rounds; prints medians and the ratio)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 ROUNDS=${1:-5}
 DURATION=${DURATION:-10s}
 
@@ -18,7 +19,6 @@ KEEL=$PWD/target/release/keel
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 echo "== idle RSS and start-to-ready ($ROUNDS runs)"
 python3 bench/startup_rss.py "$KEEL" "$WORK" "$ROUNDS"
@@ -51,7 +51,6 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 rps() { wrk -t1 -c50 -d"$DURATION" --latency "$1" | awk '/Requests\/sec/ {print $2}'; }
 keel_runs=(); nginx_runs=()
 for i in $(seq "$ROUNDS"); do
@@ -59,6 +58,5 @@ for i in $(seq "$ROUNDS"); do
   nginx_runs+=("$n"); keel_runs+=("$k")
   printf 'round %d: nginx %s rps, keel %s rps, ratio %s\n' "$i" "$n" "$k" "$(ratio "$k" "$n")"
 done
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 mk=$(median "${keel_runs[@]}"); mn=$(median "${nginx_runs[@]}")
 printf 'median: nginx %.0f rps, keel %.0f rps, keel/nginx = %s (target >= 0.80)\n' "$mn" "$mk" "$(ratio "$mk" "$mn")"

@@ -7,6 +7,7 @@
 # Usage: bench/queue.sh [rounds] [jobs] [concurrency]     (defaults 3, 50000, 100)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 ROUNDS=${1:-3}
 JOBS=${2:-50000}
 CONCURRENCY=${3:-100}
@@ -17,13 +18,10 @@ cargo build --release -q -p keel-server
 KEEL=$PWD/target/release/keel
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 rate() { awk '{print $(NF-1)}'; }
 
 REDIS_PORT=$(free_port)
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
-for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
+start_redis "$REDIS_PORT"
 export REDIS_PORT
 TOKEN=bench-token-0123456789abcdef
 cat > "$WORK/keel.toml" <<CONF

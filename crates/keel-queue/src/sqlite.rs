@@ -264,6 +264,16 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
     })
 }
 
+/// The assignments that put a finished job back to waiting (at `?1`) with a fresh set of
+/// attempts, keeping its error history; shared by retry and retry-failed.
+const AGAIN: &str = "state = 'waiting', run_at = ?1, attempts_made = 0, stalls = 0, \
+    finished_at = NULL, cancel_requested = 0, progress = 0, progress_data = NULL";
+
+/// Job `id`, or [`QueueError::NoJob`].
+fn load_existing(conn: &Connection, id: &str) -> Result<Job, QueueError> {
+    load(conn, id)?.ok_or_else(|| QueueError::NoJob(id.to_owned()))
+}
+
 fn load(conn: &Connection, id: &str) -> Result<Option<Job>, QueueError> {
     Ok(conn
         .prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))?
@@ -734,7 +744,7 @@ impl Store for SqliteStore {
     fn cancel<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Moved> {
         let id = id.to_owned();
         self.run(move |conn, now| {
-            let job = load(conn, &id)?.ok_or_else(|| QueueError::NoJob(id.clone()))?;
+            let job = load_existing(conn, &id)?;
             let moved = |state| Moved {
                 queue: job.queue.clone(),
                 state,
@@ -779,7 +789,7 @@ impl Store for SqliteStore {
     fn promote<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Moved> {
         let id = id.to_owned();
         self.run(move |conn, now| {
-            let job = load(conn, &id)?.ok_or_else(|| QueueError::NoJob(id.clone()))?;
+            let job = load_existing(conn, &id)?;
             if job.state != JobState::Delayed {
                 return Err(QueueError::conflict(
                     &id,
@@ -801,7 +811,7 @@ impl Store for SqliteStore {
     fn retry<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Moved> {
         let id = id.to_owned();
         self.run(move |conn, now| {
-            let job = load(conn, &id)?.ok_or_else(|| QueueError::NoJob(id.clone()))?;
+            let job = load_existing(conn, &id)?;
             if !matches!(job.state, JobState::Failed | JobState::Cancelled) {
                 return Err(QueueError::conflict(
                     &id,
@@ -811,12 +821,8 @@ impl Store for SqliteStore {
                     ),
                 ));
             }
-            conn.prepare_cached(
-                "UPDATE jobs SET state = 'waiting', run_at = ?1, attempts_made = 0, stalls = 0, \
-                 finished_at = NULL, cancel_requested = 0, progress = 0, progress_data = NULL \
-                 WHERE id = ?2",
-            )?
-            .execute(params![now, id])?;
+            conn.prepare_cached(&format!("UPDATE jobs SET {AGAIN} WHERE id = ?2"))?
+                .execute(params![now, id])?;
             Ok(Moved {
                 queue: job.queue,
                 state: JobState::Waiting,
@@ -856,11 +862,9 @@ impl Store for SqliteStore {
         let queue = queue.to_owned();
         self.run(move |conn, now| {
             Ok(conn
-                .prepare_cached(
-                    "UPDATE jobs SET state = 'waiting', run_at = ?1, attempts_made = 0, stalls = 0, \
-                     finished_at = NULL, progress = 0, progress_data = NULL \
-                     WHERE queue = ?2 AND state = 'failed'",
-                )?
+                .prepare_cached(&format!(
+                    "UPDATE jobs SET {AGAIN} WHERE queue = ?2 AND state = 'failed'"
+                ))?
                 .execute(params![now, queue])?)
         })
     }

@@ -10,6 +10,11 @@ fn post(s: &TestServer, path: &str, body: Value) -> reqwest::RequestBuilder {
     s.request(Method::POST, path, Role::Worker).json(&body)
 }
 
+/// A body-less POST by a worker (pause, resume, promote, retry, …).
+fn action(s: &TestServer, path: &str) -> reqwest::RequestBuilder {
+    s.request(Method::POST, path, Role::Worker)
+}
+
 async fn body(resp: reqwest::Response) -> Value {
     resp.json().await.unwrap()
 }
@@ -201,18 +206,13 @@ async fn cancel_and_pause() {
         "{problem}"
     );
 
-    let pause = s
-        .request(Method::POST, "/api/v1/queues/q/pause", Role::Worker)
-        .sent()
-        .await;
+    let pause = action(&s, "/api/v1/queues/q/pause").sent().await;
     assert_eq!(pause.status(), StatusCode::NO_CONTENT);
     post(&s, "/api/v1/queues/q/jobs", json!({"name": "c"}))
         .sent()
         .await;
     assert!(fetch(&s, "q", json!({})).await.is_empty());
-    s.request(Method::POST, "/api/v1/queues/q/resume", Role::Worker)
-        .sent()
-        .await;
+    action(&s, "/api/v1/queues/q/resume").sent().await;
     assert_eq!(fetch(&s, "q", json!({})).await[0]["name"], "c");
 }
 
@@ -323,9 +323,7 @@ async fn queues_are_listed_measured_and_checked() {
     )
     .sent()
     .await;
-    s.request(Method::POST, "/api/v1/queues/idle/pause", Role::Worker)
-        .sent()
-        .await;
+    action(&s, "/api/v1/queues/idle/pause").sent().await;
 
     let list = body(s.get("/api/v1/queues").sent().await).await;
     assert_eq!(
@@ -422,39 +420,19 @@ async fn progress_promote_and_retry_over_http() {
     )
     .sent()
     .await;
-    let retried = s
-        .request(
-            Method::POST,
-            &format!("/api/v1/queues/q/jobs/{export}/retry"),
-            Role::Worker,
-        )
+    let retried = action(&s, &format!("/api/v1/queues/q/jobs/{export}/retry"))
         .sent()
         .await;
     assert_eq!(body(retried).await["state"], "waiting");
-    let promoted = s
-        .request(
-            Method::POST,
-            &format!("/api/v1/queues/q/jobs/{later}/promote"),
-            Role::Worker,
-        )
+    let promoted = action(&s, &format!("/api/v1/queues/q/jobs/{later}/promote"))
         .sent()
         .await;
     assert_eq!(body(promoted).await["state"], "waiting");
-    let again = s
-        .request(
-            Method::POST,
-            &format!("/api/v1/queues/q/jobs/{later}/promote"),
-            Role::Worker,
-        )
+    let again = action(&s, &format!("/api/v1/queues/q/jobs/{later}/promote"))
         .sent()
         .await;
     assert_eq!(again.status(), StatusCode::CONFLICT);
-    let elsewhere = s
-        .request(
-            Method::POST,
-            &format!("/api/v1/queues/other/jobs/{later}/retry"),
-            Role::Worker,
-        )
+    let elsewhere = action(&s, &format!("/api/v1/queues/other/jobs/{later}/retry"))
         .sent()
         .await;
     assert_eq!(elsewhere.status(), StatusCode::NOT_FOUND);
@@ -569,10 +547,7 @@ async fn clean_needs_admin_and_retry_failed_revives_failed_jobs() {
         .sent()
         .await;
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
-    let retried = s
-        .request(Method::POST, "/api/v1/queues/q/retry-failed", Role::Worker)
-        .sent()
-        .await;
+    let retried = action(&s, "/api/v1/queues/q/retry-failed").sent().await;
     assert_eq!(body(retried).await["retried"], 1);
     assert_eq!(fetch(&s, "q", json!({})).await[0]["name"], "a");
 }
