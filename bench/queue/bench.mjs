@@ -6,8 +6,11 @@
 // enqueue: adds <jobs> no-op jobs with a small JSON payload in bulk (chunks of 1,000; BullMQ's
 // addBulk, keel's {"jobs": [...]}) and prints jobs/s.
 // process: with <jobs> already waiting, works them all with <concurrency> jobs in flight
-// (BullMQ: one Worker with that concurrency; keel: pull loops over HTTP, each fetching and
-// completing batches of 50) and prints jobs/s.
+// (BullMQ: one Worker with that concurrency, which takes each next job in the call that
+// completes the last; keel: pull loops over HTTP, each reporting its finished batch of 50 and
+// taking the next one in one call) and prints jobs/s. keel is driven with Node's standard
+// `http` client on a keep-alive agent, as a worker would be.
+import http from 'node:http';
 import { Queue, Worker } from 'bullmq';
 
 const [system, mode, jobsArg, concurrencyArg] = process.argv.slice(2);
@@ -60,13 +63,26 @@ async function bullmq() {
 }
 
 async function keel() {
-  const base = process.env.KEEL_URL;
+  const base = new URL(process.env.KEEL_URL);
+  const agent = new http.Agent({ keepAlive: true });
   const headers = { authorization: `Bearer ${process.env.KEEL_TOKEN}`, 'content-type': 'application/json' };
-  const post = async (path, body) => {
-    const response = await fetch(`${base}/api/v1${path}`, { method: 'POST', headers, body: JSON.stringify(body) });
-    if (!response.ok) throw new Error(`${path}: ${response.status} ${await response.text()}`);
-    return response.json();
-  };
+  const post = (path, body) =>
+    new Promise((resolve, reject) => {
+      const request = http.request(
+        { host: base.hostname, port: base.port, path: `/api/v1${path}`, method: 'POST', headers, agent },
+        (response) => {
+          const chunks = [];
+          response.on('data', (c) => chunks.push(c));
+          response.on('end', () => {
+            const text = Buffer.concat(chunks).toString();
+            if (response.statusCode >= 300) reject(new Error(`${path}: ${response.statusCode} ${text}`));
+            else resolve(JSON.parse(text));
+          });
+        },
+      );
+      request.on('error', reject);
+      request.end(JSON.stringify(body));
+    });
   if (mode === 'enqueue') {
     const started = performance.now();
     for (let i = 0; i < JOBS; i += CHUNK) {
@@ -81,15 +97,22 @@ async function keel() {
   }
   let done = 0;
   const started = performance.now();
+  // The run ends when the last job is reported done; a loop then still waiting on an empty
+  // queue is not waited for.
+  let finish;
+  const allDone = new Promise((resolve) => { finish = resolve; });
   const loop = async () => {
-    while (done < JOBS) {
-      const { jobs } = await post(`/queues/${QUEUE}/fetch`, { max: BATCH, lease: '30s', wait: '1s', worker: 'bench' });
-      if (jobs.length === 0) continue;
-      const { results } = await post('/jobs/complete', { jobs: jobs.map((j) => ({ id: j.id, token: j.token })) });
-      done += results.filter((r) => r.ok).length;
+    let finished = [];
+    for (;;) {
+      const complete = finished.map((j) => ({ id: j.id, token: j.token }));
+      const reply = await post(`/queues/${QUEUE}/fetch`, { max: BATCH, lease: '30s', wait: '1s', worker: 'bench', complete });
+      done += (reply.completed ?? []).filter((r) => r.ok).length;
+      if (done >= JOBS) finish();
+      finished = reply.jobs;
     }
   };
-  await Promise.all(Array.from({ length: Math.max(1, CONCURRENCY / BATCH) }, loop));
+  for (let i = 0; i < Math.max(1, CONCURRENCY / BATCH); i++) loop().catch((e) => { console.error(e); process.exit(1); });
+  await allDone;
   report(started, JOBS);
 }
 

@@ -225,15 +225,14 @@ impl Queues {
         &self,
         jobs: Vec<(String, String, Value)>,
     ) -> Vec<Result<(), QueueError>> {
-        let pending: Vec<_> = jobs
-            .iter()
-            .map(|(id, token, result)| self.inner.store.complete(id, token, result.clone()))
-            .collect();
-        let mut outcomes = Vec::with_capacity(pending.len());
-        for outcome in pending {
-            outcomes.push(outcome.await.map(|moved| self.counted(&moved)));
+        let n = jobs.len();
+        match self.inner.store.complete_many(jobs).await {
+            Ok(outcomes) => outcomes
+                .into_iter()
+                .map(|outcome| outcome.map(|moved| self.counted(&moved)))
+                .collect(),
+            Err(e) => vec![Err(e); n],
         }
-        outcomes
     }
 
     /// Records a failed attempt. Returns the job's new state.

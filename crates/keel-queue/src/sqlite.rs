@@ -12,6 +12,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use keel_core::Clock;
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -67,10 +68,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     token TEXT,
     lease_expires INTEGER
 );
-CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (queue, state, priority, seq);
-CREATE INDEX IF NOT EXISTS jobs_due ON jobs (queue, state, run_at);
-CREATE INDEX IF NOT EXISTS jobs_leases ON jobs (state, lease_expires);
-CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (queue, state, finished_at);
+-- Partial indexes: a job is in the index of its current state only, so a state change
+-- touches two indexes (the old state's and the new one's), not every index on `state`.
+CREATE INDEX IF NOT EXISTS jobs_waiting ON jobs (queue, priority, seq) WHERE state = 'waiting';
+CREATE INDEX IF NOT EXISTS jobs_delayed ON jobs (queue, run_at) WHERE state = 'delayed';
+CREATE INDEX IF NOT EXISTS jobs_leased ON jobs (queue, lease_expires) WHERE lease_expires IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (queue, state, finished_at)
+    WHERE finished_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_by_queue ON jobs (queue, seq);
 CREATE INDEX IF NOT EXISTS jobs_unique ON jobs (queue, unique_key) WHERE unique_key IS NOT NULL;
 ";
 
@@ -84,6 +89,10 @@ trait Op: Send {
 
 struct Pending<T, F> {
     work: Option<F>,
+    /// Whether the work runs in a savepoint of its own: needed when it writes more than once
+    /// and must be all or nothing. A single write statement is atomic by itself, and a
+    /// savepoint costs a copy of every page the work touches.
+    atomic: bool,
     outcome: Option<Result<T, QueueError>>,
     reply: oneshot::Sender<Result<T, QueueError>>,
 }
@@ -97,6 +106,10 @@ where
         let Some(work) = self.work.take() else {
             return;
         };
+        if !self.atomic {
+            self.outcome = Some(work(conn, now));
+            return;
+        }
         if let Err(e) = run_cached(conn, "SAVEPOINT op") {
             self.outcome = Some(Err(e.into()));
             return;
@@ -139,8 +152,9 @@ impl SqliteStore {
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA busy_timeout = 5000;"
         ))?;
-        conn.execute_batch(SCHEMA)?;
+        configure(&conn)?;
         migrate(&conn)?;
+        conn.execute_batch(SCHEMA)?;
         let (ops, queue) = mpsc::channel::<Box<dyn Op>>();
         std::thread::Builder::new()
             .name("keel-queue-writer".into())
@@ -149,8 +163,27 @@ impl SqliteStore {
         Ok(Self { ops })
     }
 
-    /// Runs `work` on the writer thread, in the next batch.
+    /// Runs `work` on the writer thread, in the next batch, in a savepoint of its own: all of
+    /// its writes or none.
     fn run<T, F>(&self, work: F) -> StoreFuture<'static, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, u64) -> Result<T, QueueError> + Send + 'static,
+    {
+        self.submit(true, work)
+    }
+
+    /// Runs `work` on the writer thread, in the next batch, without a savepoint: for work that
+    /// writes with one statement, or whose writes each stand on their own.
+    fn run_single<T, F>(&self, work: F) -> StoreFuture<'static, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, u64) -> Result<T, QueueError> + Send + 'static,
+    {
+        self.submit(false, work)
+    }
+
+    fn submit<T, F>(&self, atomic: bool, work: F) -> StoreFuture<'static, T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection, u64) -> Result<T, QueueError> + Send + 'static,
@@ -158,6 +191,7 @@ impl SqliteStore {
         let (reply, answer) = oneshot::channel();
         let sent = self.ops.send(Box::new(Pending {
             work: Some(work),
+            atomic,
             outcome: None,
             reply,
         }));
@@ -198,6 +232,18 @@ fn write_loop(conn: &Connection, queue: &mpsc::Receiver<Box<dyn Op>>, clock: &Cl
     }
 }
 
+/// Connection settings for the writer's hot path.
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    // Plans never depend on bound values (every statement names the states its partial
+    // indexes cover as literals). Without this, SQLite recompiles a cached statement on each
+    // use when a binding might have mattered to its plan, as rusqlite clears the bindings.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+    // Savepoint journals stay in memory.
+    conn.execute_batch("PRAGMA temp_store = MEMORY;")?;
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(())
+}
+
 /// Runs a parameterless statement, parsed once per connection.
 fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
@@ -218,6 +264,26 @@ const JOB_COLUMNS: &str = "id, queue, name, payload, state, priority, attempts_m
 
 /// Brings a store written by an earlier keel up to the current schema.
 fn migrate(conn: &Connection) -> Result<(), QueueError> {
+    let has_jobs: bool = conn
+        .prepare("SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name = 'jobs'")?
+        .query_row([], |r| r.get::<_, i64>(0))?
+        > 0;
+    if !has_jobs {
+        return Ok(());
+    }
+    // Earlier stores indexed every state; the partial indexes of SCHEMA replace them (and
+    // `jobs_finished` became partial, so it is rebuilt).
+    conn.execute_batch(
+        "DROP INDEX IF EXISTS jobs_ready; DROP INDEX IF EXISTS jobs_due; \
+         DROP INDEX IF EXISTS jobs_leases;",
+    )?;
+    let finished_is_partial: bool = conn
+        .prepare("SELECT COUNT(*) FROM sqlite_schema WHERE name = 'jobs_finished' AND sql LIKE '%WHERE%'")?
+        .query_row([], |r| r.get::<_, i64>(0))?
+        > 0;
+    if !finished_is_partial {
+        conn.execute_batch("DROP INDEX IF EXISTS jobs_finished")?;
+    }
     let has_progress_data: bool = conn
         .prepare("SELECT COUNT(*) FROM pragma_table_info('jobs') WHERE name = 'progress_data'")?
         .query_row([], |r| r.get::<_, i64>(0))?
@@ -283,6 +349,7 @@ fn load(conn: &Connection, id: &str) -> Result<Option<Job>, QueueError> {
 
 /// The active job `id` if `token` holds its lease at `now`; otherwise why not.
 struct Leased {
+    seq: i64,
     queue: String,
     attempts_made: u32,
     max_attempts: u32,
@@ -295,7 +362,7 @@ fn leased(conn: &Connection, id: &str, token: &str, now: u64) -> Result<Leased, 
     let row = conn
         .prepare_cached(
             "SELECT state, token, lease_expires, attempts_made, max_attempts, backoff, errors, \
-             cancel_requested, queue FROM jobs WHERE id = ?1",
+             cancel_requested, queue, seq FROM jobs WHERE id = ?1",
         )?
         .query_row([id], |r| {
             Ok((
@@ -303,6 +370,7 @@ fn leased(conn: &Connection, id: &str, token: &str, now: u64) -> Result<Leased, 
                 r.get::<_, Option<String>>(1)?,
                 r.get::<_, Option<u64>>(2)?,
                 Leased {
+                    seq: r.get(9)?,
                     queue: r.get(8)?,
                     attempts_made: r.get(3)?,
                     max_attempts: r.get(4)?,
@@ -413,31 +481,64 @@ fn fetch_jobs(
         "UPDATE jobs SET state = 'waiting' WHERE queue = ?1 AND state = 'delayed' AND run_at <= ?2",
     )?
     .execute(params![queue, now])?;
-    // One statement leases the jobs and returns them, each with a fresh random token.
+    // Read the next jobs, then lease each by row id with a fresh random token (cheaper than
+    // one `UPDATE … RETURNING`, which SQLite runs through a temporary table).
     let expires = now.saturating_add(lease);
-    let mut take = conn.prepare_cached(&format!(
-        "UPDATE jobs SET state = 'active', attempts_made = attempts_made + 1, started_at = ?1, \
-         worker = ?2, token = lower(hex(randomblob(16))), lease_expires = ?3 \
-         WHERE seq IN (SELECT seq FROM jobs WHERE queue = ?4 AND state = 'waiting' \
-                       ORDER BY priority, seq LIMIT ?5) \
-         RETURNING {JOB_COLUMNS}, token, seq"
+    let mut next = conn.prepare_cached(&format!(
+        "SELECT {JOB_COLUMNS}, seq FROM jobs WHERE queue = ?1 AND state = 'waiting' \
+         ORDER BY priority, seq LIMIT ?2"
     ))?;
-    let mut fetched: Vec<(i64, Fetched)> = take
-        .query_map(params![now, worker, expires, queue, max as i64], |row| {
-            Ok((
-                row.get(22)?,
-                Fetched {
-                    job: job_from_row(row)?,
-                    token: row.get(21)?,
-                    lease_expires_at: expires,
-                },
-            ))
+    let jobs: Vec<(Job, i64)> = next
+        .query_map(params![queue, max as i64], |row| {
+            Ok((job_from_row(row)?, row.get(21)?))
         })?
         .collect::<Result<_, _>>()?;
-    // RETURNING gives no order: hand them out in queue order.
-    fetched.sort_by_key(|(seq, f)| (f.job.priority, *seq));
-    let fetched: Vec<Fetched> = fetched.into_iter().map(|(_, f)| f).collect();
+    let mut take = conn.prepare_cached(
+        "UPDATE jobs SET state = 'active', attempts_made = attempts_made + 1, started_at = ?1, \
+         worker = ?2, token = ?3, lease_expires = ?4 WHERE seq = ?5",
+    )?;
+    let mut fetched = Vec::with_capacity(jobs.len());
+    for (mut job, seq) in jobs {
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        take.execute(params![now, worker, token, expires, seq])?;
+        job.state = JobState::Active;
+        job.attempts_made += 1;
+        job.started_at = Some(now);
+        job.worker = Some(worker.to_owned());
+        fetched.push(Fetched {
+            job,
+            token,
+            lease_expires_at: expires,
+        });
+    }
     Ok(fetched)
+}
+
+fn complete_job(
+    conn: &Connection,
+    now: u64,
+    id: &str,
+    token: &str,
+    result: &Value,
+) -> Result<Moved, QueueError> {
+    // Look up, check the lease, then update by row id: cheaper than one `UPDATE … RETURNING`,
+    // which SQLite runs through a temporary table.
+    let job = leased(conn, id, token, now)?;
+    let state = if job.cancel_requested {
+        JobState::Cancelled
+    } else {
+        JobState::Completed
+    };
+    let result = (!result.is_null()).then(|| result.to_string());
+    conn.prepare_cached(
+        "UPDATE jobs SET state = ?1, finished_at = ?2, result = ?3, progress = 100, \
+         worker = NULL, token = NULL, lease_expires = NULL WHERE seq = ?4",
+    )?
+    .execute(params![state.as_str(), now, result, job.seq])?;
+    Ok(Moved {
+        queue: job.queue,
+        state,
+    })
 }
 
 fn fail_job(
@@ -550,7 +651,7 @@ fn prune(
         .collect::<Result<_, _>>()?;
     let mut over = conn.prepare_cached(
         "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs WHERE queue = ?1 AND state = ?2 \
-         ORDER BY finished_at DESC, seq DESC LIMIT ?3 OFFSET ?4)",
+         AND finished_at IS NOT NULL ORDER BY finished_at DESC, seq DESC LIMIT ?3 OFFSET ?4)",
     )?;
     for queue in &queues {
         for (state, keep) in [
@@ -580,17 +681,7 @@ fn overview(conn: &Connection) -> Result<Vec<QueueOverview>, QueueError> {
             counts: BTreeMap::new(),
         })
     }
-    let mut counts =
-        conn.prepare_cached("SELECT queue, state, COUNT(*) FROM jobs GROUP BY queue, state")?;
-    let rows = counts.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, u64>(2)?,
-        ))
-    })?;
-    for row in rows {
-        let (queue, state, n) = row?;
+    for (queue, state, n) in count_by_state(conn, None)? {
         entry(&mut all, &queue).counts.insert(state, n);
     }
     let mut paused = conn.prepare_cached("SELECT name, paused FROM queues WHERE paused = 1")?;
@@ -598,6 +689,27 @@ fn overview(conn: &Connection) -> Result<Vec<QueueOverview>, QueueError> {
         entry(&mut all, &row?).paused = true;
     }
     Ok(all.into_values().collect())
+}
+
+/// Jobs per queue (every queue, or only `?1`) and state, each state counted from its own
+/// partial index rather than by reading every row.
+const COUNT_BY_STATE: &str = "SELECT queue, 'waiting', COUNT(*) FROM jobs \
+         WHERE state = 'waiting' AND (?1 IS NULL OR queue = ?1) GROUP BY queue \
+         UNION ALL SELECT queue, 'delayed', COUNT(*) FROM jobs \
+         WHERE state = 'delayed' AND (?1 IS NULL OR queue = ?1) GROUP BY queue \
+         UNION ALL SELECT queue, 'active', COUNT(*) FROM jobs \
+         WHERE lease_expires IS NOT NULL AND (?1 IS NULL OR queue = ?1) GROUP BY queue \
+         UNION ALL SELECT queue, state, COUNT(*) FROM jobs \
+         WHERE finished_at IS NOT NULL AND (?1 IS NULL OR queue = ?1) GROUP BY queue, state";
+
+/// Jobs per queue (every queue, or only `queue`) and state.
+fn count_by_state(
+    conn: &Connection,
+    queue: Option<&str>,
+) -> Result<Vec<(String, String, u64)>, QueueError> {
+    let mut counts = conn.prepare_cached(COUNT_BY_STATE)?;
+    let rows = counts.query_map([queue], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// `text` with LIKE's wildcards escaped (by `\`).
@@ -681,7 +793,7 @@ impl Store for SqliteStore {
         lease: Duration,
     ) -> StoreFuture<'a, Vec<Fetched>> {
         let (queue, worker) = (queue.to_owned(), worker.to_owned());
-        self.run(move |conn, now| fetch_jobs(conn, now, &queue, &worker, max, ms(lease)))
+        self.run_single(move |conn, now| fetch_jobs(conn, now, &queue, &worker, max, ms(lease)))
     }
 
     fn complete<'a>(
@@ -691,36 +803,24 @@ impl Store for SqliteStore {
         result: Value,
     ) -> StoreFuture<'a, Moved> {
         let (id, token) = (id.to_owned(), token.to_owned());
-        self.run(move |conn, now| {
-            let moved = conn
-                .prepare_cached(
-                    "UPDATE jobs SET \
-                     state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'completed' END, \
-                     finished_at = ?1, result = ?2, progress = 100, \
-                     worker = NULL, token = NULL, lease_expires = NULL \
-                     WHERE id = ?3 AND state = 'active' AND token = ?4 AND lease_expires > ?1 \
-                     RETURNING queue, state",
-                )?
-                .query_row(params![now, result.to_string(), id, token], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-                })
-                .optional()?;
-            match moved {
-                Some((queue, state)) => Ok(Moved {
-                    queue,
-                    state: JobState::parse(&state).unwrap_or(JobState::Completed),
-                }),
-                // Not completed: say why (no such job, not active, another lease, expired).
-                None => Err(leased(conn, &id, &token, now)
-                    .err()
-                    .unwrap_or_else(|| QueueError::Store("completion did not apply".into()))),
-            }
+        self.run_single(move |conn, now| complete_job(conn, now, &id, &token, &result))
+    }
+
+    fn complete_many(
+        &self,
+        jobs: Vec<(String, String, Value)>,
+    ) -> StoreFuture<'_, Vec<Result<Moved, QueueError>>> {
+        self.run_single(move |conn, now| {
+            Ok(jobs
+                .iter()
+                .map(|(id, token, result)| complete_job(conn, now, id, token, result))
+                .collect())
         })
     }
 
     fn fail<'a>(&'a self, id: &'a str, token: &'a str, failure: Failure) -> StoreFuture<'a, Moved> {
         let (id, token) = (id.to_owned(), token.to_owned());
-        self.run(move |conn, now| fail_job(conn, now, &id, &token, &failure))
+        self.run_single(move |conn, now| fail_job(conn, now, &id, &token, &failure))
     }
 
     fn extend<'a>(&'a self, id: &'a str, token: &'a str, lease: Duration) -> StoreFuture<'a, u64> {
@@ -909,12 +1009,7 @@ impl Store for SqliteStore {
         let queue = queue.to_owned();
         self.run(move |conn, _| {
             let mut counts = BTreeMap::new();
-            let mut query = conn.prepare_cached(
-                "SELECT state, COUNT(*) FROM jobs WHERE queue = ?1 GROUP BY state",
-            )?;
-            let rows = query.query_map([&queue], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            for row in rows {
-                let (state, n): (String, u64) = row?;
+            for (_, state, n) in count_by_state(conn, Some(&queue))? {
                 counts.insert(state, n);
             }
             Ok(counts)
@@ -926,20 +1021,99 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
 
+    /// The schema as the first stores had it: no `progress_data`, an index on every state.
+    const FIRST_SCHEMA: &str = "
+        CREATE TABLE jobs (
+            seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, queue TEXT NOT NULL,
+            name TEXT NOT NULL, payload TEXT NOT NULL, state TEXT NOT NULL,
+            priority INTEGER NOT NULL, attempts_made INTEGER NOT NULL DEFAULT 0,
+            max_attempts INTEGER NOT NULL, backoff TEXT NOT NULL, unique_key TEXT, grp TEXT,
+            created_at INTEGER NOT NULL, run_at INTEGER NOT NULL, started_at INTEGER,
+            finished_at INTEGER, progress INTEGER NOT NULL DEFAULT 0, result TEXT,
+            errors TEXT NOT NULL DEFAULT '[]', stalls INTEGER NOT NULL DEFAULT 0,
+            cancel_requested INTEGER NOT NULL DEFAULT 0, worker TEXT, token TEXT,
+            lease_expires INTEGER);
+        CREATE INDEX jobs_ready ON jobs (queue, state, priority, seq);
+        CREATE INDEX jobs_due ON jobs (queue, state, run_at);
+        CREATE INDEX jobs_leases ON jobs (state, lease_expires);
+        CREATE INDEX jobs_finished ON jobs (queue, state, finished_at);";
+
+    fn count(conn: &Connection, sql: &str) -> i64 {
+        conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
     #[test]
-    fn stores_from_before_progress_data_are_migrated() {
+    fn first_stores_are_migrated() {
         let conn = Connection::open_in_memory().unwrap();
-        let old = SCHEMA.replace("    progress_data TEXT,\n", "");
-        conn.execute_batch(&old).unwrap();
-        migrate(&conn).unwrap();
-        migrate(&conn).unwrap(); // and again: nothing to do
-        let columns: i64 = conn
-            .query_row(
-                "SELECT COUNT(*) FROM pragma_table_info('jobs') WHERE name = 'progress_data'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(columns, 1);
+        conn.execute_batch(FIRST_SCHEMA).unwrap();
+        for _ in 0..2 {
+            // and again: nothing left to do
+            migrate(&conn).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+        }
+        let progress_data = "SELECT COUNT(*) FROM pragma_table_info('jobs') \
+                             WHERE name = 'progress_data'";
+        assert_eq!(count(&conn, progress_data), 1);
+        let old_indexes = "SELECT COUNT(*) FROM sqlite_schema \
+                           WHERE name IN ('jobs_ready', 'jobs_due', 'jobs_leases')";
+        assert_eq!(count(&conn, old_indexes), 0);
+        let partial = "SELECT COUNT(*) FROM sqlite_schema \
+                       WHERE name = 'jobs_finished' AND sql LIKE '%WHERE%'";
+        assert_eq!(count(&conn, partial), 1);
+    }
+
+    #[test]
+    fn hot_statements_use_the_partial_indexes() {
+        let conn = Connection::open_in_memory().unwrap();
+        configure(&conn).unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        let plan = |sql: &str| -> String {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let rows = stmt.query_map([], |r| r.get::<_, String>(3)).unwrap();
+            rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+        };
+        let waiting = plan(
+            "SELECT seq FROM jobs WHERE queue = 'q' AND state = 'waiting' \
+             ORDER BY priority, seq LIMIT 5",
+        );
+        assert!(waiting.contains("jobs_waiting"), "{waiting}");
+        let stalled = plan("SELECT seq FROM jobs WHERE state = 'active' AND lease_expires <= 5");
+        assert!(stalled.contains("jobs_leased"), "{stalled}");
+        let kept = plan(
+            "SELECT seq FROM jobs WHERE queue = 'q' AND state = 'completed' \
+             AND finished_at IS NOT NULL ORDER BY finished_at DESC",
+        );
+        assert!(kept.contains("jobs_finished"), "{kept}");
+        let counts = plan(&COUNT_BY_STATE.replace("?1", "'q'"));
+        for index in [
+            "jobs_waiting",
+            "jobs_delayed",
+            "jobs_leased",
+            "jobs_finished",
+        ] {
+            assert!(counts.contains(index), "{counts}");
+        }
+        assert!(
+            !counts.split("; ").any(|step| step == "SCAN jobs"),
+            "{counts}"
+        );
+    }
+
+    #[test]
+    fn cached_statements_are_not_recompiled_on_each_use() {
+        let conn = Connection::open_in_memory().unwrap();
+        configure(&conn).unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        let sql = "SELECT seq FROM jobs WHERE queue = ?1 AND state = 'waiting' \
+                   ORDER BY priority, seq LIMIT ?2";
+        let mut recompiled = 0;
+        for limit in [5, 50, 5] {
+            let mut stmt = conn.prepare_cached(sql).unwrap();
+            stmt.query_map(params!["q", limit], |_| Ok(()))
+                .unwrap()
+                .for_each(drop);
+            recompiled = stmt.get_status(rusqlite::StatementStatus::RePrepare);
+        }
+        assert_eq!(recompiled, 0);
     }
 }

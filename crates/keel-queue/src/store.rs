@@ -87,6 +87,26 @@ pub trait Store: Send + Sync {
     fn complete<'a>(&'a self, id: &'a str, token: &'a str, result: Value)
     -> StoreFuture<'a, Moved>;
 
+    /// Completes many active jobs, `(id, token, result)` each; one outcome per job, in order.
+    /// A store answers them together where it can (one commit, one round trip).
+    fn complete_many(
+        &self,
+        jobs: Vec<(String, String, Value)>,
+    ) -> StoreFuture<'_, Vec<Result<Moved, QueueError>>> {
+        Box::pin(async move {
+            // All are submitted before the first is awaited, so they can share a commit.
+            let pending: Vec<_> = jobs
+                .iter()
+                .map(|(id, token, result)| self.complete(id, token, result.clone()))
+                .collect();
+            let mut outcomes = Vec::with_capacity(pending.len());
+            for outcome in pending {
+                outcomes.push(outcome.await);
+            }
+            Ok(outcomes)
+        })
+    }
+
     /// Records a failed attempt of the active job `id` leased with `token`. The job is retried
     /// after its backoff if `failure.retry` and attempts remain, otherwise it fails.
     fn fail<'a>(&'a self, id: &'a str, token: &'a str, failure: Failure) -> StoreFuture<'a, Moved>;

@@ -302,6 +302,67 @@ async fn batch_completions_answer_each_job() {
 }
 
 #[tokio::test]
+async fn a_fetch_reports_the_last_batch_and_takes_the_next() {
+    let s = TestServer::start().await;
+    let names: Vec<Value> = (0..4).map(|i| json!({"name": format!("j{i}")})).collect();
+    post(&s, "/api/v1/queues/q/jobs", json!({"jobs": names}))
+        .sent()
+        .await;
+    let first = fetch(&s, "q", json!({"max": 2})).await;
+    let mut done: Vec<Value> = first
+        .iter()
+        .map(|j| json!({"id": j["id"], "token": j["token"]}))
+        .collect();
+    done.push(json!({"id": first[0]["id"], "token": "stale"}));
+    let reply = body(
+        post(
+            &s,
+            "/api/v1/queues/q/fetch",
+            json!({"max": 2, "complete": done, "wait": "30s"}),
+        )
+        .sent()
+        .await,
+    )
+    .await;
+    let outcomes: Vec<bool> = reply["completed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["ok"].as_bool().unwrap())
+        .collect();
+    assert_eq!(outcomes, [true, true, false]);
+    let next: Vec<&str> = reply["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(next, ["j2", "j3"]);
+    // With completions and nothing ready, the call answers at once instead of long-polling.
+    let done: Vec<Value> = reply["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| json!({"id": j["id"], "token": j["token"]}))
+        .collect();
+    let started = std::time::Instant::now();
+    let last = body(
+        post(
+            &s,
+            "/api/v1/queues/q/fetch",
+            json!({"complete": done, "wait": "30s"}),
+        )
+        .sent()
+        .await,
+    )
+    .await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(25));
+    assert_eq!(last["jobs"], json!([]));
+    let info = body(s.get("/api/v1/queues/q").sent().await).await;
+    assert_eq!(info["counts"], json!({"completed": 4}));
+}
+
+#[tokio::test]
 async fn queues_are_listed_measured_and_checked() {
     let s = TestServer::start_with(
         |c| c.queue.stall_check_interval = keel_core::HumanDuration::from_millis(20),

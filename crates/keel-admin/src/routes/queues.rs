@@ -183,6 +183,11 @@ pub(crate) struct FetchBody {
     /// The worker's id, kept on its jobs while they are active.
     #[serde(default)]
     worker: Option<String>,
+    /// Jobs this worker has finished, completed before the fetch (as `POST /jobs/complete`
+    /// would): a worker reports its last batch and takes the next one in a single call. A
+    /// call with completions answers at once even when no job is ready (`wait` is ignored).
+    #[serde(default)]
+    complete: Vec<CompleteItem>,
 }
 
 /// A leased job as a worker receives it.
@@ -214,7 +219,9 @@ impl From<Fetched> for LeasedJob {
 }
 
 /// Leases ready jobs: highest priority first, oldest first within a priority. With `wait`,
-/// holds the request until a job is added or the wait is over (then `{"jobs": []}`).
+/// holds the request until a job is added or the wait is over (then `{"jobs": []}`). With
+/// `complete`, first completes the worker's finished jobs and answers their outcomes in
+/// `completed` (as `POST /jobs/complete` does in `results`); such a call does not wait.
 #[utoipa::path(post, path = "/queues/{queue}/fetch", tag = "queues", security(("bearer" = [])),
     params(("queue" = String, Path, description = "The queue")),
     request_body = FetchBody,
@@ -231,18 +238,40 @@ pub(crate) async fn fetch_jobs(
             "max: must be between 1 and {MAX_FETCH}"
         )));
     }
+    if body.complete.len() > MAX_FETCH {
+        return Err(too_many_completions("complete"));
+    }
     let request = FetchRequest {
         worker: body.worker.unwrap_or_else(|| "anonymous".into()),
         max,
         lease: body.lease.map(HumanDuration::get),
         wait: body.wait.map_or(Duration::ZERO, HumanDuration::get),
     };
-    let jobs = queues
-        .fetch(&queue, &request)
-        .await
-        .map_err(|e| problem_for(&e))?;
-    let jobs: Vec<LeasedJob> = jobs.into_iter().map(LeasedJob::from).collect();
-    Ok(axum::Json(json!({ "jobs": jobs })).into_response())
+    if body.complete.is_empty() {
+        let jobs = queues
+            .fetch(&queue, &request)
+            .await
+            .map_err(|e| problem_for(&e))?;
+        let jobs: Vec<LeasedJob> = jobs.into_iter().map(LeasedJob::from).collect();
+        return Ok(axum::Json(json!({ "jobs": jobs })).into_response());
+    }
+    // The completions are handed to the store first, so they usually share the fetch's commit.
+    // Their outcomes are not held back by a long poll: with nothing ready the call answers at
+    // once, and the worker's next call (without completions) waits.
+    let request = FetchRequest {
+        wait: Duration::ZERO,
+        ..request
+    };
+    let (completed, jobs) = tokio::join!(
+        complete_all(&queues, body.complete),
+        queues.fetch(&queue, &request)
+    );
+    let jobs: Vec<LeasedJob> = jobs
+        .map_err(|e| problem_for(&e))?
+        .into_iter()
+        .map(LeasedJob::from)
+        .collect();
+    Ok(axum::Json(json!({ "jobs": jobs, "completed": completed })).into_response())
 }
 
 /// A completion.
@@ -308,21 +337,28 @@ pub(crate) async fn complete_many(
     ApiJson(body): ApiJson<CompleteManyBody>,
 ) -> Result<Response, Problem> {
     if body.jobs.len() > MAX_FETCH {
-        return Err(Problem::bad_request(format!(
-            "jobs: at most {MAX_FETCH} completions per call"
-        )));
+        return Err(too_many_completions("jobs"));
     }
-    let ids: Vec<String> = body.jobs.iter().map(|j| j.id.clone()).collect();
+    let results = complete_all(&queues, body.jobs).await;
+    Ok(axum::Json(json!({ "results": results })).into_response())
+}
+
+fn too_many_completions(field: &str) -> Problem {
+    Problem::bad_request(format!("{field}: at most {MAX_FETCH} completions per call"))
+}
+
+/// Completes `jobs`; one outcome per job, in order: `{"id", "ok": true}` or
+/// `{"id", "ok": false, "status", "detail"}`.
+async fn complete_all(queues: &Queues, jobs: Vec<CompleteItem>) -> Vec<Value> {
+    let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
     let outcomes = queues
         .complete_many(
-            body.jobs
-                .into_iter()
+            jobs.into_iter()
                 .map(|j| (j.id, j.token, j.result))
                 .collect(),
         )
         .await;
-    let results: Vec<Value> = ids
-        .into_iter()
+    ids.into_iter()
         .zip(outcomes)
         .map(|(id, outcome)| match outcome {
             Ok(()) => json!({"id": id, "ok": true}),
@@ -337,8 +373,7 @@ pub(crate) async fn complete_many(
                 json!({"id": id, "ok": false, "status": status.as_u16(), "detail": detail})
             }
         })
-        .collect();
-    Ok(axum::Json(json!({ "results": results })).into_response())
+        .collect()
 }
 
 /// A failed attempt.
