@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # keel's job queue vs BullMQ 5, side by side on this machine: bulk enqueue and processing
 # throughput, same job count, payload and concurrency, the same Node.js client runtime driving
-# both (bench/queue/bench.mjs). BullMQ runs on a redis-server this script starts on a free port;
+# both (bench/queue/bench.mjs); and keel's in-process Rust worker (a no-op handler, the same
+# job count and concurrency; crates/keel-queue/benches/store.rs). BullMQ runs on a redis-server this script starts on a free port;
 # keel is the release binary with a fresh data directory (SQLite, default durability).
 #
 # Usage: bench/queue.sh [rounds] [jobs] [concurrency]     (defaults 3, 50000, 100)
@@ -15,6 +16,7 @@ CONCURRENCY=${3:-100}
 command -v redis-server >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
 (cd bench/queue && npm install --no-audit --no-fund --silent)
 cargo build --release -q -p keel-server
+cargo bench -q -p keel-queue --bench store --no-run 2>/dev/null
 KEEL=$PWD/target/release/keel
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
@@ -42,7 +44,7 @@ start_keel() {
   echo "keel did not start"; exit 1
 }
 
-be=(); bp=(); ke=(); kp=()
+be=(); bp=(); ke=(); kp=(); ki=()
 for round in $(seq "$ROUNDS"); do
   redis-cli -p "$REDIS_PORT" flushall >/dev/null
   b1=$(node bench/queue/bench.mjs bullmq enqueue "$JOBS" "$CONCURRENCY" | rate)
@@ -51,9 +53,11 @@ for round in $(seq "$ROUNDS"); do
   k1=$(node bench/queue/bench.mjs keel enqueue "$JOBS" "$CONCURRENCY" | rate)
   k2=$(node bench/queue/bench.mjs keel process "$JOBS" "$CONCURRENCY" | rate)
   kill "$KEEL_PID"; wait "$KEEL_PID" 2>/dev/null || true
-  be+=("$b1"); bp+=("$b2"); ke+=("$k1"); kp+=("$k2")
-  echo "round $round: enqueue bullmq $b1 keel $k1 jobs/s | process bullmq $b2 keel $k2 jobs/s"
+  k3=$(cargo bench -q -p keel-queue --bench store -- "$JOBS" "$CONCURRENCY" 2>/dev/null | awk '/in-process/ {print int($2)}')
+  be+=("$b1"); bp+=("$b2"); ke+=("$k1"); kp+=("$k2"); ki+=("$k3")
+  echo "round $round: enqueue bullmq $b1 keel $k1 jobs/s | process bullmq $b2 keel http $k2 in-process $k3 jobs/s"
 done
-mbe=$(median "${be[@]}"); mke=$(median "${ke[@]}"); mbp=$(median "${bp[@]}"); mkp=$(median "${kp[@]}")
+mbe=$(median "${be[@]}"); mke=$(median "${ke[@]}"); mbp=$(median "${bp[@]}"); mkp=$(median "${kp[@]}"); mki=$(median "${ki[@]}")
 awk -v a="$mke" -v b="$mbe" 'BEGIN { printf "enqueue median: bullmq %d, keel %d jobs/s, keel/bullmq = %.2f (target >= 2)\n", b, a, a/b }'
-awk -v a="$mkp" -v b="$mbp" 'BEGIN { printf "process median: bullmq %d, keel %d jobs/s, keel/bullmq = %.2f (target >= 3)\n", b, a, a/b }'
+awk -v a="$mkp" -v b="$mbp" 'BEGIN { printf "process median (HTTP pull workers): bullmq %d, keel %d jobs/s, keel/bullmq = %.2f (target >= 3)\n", b, a, a/b }'
+awk -v a="$mki" -v b="$mbp" 'BEGIN { printf "process median (in-process worker): bullmq %d, keel %d jobs/s, keel/bullmq = %.2f (target >= 3)\n", b, a, a/b }'

@@ -1,12 +1,16 @@
-//! The job store alone, without HTTP: how many jobs per second it adds in bulk and processes
-//! (fetch a batch, complete it) with a few concurrent workers. Run with
-//! `cargo bench -p keel-queue --bench store -- [jobs] [workers] [batch]`.
+//! The queue without HTTP: how many jobs per second the store adds in bulk and processes, by
+//! direct store calls (fetch a batch, complete it, a few loops at once) and by an in-process
+//! worker (`Queues::worker`) running a no-op handler. Run with
+//! `cargo bench -p keel-queue --bench store -- [jobs] [concurrency]` (defaults 50000, 100).
 
 use std::time::{Duration, Instant};
 
 use keel_core::Clock;
-use keel_queue::{Durability, NewJob, SqliteStore, Store};
+use keel_queue::{Durability, JobState, NewJob, Outcome, QueueConfig, Queues, SqliteStore, Store};
 use serde_json::json;
+
+/// Jobs per fetch of the direct store loops.
+const BATCH: usize = 50;
 
 fn arg(n: usize, default: usize) -> usize {
     std::env::args()
@@ -17,35 +21,42 @@ fn arg(n: usize, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() {
-    let (jobs, workers, batch) = (arg(0, 50_000), arg(1, 2), arg(2, 50));
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let store = SqliteStore::open(
-        &dir.path().join("queue.db"),
-        Durability::Normal,
-        Clock::system(),
-    )
-    .expect("the store opens");
+fn open(dir: &tempfile::TempDir, name: &str) -> SqliteStore {
+    SqliteStore::open(&dir.path().join(name), Durability::Normal, Clock::system())
+        .expect("the store opens")
+}
 
-    let started = Instant::now();
+async fn add_all(store: &impl Store, jobs: usize) {
     for chunk in 0..jobs.div_ceil(1000) {
         let n = 1000.min(jobs - chunk * 1000);
         let new = (0..n)
-            .map(|i| NewJob::new("noop", json!({"n": chunk * 1000 + i, "user": "someone"})))
+            .map(|i| NewJob::new("noop", json!({"user": chunk * 1000 + i, "kind": "welcome"})))
             .collect();
         store.add("bench", new).await.expect("add");
     }
-    let added = started.elapsed();
+}
 
+fn rate(jobs: usize, took: Duration) -> f64 {
+    jobs as f64 / took.as_secs_f64()
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let (jobs, concurrency) = (arg(0, 50_000), arg(1, 100));
+    let dir = tempfile::tempdir().expect("a temporary directory");
+
+    let store = open(&dir, "direct.db");
     let started = Instant::now();
-    let loops = (0..workers).map(|w| {
+    add_all(&store, jobs).await;
+    println!("add         {:>9.0} jobs/s", rate(jobs, started.elapsed()));
+    let started = Instant::now();
+    let loops = (0..concurrency.div_ceil(BATCH)).map(|w| {
         let store = &store;
         async move {
             let worker = format!("w{w}");
             loop {
                 let fetched = store
-                    .fetch("bench", &worker, batch, Duration::from_secs(60))
+                    .fetch("bench", &worker, BATCH, Duration::from_secs(60))
                     .await
                     .expect("fetch");
                 if fetched.is_empty() {
@@ -61,17 +72,36 @@ async fn main() {
             }
         }
     });
-    futures_join_all(loops).await;
-    let processed = started.elapsed();
-    println!(
-        "add      {:>9.0} jobs/s\nprocess  {:>9.0} jobs/s",
-        jobs as f64 / added.as_secs_f64(),
-        jobs as f64 / processed.as_secs_f64()
-    );
+    join_all(loops).await;
+    println!("direct      {:>9.0} jobs/s", rate(jobs, started.elapsed()));
+
+    let store = open(&dir, "worker.db");
+    add_all(&store, jobs).await;
+    let queues = Queues::new(store, QueueConfig::default());
+    let started = Instant::now();
+    let worker = queues
+        .worker("bench")
+        .concurrency(concurrency)
+        .run(|_| async { Outcome::Done(serde_json::Value::Null) })
+        .expect("the worker starts");
+    loop {
+        let counts = queues.counts("bench").await.expect("counts");
+        if counts
+            .get(JobState::Completed.as_str())
+            .copied()
+            .unwrap_or(0) as usize
+            == jobs
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("in-process  {:>9.0} jobs/s", rate(jobs, started.elapsed()));
+    worker.shutdown().await;
 }
 
-/// Runs the futures concurrently on this thread until all are done.
-async fn futures_join_all<F: std::future::Future<Output = ()>>(futures: impl Iterator<Item = F>) {
+/// Runs the futures concurrently on this task until all are done.
+async fn join_all<F: std::future::Future<Output = ()>>(futures: impl Iterator<Item = F>) {
     let mut futures: Vec<_> = futures.map(Box::pin).collect();
     std::future::poll_fn(|cx| {
         futures.retain_mut(|f| f.as_mut().poll(cx).is_pending());

@@ -168,10 +168,7 @@ pub async fn failures_retry_with_backoff_then_fail<S: Store>(store: S, time: Moc
     for (attempt, wait_ms) in [(1u32, 1_000u64), (2, 2_000)] {
         let f = store.fetch("q", "w", 1, LEASE).await.unwrap().remove(0);
         assert_eq!(f.job.attempts_made, attempt);
-        let failure = Failure {
-            error: format!("boom {attempt}"),
-            retry: true,
-        };
+        let failure = Failure::retry(format!("boom {attempt}"));
         let state = store.fail(&id, &f.token, failure).await.unwrap().state;
         assert_eq!(state, JobState::Delayed);
         time.advance(Duration::from_millis(wait_ms - 1));
@@ -180,10 +177,7 @@ pub async fn failures_retry_with_backoff_then_fail<S: Store>(store: S, time: Moc
     }
     let f = store.fetch("q", "w", 1, LEASE).await.unwrap().remove(0);
     assert_eq!(f.job.attempts_made, 3);
-    let failure = Failure {
-        error: "boom 3".into(),
-        retry: true,
-    };
+    let failure = Failure::retry("boom 3");
     assert_eq!(
         store.fail(&id, &f.token, failure).await.unwrap().state,
         JobState::Failed
@@ -197,10 +191,7 @@ pub async fn failures_retry_with_backoff_then_fail<S: Store>(store: S, time: Moc
 pub async fn failures_without_retry_fail_at_once<S: Store>(store: S, _: MockClock) {
     let id = store.add("q", vec![job("a")]).await.unwrap().remove(0);
     let f = store.fetch("q", "w", 1, LEASE).await.unwrap().remove(0);
-    let failure = Failure {
-        error: "bad input".into(),
-        retry: false,
-    };
+    let failure = Failure::no_retry("bad input");
     assert_eq!(
         store.fail(&id, &f.token, failure).await.unwrap().state,
         JobState::Failed
@@ -346,10 +337,7 @@ pub async fn retention_keeps_the_newest_finished_jobs<S: Store>(store: S, time: 
             if i < 4 {
                 store.complete(id, &f.token, json!(i)).await.unwrap();
             } else {
-                let failure = Failure {
-                    error: "x".into(),
-                    retry: false,
-                };
+                let failure = Failure::no_retry("x");
                 store.fail(id, &f.token, failure).await.unwrap();
             }
             time.advance(secs(1));
@@ -444,10 +432,7 @@ pub async fn progress_promote_and_retry<S: Store>(store: S, _: MockClock) {
         matches!(wrong, Err(QueueError::Conflict { .. })),
         "{wrong:?}"
     );
-    let failure = Failure {
-        error: "boom".into(),
-        retry: true,
-    };
+    let failure = Failure::retry("boom");
     assert_eq!(
         store.fail(&ids[0], &f.token, failure).await.unwrap().state,
         JobState::Failed
@@ -572,10 +557,7 @@ pub async fn clean_and_retry_failed_act_on_one_queue<S: Store>(store: S, time: M
                     .await
                     .unwrap();
             } else {
-                let failure = Failure {
-                    error: "x".into(),
-                    retry: false,
-                };
+                let failure = Failure::no_retry("x");
                 store.fail(&f.job.id, &f.token, failure).await.unwrap();
             }
         }

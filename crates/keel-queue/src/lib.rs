@@ -6,6 +6,7 @@
 //!   same [`conformance`] suite.
 //! - [`Queues`]: what the rest of keel uses — a store plus long-polling fetches woken by adds,
 //!   and background recovery of stalled jobs.
+//! - [`Worker`]: in-process Rust workers (`queues.worker("q").concurrency(8).run(handler)`).
 //! - [`QueueConfig`]: the `[queue]` config section.
 //! - [`SqliteStore`]: the embedded default — one SQLite file in WAL mode, written by a single
 //!   thread that commits many operations in one transaction (group commit).
@@ -19,6 +20,7 @@ pub mod model;
 mod service;
 mod sqlite;
 mod store;
+mod worker;
 
 pub use config::{DurabilityMode, QueueConfig, QueueConfigError};
 pub use error::QueueError;
@@ -26,3 +28,4 @@ pub use model::{Backoff, BackoffKind, Fetched, Job, JobOptions, JobState, NewJob
 pub use service::{Events, FetchRequest, Queues};
 pub use sqlite::{Durability, SqliteStore};
 pub use store::{Failure, JobFilter, JobPage, Moved, Retention, Store, StoreFuture};
+pub use worker::{Outcome, Worker, WorkerBuilder};

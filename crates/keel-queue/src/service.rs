@@ -14,6 +14,7 @@ use crate::QueueError;
 use crate::config::QueueConfig;
 use crate::model::{Fetched, Job, JobState, NewJob, QueueOverview};
 use crate::store::{Failure, JobFilter, JobPage, Moved, Store};
+use crate::worker::WorkerBuilder;
 
 /// Most finished jobs deleted in one pruning step (a step is one transaction of the writer).
 const PRUNE_BATCH: usize = 5_000;
@@ -88,6 +89,11 @@ impl Queues {
     /// The configuration.
     pub fn config(&self) -> &QueueConfig {
         &self.inner.config
+    }
+
+    /// An in-process worker for `queue`: `queues.worker("q").concurrency(8).run(handler)`.
+    pub fn worker(&self, queue: &str) -> WorkerBuilder {
+        WorkerBuilder::new(self.clone(), queue)
     }
 
     fn count(&self, queue: &str, event: impl FnOnce(&mut Events)) {

@@ -555,7 +555,10 @@ fn fail_job(
         (JobState::Cancelled, now, Some(now))
     } else if retry {
         let backoff: crate::model::Backoff = serde_json::from_str(&job.backoff).unwrap_or_default();
-        let wait = ms(backoff.wait(job.attempts_made, random_unit()));
+        let wait = match failure.retry_after {
+            Some(after) => ms(after),
+            None => ms(backoff.wait(job.attempts_made, random_unit())),
+        };
         (JobState::Delayed, now.saturating_add(wait), None)
     } else {
         (JobState::Failed, now, Some(now))

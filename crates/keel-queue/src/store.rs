@@ -20,6 +20,28 @@ pub struct Failure {
     pub error: String,
     /// Whether another attempt may follow (if any are left).
     pub retry: bool,
+    /// When retrying, wait this long instead of the job's backoff.
+    pub retry_after: Option<Duration>,
+}
+
+impl Failure {
+    /// A failure that is retried after the job's backoff while attempts remain.
+    pub fn retry(error: impl Into<String>) -> Self {
+        Self {
+            error: error.into(),
+            retry: true,
+            retry_after: None,
+        }
+    }
+
+    /// A failure that is not retried.
+    pub fn no_retry(error: impl Into<String>) -> Self {
+        Self {
+            error: error.into(),
+            retry: false,
+            retry_after: None,
+        }
+    }
 }
 
 /// Which jobs a listing returns.

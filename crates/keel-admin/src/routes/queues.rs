@@ -387,14 +387,19 @@ pub(crate) struct FailBody {
     /// Whether to retry if attempts remain (default true).
     #[serde(default = "yes")]
     retry: bool,
+    /// Retry after this long instead of the job's backoff (`"90s"`), e.g. when the app was
+    /// told by an API when to come back.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    retry_after: Option<HumanDuration>,
 }
 
 fn yes() -> bool {
     true
 }
 
-/// Records a failed attempt: the job is retried after its backoff while attempts remain (and
-/// `retry` is not false), otherwise it fails. Answers the job's new state.
+/// Records a failed attempt: the job is retried after its backoff (or `retry_after`) while
+/// attempts remain (and `retry` is not false), otherwise it fails. Answers the job's new state.
 #[utoipa::path(post, path = "/jobs/{id}/fail", tag = "queues", security(("bearer" = [])),
     params(("id" = String, Path, description = "The job id")),
     request_body = FailBody,
@@ -408,6 +413,7 @@ pub(crate) async fn fail_job(
     let failure = Failure {
         error: body.error,
         retry: body.retry,
+        retry_after: body.retry_after.map(HumanDuration::get),
     };
     let state = queues
         .fail(&id, &body.token, failure)
