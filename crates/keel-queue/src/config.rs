@@ -4,6 +4,7 @@ use keel_core::{ByteSize, HumanDuration};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::model::{QueueLimits, RateLimit};
 use crate::sqlite::Durability;
 use crate::store::Retention;
 
@@ -104,5 +105,127 @@ impl QueueConfig {
             return err("queue.stall_check_interval", "must be longer than 0");
         }
         Ok(())
+    }
+}
+
+/// One `[[queues]]` entry: a queue declared in config, with its limits and its jobs' default
+/// options. Queues not declared are created on first use with no limits.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSettings {
+    /// The queue's name.
+    pub name: String,
+    /// Most jobs active at once, across all workers; unset = no cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+    /// Jobs started per window across all workers, e.g. `{ max = 1000, per = "5s" }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+    /// Jobs of one group started per window (each tenant its own budget).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_rate_limit: Option<RateLimit>,
+    /// Attempts of a job that names none (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+}
+
+impl QueueSettings {
+    /// The limits the store enforces.
+    pub fn limits(&self) -> QueueLimits {
+        QueueLimits {
+            concurrency: self.concurrency,
+            rate: self.rate_limit,
+            group_rate: self.group_rate_limit,
+        }
+    }
+
+    /// Checks every entry (`queues[i].…` names the field); names must be unique.
+    pub fn validate_all(all: &[Self]) -> Result<(), QueueSettingsError> {
+        let err = |i: usize, field: &str, reason: &str| {
+            Err(QueueSettingsError {
+                field: format!("queues[{i}].{field}"),
+                reason: reason.to_owned(),
+            })
+        };
+        for (i, q) in all.iter().enumerate() {
+            if crate::Queues::validate_queue(&q.name).is_err() {
+                return err(i, "name", "must be 1–128 characters of A-Z a-z 0-9 - _ . :");
+            }
+            if all[..i].iter().any(|other| other.name == q.name) {
+                return err(i, "name", "is declared twice");
+            }
+            if q.concurrency == Some(0) {
+                return err(
+                    i,
+                    "concurrency",
+                    "must be at least 1 (leave it out for no cap)",
+                );
+            }
+            if q.attempts == Some(0) {
+                return err(i, "attempts", "must be at least 1");
+            }
+            for (field, rate) in [
+                ("rate_limit", q.rate_limit),
+                ("group_rate_limit", q.group_rate_limit),
+            ] {
+                let Some(rate) = rate else { continue };
+                if rate.max == 0 {
+                    return err(i, &format!("{field}.max"), "must be at least 1");
+                }
+                if rate.per.get().is_zero() {
+                    return err(i, &format!("{field}.per"), "must be longer than 0");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A problem in a `[[queues]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct QueueSettingsError {
+    /// The key path, e.g. `queues[2].rate_limit.per`.
+    pub field: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use keel_core::HumanDuration;
+
+    use super::*;
+
+    fn field_of(all: &[QueueSettings]) -> String {
+        QueueSettings::validate_all(all).unwrap_err().field
+    }
+
+    #[test]
+    fn queue_declarations_name_the_bad_field() {
+        let ok = QueueSettings {
+            name: "mail".into(),
+            ..QueueSettings::default()
+        };
+        assert!(QueueSettings::validate_all(std::slice::from_ref(&ok)).is_ok());
+        let bad_name = QueueSettings {
+            name: "no spaces".into(),
+            ..ok.clone()
+        };
+        assert_eq!(field_of(&[ok.clone(), bad_name]), "queues[1].name");
+        assert_eq!(field_of(&[ok.clone(), ok.clone()]), "queues[1].name");
+        let zero_rate = QueueSettings {
+            group_rate_limit: Some(RateLimit {
+                max: 5,
+                per: HumanDuration::from_secs(0),
+            }),
+            ..ok.clone()
+        };
+        assert_eq!(field_of(&[zero_rate]), "queues[0].group_rate_limit.per");
+        let no_cap = QueueSettings {
+            concurrency: Some(0),
+            ..ok
+        };
+        assert_eq!(field_of(&[no_cap]), "queues[0].concurrency");
     }
 }

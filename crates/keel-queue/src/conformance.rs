@@ -11,7 +11,7 @@ use keel_core::{Clock, MockClock};
 use serde_json::json;
 
 use crate::QueueError;
-use crate::model::{Backoff, BackoffKind, JobState, NewJob};
+use crate::model::{Backoff, BackoffKind, JobState, NewJob, QueueLimits, RateLimit};
 use crate::store::{Failure, JobFilter, Retention, Store};
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -53,7 +53,13 @@ where
     run(&open, progress_promote_and_retry).await;
     run(&open, listings_page_newest_first_with_filters_and_search).await;
     run(&open, clean_and_retry_failed_act_on_one_queue).await;
+    run(&open, groups_take_turns).await;
+    run(&open, the_concurrency_cap_counts_active_jobs).await;
+    run(&open, rate_limits_hold_for_the_queue_and_each_group).await;
 }
+
+/// The number of cases [`run_all`] runs (each on a store of its own).
+pub const CASES: usize = 18;
 
 async fn run<S, F, C, Fut>(open: &F, case: C)
 where
@@ -91,6 +97,92 @@ pub async fn priorities_then_fifo<S: Store>(store: S, _: MockClock) {
     assert_eq!(names(&store, "q", 10).await, ["b", "c", "low"]);
     assert!(names(&store, "q", 10).await.is_empty());
     assert_eq!(names(&store, "other", 10).await, ["x"]);
+}
+
+fn grouped(name: &str, group: Option<&str>) -> NewJob {
+    let mut job = job(name);
+    job.options.group = group.map(str::to_owned);
+    job
+}
+
+/// Within a priority, groups take turns: a group that adds jobs after another's long backlog
+/// runs next, then alternates with it.
+pub async fn groups_take_turns<S: Store>(store: S, _: MockClock) {
+    let backlog = (1..=4).map(|i| grouped(&format!("a{i}"), Some("a")));
+    store.add("q", backlog.collect()).await.unwrap();
+    assert_eq!(names(&store, "q", 2).await, ["a1", "a2"]);
+    let late = vec![grouped("b1", Some("b")), grouped("b2", Some("b"))];
+    store.add("q", late).await.unwrap();
+    assert_eq!(names(&store, "q", 10).await, ["b1", "a3", "b2", "a4"]);
+    // Jobs without a group are one group of their own.
+    let mixed = vec![
+        grouped("c1", Some("c")),
+        grouped("c2", Some("c")),
+        grouped("n1", None),
+        grouped("n2", None),
+    ];
+    store.add("q", mixed).await.unwrap();
+    assert_eq!(names(&store, "q", 10).await, ["c1", "n1", "c2", "n2"]);
+}
+
+/// With a concurrency cap, a fetch hands out no more than the cap minus the active jobs.
+pub async fn the_concurrency_cap_counts_active_jobs<S: Store>(store: S, _: MockClock) {
+    let limits = QueueLimits {
+        concurrency: Some(2),
+        ..QueueLimits::default()
+    };
+    store.set_limits("q", limits).await.unwrap();
+    let jobs = (0..5).map(|i| job(&format!("j{i}"))).collect();
+    store.add("q", jobs).await.unwrap();
+    let first = store.fetch("q", "w", 10, LEASE).await.unwrap();
+    assert_eq!(first.len(), 2);
+    assert!(names(&store, "q", 10).await.is_empty(), "at the cap");
+    store
+        .complete(&first[0].job.id, &first[0].token, json!(null))
+        .await
+        .unwrap();
+    assert_eq!(names(&store, "q", 10).await, ["j2"]);
+    store.set_limits("q", QueueLimits::default()).await.unwrap();
+    assert_eq!(names(&store, "q", 10).await, ["j3", "j4"], "limits lifted");
+}
+
+/// A queue rate limit holds in any window (sliding), and a group limit holds per group;
+/// jobs without a group are not held back by the group limit.
+pub async fn rate_limits_hold_for_the_queue_and_each_group<S: Store>(store: S, time: MockClock) {
+    let per_second = |max| {
+        Some(RateLimit {
+            max,
+            per: keel_core::HumanDuration::from_secs(1),
+        })
+    };
+    let limits = QueueLimits {
+        rate: per_second(3),
+        group_rate: per_second(1),
+        ..QueueLimits::default()
+    };
+    store.set_limits("q", limits).await.unwrap();
+    let jobs = vec![
+        grouped("a1", Some("a")),
+        grouped("a2", Some("a")),
+        grouped("a3", Some("a")),
+        grouped("n1", None),
+        grouped("n2", None),
+        grouped("n3", None),
+        grouped("b1", Some("b")),
+    ];
+    store.add("q", jobs).await.unwrap();
+    // Turn 0: a1, n1, b1 — the queue's 3 per second.
+    assert_eq!(names(&store, "q", 10).await, ["a1", "n1", "b1"]);
+    time.advance(Duration::from_millis(999));
+    assert!(
+        names(&store, "q", 10).await.is_empty(),
+        "the window is full"
+    );
+    time.advance(Duration::from_millis(1));
+    // A new window: a2 (group a again has room), n2, then n3 (a3 waits for a's window).
+    assert_eq!(names(&store, "q", 10).await, ["a2", "n2", "n3"]);
+    time.advance(secs(1));
+    assert_eq!(names(&store, "q", 10).await, ["a3"]);
 }
 
 /// A delayed job is not handed out before its time, and is at its time.

@@ -22,9 +22,14 @@ mod sqlite;
 mod store;
 mod worker;
 
-pub use config::{DurabilityMode, QueueConfig, QueueConfigError};
+pub use config::{
+    DurabilityMode, QueueConfig, QueueConfigError, QueueSettings, QueueSettingsError,
+};
 pub use error::QueueError;
-pub use model::{Backoff, BackoffKind, Fetched, Job, JobOptions, JobState, NewJob, QueueOverview};
+pub use model::{
+    Backoff, BackoffKind, Fetched, Job, JobOptions, JobState, NewJob, QueueLimits, QueueOverview,
+    RateLimit,
+};
 pub use service::{Events, FetchRequest, Queues};
 pub use sqlite::{Durability, SqliteStore};
 pub use store::{Failure, JobFilter, JobPage, Moved, Retention, Store, StoreFuture};

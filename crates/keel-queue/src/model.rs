@@ -256,6 +256,28 @@ pub struct QueueOverview {
     pub counts: std::collections::BTreeMap<String, u64>,
 }
 
+/// At most `max` jobs started in any window of `per` (a sliding window: never more, wherever
+/// the window is placed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Jobs per window (at least 1).
+    pub max: u32,
+    /// The window, e.g. `"1s"` or `"5m"`.
+    pub per: keel_core::HumanDuration,
+}
+
+/// What a queue may hand out, across all its workers (pull, push and in-process).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// Most jobs active at once.
+    pub concurrency: Option<u32>,
+    /// Jobs started per window.
+    pub rate: Option<RateLimit>,
+    /// Jobs of one group started per window (jobs without a group are not limited by it).
+    pub group_rate: Option<RateLimit>,
+}
+
 /// A job handed to a worker, with the lease that proves it holds it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fetched {

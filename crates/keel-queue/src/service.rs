@@ -11,8 +11,8 @@ use serde_json::Value;
 use tokio::sync::Notify;
 
 use crate::QueueError;
-use crate::config::QueueConfig;
-use crate::model::{Fetched, Job, JobState, NewJob, QueueOverview};
+use crate::config::{QueueConfig, QueueSettings};
+use crate::model::{Fetched, Job, JobOptions, JobState, NewJob, QueueOverview};
 use crate::store::{Failure, JobFilter, JobPage, Moved, Store};
 use crate::worker::WorkerBuilder;
 
@@ -41,6 +41,8 @@ struct Inner {
     /// The queues as the last maintenance round saw them (for metrics and health, which must
     /// not wait on the store).
     snapshot: Mutex<Vec<QueueOverview>>,
+    /// The queues declared in config (`[[queues]]`), by name.
+    declared: Mutex<BTreeMap<String, QueueSettings>>,
 }
 
 /// What happened to a queue's jobs since keel started.
@@ -82,6 +84,7 @@ impl Queues {
                 events: Mutex::new(BTreeMap::new()),
                 stalled: std::sync::atomic::AtomicU64::new(0),
                 snapshot: Mutex::new(Vec::new()),
+                declared: Mutex::new(BTreeMap::new()),
             }),
         }
     }
@@ -89,6 +92,52 @@ impl Queues {
     /// The configuration.
     pub fn config(&self) -> &QueueConfig {
         &self.inner.config
+    }
+
+    /// Declares queues (`[[queues]]`): their limits reach the store, their job defaults apply
+    /// to jobs added from now on.
+    pub async fn declare(&self, queues: &[QueueSettings]) -> Result<(), QueueError> {
+        for settings in queues {
+            self.inner
+                .store
+                .set_limits(&settings.name, settings.limits())
+                .await?;
+            lock(&self.inner.declared).insert(settings.name.clone(), settings.clone());
+        }
+        Ok(())
+    }
+
+    /// `queue`'s declaration, if it has one.
+    pub fn settings(&self, queue: &str) -> Option<QueueSettings> {
+        lock(&self.inner.declared).get(queue).cloned()
+    }
+
+    /// Every declared queue.
+    pub fn declared(&self) -> Vec<QueueSettings> {
+        lock(&self.inner.declared).values().cloned().collect()
+    }
+
+    /// The options a job of `queue` gets where it names none.
+    pub fn job_defaults(&self, queue: &str) -> JobOptions {
+        let mut options = JobOptions::default();
+        if let Some(attempts) = lock(&self.inner.declared)
+            .get(queue)
+            .and_then(|q| q.attempts)
+        {
+            options.attempts = attempts;
+        }
+        options
+    }
+
+    /// A job of `queue` left the active state: a fetch held back by its concurrency cap may
+    /// now get one.
+    fn freed(&self, queue: &str) {
+        let capped = lock(&self.inner.declared)
+            .get(queue)
+            .is_some_and(|q| q.concurrency.is_some());
+        if capped {
+            self.wake(queue).notify_waiters();
+        }
     }
 
     /// An in-process worker for `queue`: `queues.worker("q").concurrency(8).run(handler)`.
@@ -216,6 +265,9 @@ impl Queues {
 
     /// Counts a job's move in its queue's events.
     fn counted(&self, moved: &Moved) {
+        if moved.state != JobState::Active {
+            self.freed(&moved.queue);
+        }
         self.count(&moved.queue, |e| match moved.state {
             JobState::Completed => e.completed += 1,
             JobState::Failed => e.failed += 1,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::QueueError;
-use crate::model::{Fetched, Job, JobState, NewJob, QueueOverview};
+use crate::model::{Fetched, Job, JobState, NewJob, QueueLimits, QueueOverview};
 
 /// What a store operation returns: a boxed future, so stores can be used as trait objects.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, QueueError>> + Send + 'a>>;
@@ -95,8 +95,10 @@ pub trait Store: Send + Sync {
     fn add<'a>(&'a self, queue: &'a str, jobs: Vec<NewJob>) -> StoreFuture<'a, Vec<String>>;
 
     /// Leases up to `max` ready jobs of `queue` to `worker` for `lease`: highest priority
-    /// first (lowest number), oldest first within a priority. Delayed jobs whose time has come
-    /// are ready. A paused queue hands out nothing.
+    /// first (lowest number); within a priority, groups take turns (a group that added many
+    /// jobs does not hold back one that added a few later) and each group's jobs go oldest
+    /// first — with no groups, plain FIFO. Delayed jobs whose time has come are ready. A paused
+    /// queue hands out nothing; the queue's limits ([`Store::set_limits`]) hold.
     fn fetch<'a>(
         &'a self,
         queue: &'a str,
@@ -104,6 +106,11 @@ pub trait Store: Send + Sync {
         max: usize,
         lease: Duration,
     ) -> StoreFuture<'a, Vec<Fetched>>;
+
+    /// Sets what `queue` may hand out from now on: a cap on active jobs and rate limits for the
+    /// queue and for each group in it. Fetches respect them; fetches answer fewer jobs (or
+    /// none) rather than exceed one.
+    fn set_limits<'a>(&'a self, queue: &'a str, limits: QueueLimits) -> StoreFuture<'a, ()>;
 
     /// Completes the active job `id` leased with `token`, keeping `result`.
     fn complete<'a>(&'a self, id: &'a str, token: &'a str, result: Value)

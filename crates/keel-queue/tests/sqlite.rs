@@ -20,7 +20,7 @@ async fn passes_the_conformance_suite() {
     .await;
     assert_eq!(
         counter.into_inner(),
-        15,
+        conformance::CASES,
         "every case ran on a store of its own"
     );
 }
@@ -85,4 +85,36 @@ async fn concurrent_writers_share_commits_and_lose_nothing() {
         task.await.unwrap();
     }
     assert_eq!(store.counts("q").await.unwrap().get("waiting"), Some(&1000));
+}
+
+#[tokio::test]
+async fn a_rate_window_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("queue.db");
+    let (clock, time) = Clock::mock();
+    let limits = keel_queue::QueueLimits {
+        rate: Some(keel_queue::RateLimit {
+            max: 2,
+            per: keel_core::HumanDuration::from_secs(60),
+        }),
+        ..Default::default()
+    };
+    let jobs = || (0..4).map(|i| NewJob::new("n", json!(i))).collect();
+    {
+        let store = SqliteStore::open(&path, Durability::Normal, clock.clone()).unwrap();
+        store.set_limits("q", limits).await.unwrap();
+        store.add("q", jobs()).await.unwrap();
+        let lease = Duration::from_secs(300);
+        assert_eq!(store.fetch("q", "w", 10, lease).await.unwrap().len(), 2);
+    }
+    time.advance(Duration::from_secs(30));
+    let store = SqliteStore::open(&path, Durability::Normal, clock).unwrap();
+    store.set_limits("q", limits).await.unwrap();
+    let lease = Duration::from_secs(300);
+    assert!(
+        store.fetch("q", "w", 10, lease).await.unwrap().is_empty(),
+        "the starts before reopening still fill the window"
+    );
+    time.advance(Duration::from_secs(30));
+    assert_eq!(store.fetch("q", "w", 10, lease).await.unwrap().len(), 2);
 }

@@ -206,6 +206,11 @@ impl App {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
+        // Declared queues' limits are in force before the first request.
+        self.queues
+            .declare(&self.config.queues)
+            .await
+            .map_err(StartError::Queue)?;
         let state = self.state.clone();
         let sampler = keel_admin::history::spawn_sampler(state.clone());
         let queue_maintenance = self.queues.spawn_maintenance();

@@ -363,6 +363,55 @@ async fn a_fetch_reports_the_last_batch_and_takes_the_next() {
 }
 
 #[tokio::test]
+async fn declared_queues_apply_their_limits_and_job_defaults() {
+    let s = TestServer::start_with(
+        |c| {
+            c.queues = vec![keel_queue::QueueSettings {
+                name: "capped".into(),
+                concurrency: Some(2),
+                rate_limit: Some(keel_queue::RateLimit {
+                    max: 100,
+                    per: keel_core::HumanDuration::from_secs(1),
+                }),
+                attempts: Some(7),
+                ..Default::default()
+            }];
+        },
+        Vec::new(),
+    )
+    .await;
+    // Known before its first job, with its limits.
+    let info = body(s.get("/api/v1/queues/capped").sent().await).await;
+    assert_eq!(info["counts"], json!({}));
+    assert_eq!(info["limits"]["concurrency"], 2);
+    assert_eq!(
+        info["limits"]["rate_limit"],
+        json!({"max": 100, "per": "1s"})
+    );
+    let listed = body(s.get("/api/v1/queues").sent().await).await;
+    assert_eq!(listed["queues"][0]["name"], "capped");
+
+    let names: Vec<Value> = (0..3).map(|i| json!({"name": format!("j{i}")})).collect();
+    post(&s, "/api/v1/queues/capped/jobs", json!({"jobs": names}))
+        .sent()
+        .await;
+    let first = fetch(&s, "capped", json!({"max": 10})).await;
+    assert_eq!(first.len(), 2, "the concurrency cap");
+    assert_eq!(first[0]["max_attempts"], 7, "the queue's default attempts");
+    // A waiting fetch gets the third job as soon as a slot frees up.
+    let waiting = post(&s, "/api/v1/queues/capped/fetch", json!({"wait": "30s"})).send();
+    let complete = post(
+        &s,
+        &format!("/api/v1/jobs/{}/complete", first[0]["id"].as_str().unwrap()),
+        json!({"token": first[0]["token"]}),
+    )
+    .sent();
+    let (waiting, _) = tokio::join!(waiting, complete);
+    let third = body(waiting.unwrap()).await;
+    assert_eq!(third["jobs"][0]["name"], "j2");
+}
+
+#[tokio::test]
 async fn queues_are_listed_measured_and_checked() {
     let s = TestServer::start_with(
         |c| c.queue.stall_check_interval = keel_core::HumanDuration::from_millis(20),
@@ -387,11 +436,13 @@ async fn queues_are_listed_measured_and_checked() {
     action(&s, "/api/v1/queues/idle/pause").sent().await;
 
     let list = body(s.get("/api/v1/queues").sent().await).await;
+    let no_limits = json!({"concurrency": null, "rate_limit": null, "group_rate_limit": null});
     assert_eq!(
         list["queues"],
         json!([
-            {"name": "idle", "paused": true, "counts": {}},
-            {"name": "reports", "paused": false, "counts": {"completed": 1, "waiting": 1}}
+            {"name": "idle", "paused": true, "counts": {}, "limits": no_limits},
+            {"name": "reports", "paused": false, "counts": {"completed": 1, "waiting": 1},
+             "limits": no_limits}
         ])
     );
     let health = body(s.public("/health/detailed").await).await;

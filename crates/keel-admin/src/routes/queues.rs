@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use keel_core::{HumanDuration, Problem};
 use keel_queue::{
     Backoff, BackoffKind, Failure, FetchRequest, Fetched, JobFilter, JobOptions, JobState, NewJob,
-    QueueError, Queues,
+    QueueError, QueueOverview, QueueSettings, Queues, RateLimit,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -89,8 +89,7 @@ pub(crate) struct JobRequest {
 }
 
 impl JobRequest {
-    fn into_job(self) -> NewJob {
-        let defaults = JobOptions::default();
+    fn into_job(self, defaults: &JobOptions) -> NewJob {
         NewJob {
             name: self.name,
             payload: self.payload,
@@ -98,7 +97,7 @@ impl JobRequest {
                 priority: self.priority,
                 delay_ms: self.delay.map_or(0, |d| ms(d.get())),
                 attempts: self.attempts.unwrap_or(defaults.attempts),
-                backoff: self.backoff.map_or(defaults.backoff, |b| Backoff {
+                backoff: self.backoff.map_or(defaults.backoff.clone(), |b| Backoff {
                     kind: b.kind,
                     delay_ms: ms(b.delay.get()),
                     max_delay_ms: b.max_delay.map(|d| ms(d.get())),
@@ -151,7 +150,8 @@ pub(crate) async fn add_jobs(
             jobs.len()
         )));
     }
-    let jobs = jobs.into_iter().map(JobRequest::into_job).collect();
+    let defaults = queues.job_defaults(&queue);
+    let jobs = jobs.into_iter().map(|j| j.into_job(&defaults)).collect();
     let mut ids = queues
         .add(&queue, jobs)
         .await
@@ -466,8 +466,41 @@ pub(crate) async fn list_queues(
     _: Authorized<ViewerRole>,
     State(queues): State<Queues>,
 ) -> Result<Response, Problem> {
-    let overview = queues.overview().await.map_err(|e| problem_for(&e))?;
-    Ok(axum::Json(json!({ "queues": overview })).into_response())
+    let mut overview = queues.overview().await.map_err(|e| problem_for(&e))?;
+    // Declared queues are listed even before their first job.
+    for declared in queues.declared() {
+        if !overview.iter().any(|q| q.name == declared.name) {
+            overview.push(QueueOverview {
+                name: declared.name,
+                paused: false,
+                counts: Default::default(),
+            });
+        }
+    }
+    overview.sort_by(|a, b| a.name.cmp(&b.name));
+    let listed: Vec<Value> = overview
+        .into_iter()
+        .map(|q| {
+            let settings = queues.settings(&q.name);
+            json!({
+                "name": q.name,
+                "paused": q.paused,
+                "counts": q.counts,
+                "limits": limits_json(settings.as_ref()),
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({ "queues": listed })).into_response())
+}
+
+/// A queue's declared limits as the API shows them (`null` where none).
+fn limits_json(settings: Option<&QueueSettings>) -> Value {
+    let rate = |r: Option<RateLimit>| r.map(|r| json!({"max": r.max, "per": r.per.to_string()}));
+    json!({
+        "concurrency": settings.and_then(|s| s.concurrency),
+        "rate_limit": rate(settings.and_then(|s| s.rate_limit)),
+        "group_rate_limit": rate(settings.and_then(|s| s.group_rate_limit)),
+    })
 }
 
 /// A progress report.
@@ -554,12 +587,18 @@ pub(crate) async fn queue_info(
     Path(queue): Path<String>,
 ) -> Result<Response, Problem> {
     let counts = queues.counts(&queue).await.map_err(|e| problem_for(&e))?;
-    if counts.is_empty() {
+    let settings = queues.settings(&queue);
+    if counts.is_empty() && settings.is_none() {
         return Err(Problem::not_found(format!(
-            "no queue {queue:?} (it has no jobs)"
+            "no queue {queue:?} (it has no jobs and is not declared)"
         )));
     }
-    Ok(axum::Json(json!({ "name": queue, "counts": counts })).into_response())
+    let body = json!({
+        "name": queue,
+        "counts": counts,
+        "limits": limits_json(settings.as_ref()),
+    });
+    Ok(axum::Json(body).into_response())
 }
 
 /// What a listing asks for.

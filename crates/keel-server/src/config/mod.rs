@@ -19,7 +19,7 @@ mod sections;
 
 use keel_auth::AuthConfig;
 use keel_cache::CacheConfig;
-use keel_queue::QueueConfig;
+use keel_queue::{QueueConfig, QueueSettings};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +47,8 @@ pub struct Config {
     pub queue: QueueConfig,
     /// Redis, for scaling out across instances. Unset = everything stays in-process.
     pub redis: RedisConfig,
+    /// Queues declared ahead of use, with their limits and job defaults (`[[queues]]`).
+    pub queues: Vec<QueueSettings>,
 }
 
 /// A config value that is wrong, with the key path that holds it.
@@ -86,6 +88,8 @@ impl Config {
             .validate()
             .map_err(|e| FieldError::new(e.field, e.reason))?;
         self.redis.validate()?;
+        QueueSettings::validate_all(&self.queues)
+            .map_err(|e| FieldError::new(e.field, e.reason))?;
         Ok(())
     }
 

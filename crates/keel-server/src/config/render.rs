@@ -23,7 +23,29 @@ pub fn default_toml() -> String {
     for table in &tree.tables {
         write_table(&mut out, table);
     }
+    write_arrays(&mut out, &tree);
     out
+}
+
+/// Each array of tables of `table`, commented out (they have no default entries).
+fn write_arrays(out: &mut String, table: &Table) {
+    for array in &table.arrays {
+        out.push('\n');
+        comment_lines(out, &array.description);
+        let _ = writeln!(out, "# [[{}]]", array.path.join("."));
+        for (name, key) in item_keys(array) {
+            write_key(out, key, &name, "# ", false);
+        }
+    }
+}
+
+/// The keys of an array item, named relative to the item (`rate_limit.max`).
+fn item_keys(array: &Table) -> Vec<(String, &Key)> {
+    array
+        .all_keys()
+        .into_iter()
+        .map(|key| (key.path[array.path.len()..].join("."), key))
+        .collect()
 }
 
 fn comment_lines(out: &mut String, text: &str) {
@@ -41,23 +63,16 @@ fn write_table(out: &mut String, table: &Table) {
     comment_lines(out, &table.description);
     let _ = writeln!(out, "[{}]", table.path.join("."));
     for key in &table.keys {
-        write_key(out, key, "", true);
+        let name = key.path.last().cloned().unwrap_or_default();
+        write_key(out, key, &name, "", true);
     }
-    for array in &table.arrays {
-        out.push('\n');
-        comment_lines(out, &array.description);
-        let _ = writeln!(out, "# [[{}]]", array.path.join("."));
-        for key in &array.keys {
-            write_key(out, key, "# ", false);
-        }
-    }
+    write_arrays(out, table);
     for sub in &table.tables {
         write_table(out, sub);
     }
 }
 
-fn write_key(out: &mut String, key: &Key, prefix: &str, with_env: bool) {
-    let name = key.path.last().map(String::as_str).unwrap_or_default();
+fn write_key(out: &mut String, key: &Key, name: &str, prefix: &str, with_env: bool) {
     comment_lines(out, &key.description);
     if !key.choices.is_empty() {
         let _ = writeln!(out, "# one of: {}", key.choices.join(", "));
@@ -101,7 +116,17 @@ fn placeholder(key: &Key) -> String {
 pub fn markdown_reference() -> String {
     let tree = config_tree();
     let mut out = String::new();
-    for table in tree.tables.iter().flat_map(Table::all_tables) {
+    for table in tree
+        .tables
+        .iter()
+        .flat_map(Table::all_tables)
+        .chain(std::iter::once(&tree))
+    {
+        if table.path.is_empty() {
+            // The root: only its arrays of tables (`[[queues]]`).
+            write_array_reference(&mut out, table);
+            continue;
+        }
         let _ = writeln!(out, "### `[{}]`\n", table.path.join("."));
         let _ = writeln!(out, "{}\n", one_line(&table.description));
         if !table.keys.is_empty() {
@@ -123,27 +148,31 @@ pub fn markdown_reference() -> String {
             }
             out.push('\n');
         }
-        for array in &table.arrays {
-            let _ = writeln!(out, "#### `[[{}]]`\n", array.path.join("."));
-            let _ = writeln!(
-                out,
-                "{} Not settable from the environment.\n",
-                one_line(&array.description)
-            );
-            out.push_str("| Key | Type | Description |\n|---|---|---|\n");
-            for key in &array.keys {
-                let _ = writeln!(
-                    out,
-                    "| `{}` | {} | {} |",
-                    key.path.last().map(String::as_str).unwrap_or_default(),
-                    type_text(key),
-                    one_line(&key.description).replace('|', "\\|"),
-                );
-            }
-            out.push('\n');
-        }
+        write_array_reference(&mut out, table);
     }
     out
+}
+
+fn write_array_reference(out: &mut String, table: &Table) {
+    for array in &table.arrays {
+        let heading = if table.path.is_empty() { "###" } else { "####" };
+        let _ = writeln!(out, "{heading} `[[{}]]`\n", array.path.join("."));
+        let _ = writeln!(
+            out,
+            "{} Not settable from the environment.\n",
+            one_line(&array.description)
+        );
+        out.push_str("| Key | Type | Description |\n|---|---|---|\n");
+        for (name, key) in item_keys(array) {
+            let _ = writeln!(
+                out,
+                "| `{name}` | {} | {} |",
+                type_text(key),
+                one_line(&key.description).replace('|', "\\|"),
+            );
+        }
+        out.push('\n');
+    }
 }
 
 fn type_text(key: &Key) -> String {

@@ -6,9 +6,9 @@
 //! and nothing is acknowledged before it is committed. An operation that fails rolls back its
 //! savepoint alone.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use keel_core::Clock;
@@ -17,8 +17,13 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+mod limits;
+
+use keel_core::sync::lock;
+use limits::Limiter;
+
 use crate::QueueError;
-use crate::model::{Fetched, Job, JobState, NewJob, QueueOverview};
+use crate::model::{Fetched, Job, JobState, NewJob, QueueLimits, QueueOverview};
 use crate::store::{Failure, JobFilter, JobPage, Moved, Retention, Store, StoreFuture};
 
 /// The most operations committed in one transaction.
@@ -39,8 +44,20 @@ pub enum Durability {
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS queues (
     name TEXT PRIMARY KEY,
-    paused INTEGER NOT NULL DEFAULT 0
+    paused INTEGER NOT NULL DEFAULT 0,
+    -- The highest turn handed out so far (see `job_groups`).
+    rank_floor INTEGER NOT NULL DEFAULT 0
 );
+-- Fair share: each job gets a turn (`jobs.rank`) when added — its group's next turn, but no
+-- earlier than the queue's current one — and ready jobs go by (priority, turn, age). A group
+-- that adds 10,000 jobs takes turns 1..10,000; one that adds a job later gets the current
+-- turn and runs next. Jobs without a group share the group ''.
+CREATE TABLE IF NOT EXISTS job_groups (
+    queue TEXT NOT NULL,
+    grp TEXT NOT NULL,
+    next_rank INTEGER NOT NULL,
+    PRIMARY KEY (queue, grp)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER PRIMARY KEY,
     id TEXT NOT NULL UNIQUE,
@@ -49,6 +66,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     payload TEXT NOT NULL,
     state TEXT NOT NULL,
     priority INTEGER NOT NULL,
+    rank INTEGER NOT NULL DEFAULT 0,
     attempts_made INTEGER NOT NULL DEFAULT 0,
     max_attempts INTEGER NOT NULL,
     backoff TEXT NOT NULL,
@@ -70,7 +88,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 -- Partial indexes: a job is in the index of its current state only, so a state change
 -- touches two indexes (the old state's and the new one's), not every index on `state`.
-CREATE INDEX IF NOT EXISTS jobs_waiting ON jobs (queue, priority, seq) WHERE state = 'waiting';
+CREATE INDEX IF NOT EXISTS jobs_next ON jobs (queue, priority, rank, seq) WHERE state = 'waiting';
 CREATE INDEX IF NOT EXISTS jobs_delayed ON jobs (queue, run_at) WHERE state = 'delayed';
 CREATE INDEX IF NOT EXISTS jobs_leased ON jobs (queue, lease_expires) WHERE lease_expires IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (queue, state, finished_at)
@@ -139,6 +157,8 @@ where
 /// The embedded job store.
 pub struct SqliteStore {
     ops: mpsc::Sender<Box<dyn Op>>,
+    /// Queue limits; used only by operations on the writer thread, so never contended.
+    limiter: Arc<Mutex<Limiter>>,
 }
 
 impl SqliteStore {
@@ -160,7 +180,10 @@ impl SqliteStore {
             .name("keel-queue-writer".into())
             .spawn(move || write_loop(&conn, &queue, &clock))
             .map_err(|e| QueueError::Store(format!("cannot start the writer thread: {e}")))?;
-        Ok(Self { ops })
+        Ok(Self {
+            ops,
+            limiter: Arc::default(),
+        })
     }
 
     /// Runs `work` on the writer thread, in the next batch, in a savepoint of its own: all of
@@ -275,7 +298,7 @@ fn migrate(conn: &Connection) -> Result<(), QueueError> {
     // `jobs_finished` became partial, so it is rebuilt).
     conn.execute_batch(
         "DROP INDEX IF EXISTS jobs_ready; DROP INDEX IF EXISTS jobs_due; \
-         DROP INDEX IF EXISTS jobs_leases;",
+         DROP INDEX IF EXISTS jobs_leases; DROP INDEX IF EXISTS jobs_waiting;",
     )?;
     let finished_is_partial: bool = conn
         .prepare("SELECT COUNT(*) FROM sqlite_schema WHERE name = 'jobs_finished' AND sql LIKE '%WHERE%'")?
@@ -284,12 +307,22 @@ fn migrate(conn: &Connection) -> Result<(), QueueError> {
     if !finished_is_partial {
         conn.execute_batch("DROP INDEX IF EXISTS jobs_finished")?;
     }
-    let has_progress_data: bool = conn
-        .prepare("SELECT COUNT(*) FROM pragma_table_info('jobs') WHERE name = 'progress_data'")?
-        .query_row([], |r| r.get::<_, i64>(0))?
-        > 0;
-    if !has_progress_data {
-        conn.execute_batch("ALTER TABLE jobs ADD COLUMN progress_data TEXT")?;
+    add_column(conn, "jobs", "progress_data", "TEXT")?;
+    add_column(conn, "jobs", "rank", "INTEGER NOT NULL DEFAULT 0")?;
+    add_column(conn, "queues", "rank_floor", "INTEGER NOT NULL DEFAULT 0")?;
+    Ok(())
+}
+
+/// Adds `column` to `table` unless it is there (or the table is not there yet).
+fn add_column(conn: &Connection, table: &str, column: &str, decl: &str) -> Result<(), QueueError> {
+    let (has_table, has_column): (bool, bool) = conn.query_row(
+        "SELECT (SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name = ?1) > 0, \
+         (SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name = ?2) > 0",
+        [table, column],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    if has_table && !has_column {
+        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
     }
     Ok(())
 }
@@ -420,8 +453,10 @@ fn add_jobs(
     )?;
     let mut insert = conn.prepare_cached(
         "INSERT INTO jobs (id, queue, name, payload, state, priority, max_attempts, backoff, \
-         unique_key, grp, created_at, run_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+         unique_key, grp, created_at, run_at, rank) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )?;
+    let mut turns = Turns::load(conn, queue)?;
     let mut ids = Vec::with_capacity(jobs.len());
     for job in jobs {
         if let Some(key) = &job.options.unique_key {
@@ -455,14 +490,71 @@ fn add_jobs(
             job.options.group,
             now,
             run_at,
+            turns.next(conn, job.options.group.as_deref())?,
         ])?;
         ids.push(id);
     }
+    turns.save(conn)?;
     Ok(ids)
+}
+
+/// The turns handed to the jobs of one add (see `job_groups` in the schema).
+struct Turns<'q> {
+    queue: &'q str,
+    floor: i64,
+    /// Each group's next turn, as read or advanced by this add.
+    next: HashMap<String, i64>,
+}
+
+impl<'q> Turns<'q> {
+    fn load(conn: &Connection, queue: &'q str) -> Result<Self, QueueError> {
+        let floor = conn
+            .prepare_cached("SELECT rank_floor FROM queues WHERE name = ?1")?
+            .query_row([queue], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0);
+        Ok(Self {
+            queue,
+            floor,
+            next: HashMap::new(),
+        })
+    }
+
+    fn next(&mut self, conn: &Connection, group: Option<&str>) -> Result<i64, QueueError> {
+        let group = group.unwrap_or("");
+        let next = match self.next.get_mut(group) {
+            Some(next) => next,
+            None => {
+                let stored: i64 = conn
+                    .prepare_cached(
+                        "SELECT next_rank FROM job_groups WHERE queue = ?1 AND grp = ?2",
+                    )?
+                    .query_row([self.queue, group], |r| r.get(0))
+                    .optional()?
+                    .unwrap_or(0);
+                self.next.entry(group.to_owned()).or_insert(stored)
+            }
+        };
+        let turn = (*next).max(self.floor);
+        *next = turn + 1;
+        Ok(turn)
+    }
+
+    fn save(self, conn: &Connection) -> Result<(), QueueError> {
+        let mut save = conn.prepare_cached(
+            "INSERT INTO job_groups (queue, grp, next_rank) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (queue, grp) DO UPDATE SET next_rank = excluded.next_rank",
+        )?;
+        for (group, next) in &self.next {
+            save.execute(params![self.queue, group, next])?;
+        }
+        Ok(())
+    }
 }
 
 fn fetch_jobs(
     conn: &Connection,
+    limiter: &mut Limiter,
     now: u64,
     queue: &str,
     worker: &str,
@@ -477,6 +569,28 @@ fn fetch_jobs(
     if paused || max == 0 {
         return Ok(Vec::new());
     }
+    let mut limits = limiter.get(queue);
+    let (budget, look) = match limits.as_deref_mut() {
+        None => (max, max),
+        Some(limits) => {
+            let active: u64 = conn
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM jobs WHERE queue = ?1 AND lease_expires IS NOT NULL",
+                )?
+                .query_row([queue], |r| r.get(0))?;
+            let budget = limits.budget(now, max, active);
+            // Jobs of groups at their limit are passed over, so look further than needed.
+            let look = if limits.limits_groups() {
+                budget * 4 + 64
+            } else {
+                budget
+            };
+            (budget, look)
+        }
+    };
+    if budget == 0 {
+        return Ok(Vec::new());
+    }
     conn.prepare_cached(
         "UPDATE jobs SET state = 'waiting' WHERE queue = ?1 AND state = 'delayed' AND run_at <= ?2",
     )?
@@ -485,22 +599,36 @@ fn fetch_jobs(
     // one `UPDATE … RETURNING`, which SQLite runs through a temporary table).
     let expires = now.saturating_add(lease);
     let mut next = conn.prepare_cached(&format!(
-        "SELECT {JOB_COLUMNS}, seq FROM jobs WHERE queue = ?1 AND state = 'waiting' \
-         ORDER BY priority, seq LIMIT ?2"
+        "SELECT {JOB_COLUMNS}, seq, rank FROM jobs WHERE queue = ?1 AND state = 'waiting' \
+         ORDER BY priority, rank, seq LIMIT ?2"
     ))?;
-    let jobs: Vec<(Job, i64)> = next
-        .query_map(params![queue, max as i64], |row| {
-            Ok((job_from_row(row)?, row.get(21)?))
-        })?
-        .collect::<Result<_, _>>()?;
+    let candidates = next.query_map(params![queue, look as i64], |row| {
+        Ok((
+            job_from_row(row)?,
+            row.get::<_, i64>(21)?,
+            row.get::<_, i64>(22)?,
+        ))
+    })?;
     let mut take = conn.prepare_cached(
         "UPDATE jobs SET state = 'active', attempts_made = attempts_made + 1, started_at = ?1, \
          worker = ?2, token = ?3, lease_expires = ?4 WHERE seq = ?5",
     )?;
-    let mut fetched = Vec::with_capacity(jobs.len());
-    for (mut job, seq) in jobs {
+    let mut fetched = Vec::with_capacity(budget);
+    let mut floor = None;
+    for candidate in candidates {
+        if fetched.len() == budget {
+            break;
+        }
+        let (mut job, seq, rank) = candidate?;
+        if let Some(limits) = limits.as_deref_mut() {
+            if !limits.admits(now, job.group.as_deref()) {
+                continue;
+            }
+            limits.started(now, job.group.as_deref());
+        }
         let token = uuid::Uuid::new_v4().simple().to_string();
         take.execute(params![now, worker, token, expires, seq])?;
+        floor = floor.max(Some(rank));
         job.state = JobState::Active;
         job.attempts_made += 1;
         job.started_at = Some(now);
@@ -510,6 +638,13 @@ fn fetch_jobs(
             token,
             lease_expires_at: expires,
         });
+    }
+    if let Some(floor) = floor {
+        conn.prepare_cached(
+            "INSERT INTO queues (name, rank_floor) VALUES (?1, ?2) \
+             ON CONFLICT (name) DO UPDATE SET rank_floor = max(rank_floor, excluded.rank_floor)",
+        )?
+        .execute(params![queue, floor])?;
     }
     Ok(fetched)
 }
@@ -796,7 +931,27 @@ impl Store for SqliteStore {
         lease: Duration,
     ) -> StoreFuture<'a, Vec<Fetched>> {
         let (queue, worker) = (queue.to_owned(), worker.to_owned());
-        self.run_single(move |conn, now| fetch_jobs(conn, now, &queue, &worker, max, ms(lease)))
+        let limiter = self.limiter.clone();
+        self.run_single(move |conn, now| {
+            let mut limiter = lock(&limiter);
+            fetch_jobs(conn, &mut limiter, now, &queue, &worker, max, ms(lease))
+        })
+    }
+
+    fn set_limits<'a>(&'a self, queue: &'a str, limits: QueueLimits) -> StoreFuture<'a, ()> {
+        let (queue, limiter) = (queue.to_owned(), self.limiter.clone());
+        self.run_single(move |conn, now| {
+            // Starts still inside the longest window count against the new limits.
+            let since = now.saturating_sub(Limiter::window_ms(&limits));
+            let history: Vec<(u64, Option<String>)> = conn
+                .prepare_cached(
+                    "SELECT started_at, grp FROM jobs WHERE queue = ?1 AND started_at > ?2",
+                )?
+                .query_map(params![queue, since], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            lock(&limiter).set(&queue, limits, history);
+            Ok(())
+        })
     }
 
     fn complete<'a>(
@@ -841,7 +996,11 @@ impl Store for SqliteStore {
     }
 
     fn recover_stalled(&self, max_stalls: u32) -> StoreFuture<'_, usize> {
-        self.run(move |conn, now| recover(conn, now, max_stalls))
+        let limiter = self.limiter.clone();
+        self.run(move |conn, now| {
+            lock(&limiter).forget_idle(now);
+            recover(conn, now, max_stalls)
+        })
     }
 
     fn cancel<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Moved> {
@@ -1077,9 +1236,9 @@ mod tests {
         };
         let waiting = plan(
             "SELECT seq FROM jobs WHERE queue = 'q' AND state = 'waiting' \
-             ORDER BY priority, seq LIMIT 5",
+             ORDER BY priority, rank, seq LIMIT 5",
         );
-        assert!(waiting.contains("jobs_waiting"), "{waiting}");
+        assert!(waiting.contains("jobs_next"), "{waiting}");
         let stalled = plan("SELECT seq FROM jobs WHERE state = 'active' AND lease_expires <= 5");
         assert!(stalled.contains("jobs_leased"), "{stalled}");
         let kept = plan(
@@ -1088,12 +1247,7 @@ mod tests {
         );
         assert!(kept.contains("jobs_finished"), "{kept}");
         let counts = plan(&COUNT_BY_STATE.replace("?1", "'q'"));
-        for index in [
-            "jobs_waiting",
-            "jobs_delayed",
-            "jobs_leased",
-            "jobs_finished",
-        ] {
+        for index in ["jobs_next", "jobs_delayed", "jobs_leased", "jobs_finished"] {
             assert!(counts.contains(index), "{counts}");
         }
         assert!(
