@@ -14,6 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::routes::queues as api;
+use crate::routes::schedules;
 
 /// The `/queues/…` and `/jobs/…` routes (to be served under `/api/v1`).
 pub fn routes(queues: Queues) -> OpenApiRouter {
@@ -39,6 +40,8 @@ pub fn routes(queues: Queues) -> OpenApiRouter {
         .routes(routes!(api::get_job, api::cancel_job))
         .routes(routes!(api::pause))
         .routes(routes!(api::resume))
+        .routes(routes!(schedules::put_schedule, schedules::list_schedules))
+        .routes(routes!(schedules::delete_schedule))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(queues)
 }

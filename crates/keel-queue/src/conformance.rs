@@ -12,6 +12,7 @@ use serde_json::json;
 
 use crate::QueueError;
 use crate::model::{Backoff, BackoffKind, JobState, NewJob, QueueLimits, RateLimit};
+use crate::schedule::{NewSchedule, Repeat};
 use crate::store::{Failure, JobFilter, Retention, Store};
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -56,10 +57,11 @@ where
     run(&open, groups_take_turns).await;
     run(&open, the_concurrency_cap_counts_active_jobs).await;
     run(&open, rate_limits_hold_for_the_queue_and_each_group).await;
+    run(&open, schedules_add_one_job_per_tick).await;
 }
 
 /// The number of cases [`run_all`] runs (each on a store of its own).
-pub const CASES: usize = 18;
+pub const CASES: usize = 19;
 
 async fn run<S, F, C, Fut>(open: &F, case: C)
 where
@@ -183,6 +185,73 @@ pub async fn rate_limits_hold_for_the_queue_and_each_group<S: Store>(store: S, t
     assert_eq!(names(&store, "q", 10).await, ["a2", "n2", "n3"]);
     time.advance(secs(1));
     assert_eq!(names(&store, "q", 10).await, ["a3"]);
+}
+
+/// A schedule adds exactly one job per tick however often it is fired, one job for many
+/// missed ticks, and none once deleted; a bad expression is refused naming the field.
+pub async fn schedules_add_one_job_per_tick<S: Store>(store: S, time: MockClock) {
+    let every_minute = NewSchedule {
+        name: "digest".into(),
+        repeat: Repeat::Every { every_ms: 60_000 },
+        payload: json!({"kind": "daily"}),
+        attempts: 2,
+    };
+    let created = store.put_schedule("q", every_minute.clone()).await.unwrap();
+    assert_eq!(
+        created.next_run_at,
+        Some(created.created_at + 60_000),
+        "the first tick is one interval after creation"
+    );
+    assert!(store.fire_schedules().await.unwrap().is_empty(), "not yet");
+    time.advance(secs(60));
+    assert_eq!(store.fire_schedules().await.unwrap(), ["q"]);
+    assert!(
+        store.fire_schedules().await.unwrap().is_empty(),
+        "once per tick"
+    );
+    let jobs = store.fetch("q", "w", 10, LEASE).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].job.name, "digest");
+    assert_eq!(jobs[0].job.payload, json!({"kind": "daily"}));
+    assert_eq!(jobs[0].job.max_attempts, 2);
+
+    // Five ticks missed: one job, and the next tick is the one after now.
+    time.advance(secs(5 * 60 + 30));
+    assert_eq!(store.fire_schedules().await.unwrap(), ["q"]);
+    assert_eq!(names(&store, "q", 10).await, ["digest"]);
+    let listed = store.schedules("q").await.unwrap();
+    assert_eq!(
+        listed[0].next_run_at,
+        Some(created.created_at + 7 * 60_000),
+        "ticks stay on the schedule's grid"
+    );
+    // Replacing it with the same timing keeps the grid; deleting stops it.
+    let renamed = NewSchedule {
+        payload: json!({"kind": "weekly"}),
+        ..every_minute
+    };
+    let replaced = store.put_schedule("q", renamed).await.unwrap();
+    assert_eq!(replaced.next_run_at, listed[0].next_run_at);
+    assert!(store.delete_schedule("q", "digest").await.unwrap());
+    assert!(!store.delete_schedule("q", "digest").await.unwrap());
+    time.advance(secs(3600));
+    assert!(store.fire_schedules().await.unwrap().is_empty());
+
+    let bad = NewSchedule {
+        name: "bad".into(),
+        repeat: Repeat::Cron {
+            expr: "*/5 * * *".into(),
+            timezone: "UTC".into(),
+        },
+        payload: json!(null),
+        attempts: 1,
+    };
+    let refused = store.put_schedule("q", bad).await;
+    assert!(
+        matches!(&refused, Err(QueueError::Invalid { field, .. }) if field == "cron"),
+        "{refused:?}"
+    );
+    assert!(store.schedules("q").await.unwrap().is_empty());
 }
 
 /// A delayed job is not handed out before its time, and is at its time.

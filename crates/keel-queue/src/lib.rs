@@ -6,6 +6,7 @@
 //!   same [`conformance`] suite.
 //! - [`Queues`]: what the rest of keel uses — a store plus long-polling fetches woken by adds,
 //!   and background recovery of stalled jobs.
+//! - [`Schedule`]: repeatable jobs, by cron expression or interval.
 //! - [`Worker`]: in-process Rust workers (`queues.worker("q").concurrency(8).run(handler)`).
 //! - [`QueueConfig`]: the `[queue]` config section.
 //! - [`SqliteStore`]: the embedded default — one SQLite file in WAL mode, written by a single
@@ -17,6 +18,7 @@ mod config;
 pub mod conformance;
 mod error;
 pub mod model;
+mod schedule;
 mod service;
 mod sqlite;
 mod store;
@@ -30,6 +32,7 @@ pub use model::{
     Backoff, BackoffKind, Fetched, Job, JobOptions, JobState, NewJob, QueueLimits, QueueOverview,
     RateLimit,
 };
+pub use schedule::{NewSchedule, Repeat, Schedule};
 pub use service::{Events, FetchRequest, Queues};
 pub use sqlite::{Durability, SqliteStore};
 pub use store::{Failure, JobFilter, JobPage, Moved, Retention, Store, StoreFuture};

@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 use crate::QueueError;
 use crate::config::{QueueConfig, QueueSettings};
 use crate::model::{Fetched, Job, JobOptions, JobState, NewJob, QueueOverview};
+use crate::schedule::{NewSchedule, Schedule};
 use crate::store::{Failure, JobFilter, JobPage, Moved, Store};
 use crate::worker::WorkerBuilder;
 
@@ -138,6 +139,26 @@ impl Queues {
         if capped {
             self.wake(queue).notify_waiters();
         }
+    }
+
+    /// Creates or replaces a schedule of `queue`.
+    pub async fn put_schedule(
+        &self,
+        queue: &str,
+        schedule: NewSchedule,
+    ) -> Result<Schedule, QueueError> {
+        Self::validate_queue(queue)?;
+        self.inner.store.put_schedule(queue, schedule).await
+    }
+
+    /// `queue`'s schedules.
+    pub async fn schedules(&self, queue: &str) -> Result<Vec<Schedule>, QueueError> {
+        self.inner.store.schedules(queue).await
+    }
+
+    /// Deletes a schedule; whether it existed.
+    pub async fn delete_schedule(&self, queue: &str, name: &str) -> Result<bool, QueueError> {
+        self.inner.store.delete_schedule(queue, name).await
     }
 
     /// An in-process worker for `queue`: `queues.worker("q").concurrency(8).run(handler)`.
@@ -428,6 +449,15 @@ impl Queues {
                 }
             }
             Err(e) => tracing::warn!(error = %e, "stalled-job recovery failed"),
+        }
+        match store.fire_schedules().await {
+            Ok(queues) => {
+                for queue in queues {
+                    self.count(&queue, |e| e.added += 1);
+                    self.wake(&queue).notify_waiters();
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "firing schedules failed"),
         }
         match store
             .prune(self.inner.config.retention(), PRUNE_BATCH)

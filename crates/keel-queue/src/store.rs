@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::QueueError;
 use crate::model::{Fetched, Job, JobState, NewJob, QueueLimits, QueueOverview};
+use crate::schedule::{NewSchedule, Schedule};
 
 /// What a store operation returns: a boxed future, so stores can be used as trait objects.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, QueueError>> + Send + 'a>>;
@@ -208,4 +209,23 @@ pub trait Store: Send + Sync {
 
     /// How many jobs of `queue` are in each state (states without jobs are absent).
     fn counts<'a>(&'a self, queue: &'a str) -> StoreFuture<'a, BTreeMap<String, u64>>;
+
+    /// Creates or replaces `queue`'s schedule `schedule.name` (validated first). Replacing it
+    /// with the same timing keeps its next tick; new timing counts from now.
+    fn put_schedule<'a>(
+        &'a self,
+        queue: &'a str,
+        schedule: NewSchedule,
+    ) -> StoreFuture<'a, Schedule>;
+
+    /// `queue`'s schedules, by name.
+    fn schedules<'a>(&'a self, queue: &'a str) -> StoreFuture<'a, Vec<Schedule>>;
+
+    /// Deletes a schedule; whether it existed.
+    fn delete_schedule<'a>(&'a self, queue: &'a str, name: &'a str) -> StoreFuture<'a, bool>;
+
+    /// Adds one job for each schedule whose tick has come, and moves the schedule to its
+    /// first tick after now — atomically, so a tick adds exactly one job however often this
+    /// runs, and ticks missed while nothing ran add one job. Returns the queues that got jobs.
+    fn fire_schedules(&self) -> StoreFuture<'_, Vec<String>>;
 }

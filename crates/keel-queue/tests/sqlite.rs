@@ -118,3 +118,41 @@ async fn a_rate_window_survives_reopening() {
     time.advance(Duration::from_secs(30));
     assert_eq!(store.fetch("q", "w", 10, lease).await.unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn a_schedule_fires_once_per_tick_across_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("queue.db");
+    let (clock, time) = Clock::mock();
+    let hourly = keel_queue::NewSchedule {
+        name: "report".into(),
+        repeat: keel_queue::Repeat::Cron {
+            expr: "0 * * * *".into(),
+            timezone: "Europe/Berlin".into(),
+        },
+        payload: json!(1),
+        attempts: 3,
+    };
+    let first_tick = {
+        let store = SqliteStore::open(&path, Durability::Normal, clock.clone()).unwrap();
+        let schedule = store.put_schedule("q", hourly).await.unwrap();
+        schedule.next_run_at.unwrap()
+    };
+    // Down over the first tick and two more; fired by the reopened store: one job.
+    time.advance(Duration::from_millis(
+        first_tick - clock.unix_ms() + 2 * 3_600_000 + 1,
+    ));
+    let store = SqliteStore::open(&path, Durability::Normal, clock.clone()).unwrap();
+    assert_eq!(store.fire_schedules().await.unwrap(), ["q"]);
+    assert!(store.fire_schedules().await.unwrap().is_empty());
+    drop(store);
+    let store = SqliteStore::open(&path, Durability::Normal, clock).unwrap();
+    assert!(
+        store.fire_schedules().await.unwrap().is_empty(),
+        "not again after reopening"
+    );
+    let counts = store.counts("q").await.unwrap();
+    assert_eq!(counts.get("waiting"), Some(&1));
+    let next = store.schedules("q").await.unwrap()[0].next_run_at.unwrap();
+    assert_eq!(next, first_tick + 3 * 3_600_000, "the next full hour");
+}

@@ -396,6 +396,8 @@ async fn every_route_is_in_the_openapi_document() {
         ("/api/v1/queues/{queue}/jobs/{id}", &["get", "delete"]),
         ("/api/v1/queues/{queue}/pause", &["post"]),
         ("/api/v1/queues/{queue}/resume", &["post"]),
+        ("/api/v1/queues/{queue}/schedules", &["post", "get"]),
+        ("/api/v1/queues/{queue}/schedules/{name}", &["delete"]),
     ];
     for (path, methods) in expected {
         let item = paths

@@ -412,6 +412,75 @@ async fn declared_queues_apply_their_limits_and_job_defaults() {
 }
 
 #[tokio::test]
+async fn schedules_add_jobs_and_bad_ones_are_refused() {
+    let s = TestServer::start_with(
+        |c| c.queue.stall_check_interval = keel_core::HumanDuration::from_millis(50),
+        Vec::new(),
+    )
+    .await;
+    let created = post(
+        &s,
+        "/api/v1/queues/reports/schedules",
+        json!({"name": "tick", "every": "1s", "payload": {"n": 1}}),
+    )
+    .sent()
+    .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let created = body(created).await;
+    assert_eq!(created["every"], "1s");
+    // The tick's job arrives at a waiting worker (the wait is only a bound).
+    let jobs = fetch(&s, "reports", json!({"wait": "20s"})).await;
+    assert_eq!(jobs[0]["name"], "tick");
+    assert_eq!(jobs[0]["payload"], json!({"n": 1}));
+
+    let daily = json!({"name": "daily", "cron": "0 9 * * 1-5", "timezone": "Europe/Berlin"});
+    post(&s, "/api/v1/queues/reports/schedules", daily)
+        .sent()
+        .await;
+    let listed = body(s.get("/api/v1/queues/reports/schedules").sent().await).await;
+    let names: Vec<&str> = listed["schedules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["daily", "tick"]);
+    assert_eq!(listed["schedules"][0]["timezone"], "Europe/Berlin");
+
+    for (bad, field) in [
+        (json!({"name": "x", "cron": "61 * * * *"}), "cron"),
+        (
+            json!({"name": "x", "cron": "* * * * *", "timezone": "Mars/Base"}),
+            "timezone",
+        ),
+        (json!({"name": "x", "every": "10ms"}), "every"),
+        (
+            json!({"name": "x", "cron": "* * * * *", "every": "1m"}),
+            "cron, every",
+        ),
+        (json!({"name": "x"}), "cron, every"),
+    ] {
+        let resp = post(&s, "/api/v1/queues/reports/schedules", bad.clone())
+            .sent()
+            .await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{bad}");
+        let detail = body(resp).await["detail"].as_str().unwrap().to_owned();
+        assert!(detail.starts_with(&format!("{field}:")), "{bad}: {detail}");
+    }
+
+    let delete = |name: &str| {
+        s.request(
+            Method::DELETE,
+            &format!("/api/v1/queues/reports/schedules/{name}"),
+            Role::Worker,
+        )
+        .sent()
+    };
+    assert_eq!(delete("tick").await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(delete("tick").await.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
 async fn queues_are_listed_measured_and_checked() {
     let s = TestServer::start_with(
         |c| c.queue.stall_check_interval = keel_core::HumanDuration::from_millis(20),

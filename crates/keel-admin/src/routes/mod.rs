@@ -5,5 +5,6 @@ pub(crate) mod health;
 pub(crate) mod metrics;
 pub(crate) mod openapi;
 pub(crate) mod queues;
+pub(crate) mod schedules;
 pub(crate) mod stats;
 pub(crate) mod system;

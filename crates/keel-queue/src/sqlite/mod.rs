@@ -18,12 +18,14 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 mod limits;
+mod schedules;
 
 use keel_core::sync::lock;
 use limits::Limiter;
 
 use crate::QueueError;
 use crate::model::{Fetched, Job, JobState, NewJob, QueueLimits, QueueOverview};
+use crate::schedule::{NewSchedule, Schedule};
 use crate::store::{Failure, JobFilter, JobPage, Moved, Retention, Store, StoreFuture};
 
 /// The most operations committed in one transaction.
@@ -175,6 +177,7 @@ impl SqliteStore {
         configure(&conn)?;
         migrate(&conn)?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(schedules::SCHEMA)?;
         let (ops, queue) = mpsc::channel::<Box<dyn Op>>();
         std::thread::Builder::new()
             .name("keel-queue-writer".into())
@@ -1176,6 +1179,32 @@ impl Store for SqliteStore {
             }
             Ok(counts)
         })
+    }
+
+    fn put_schedule<'a>(
+        &'a self,
+        queue: &'a str,
+        schedule: NewSchedule,
+    ) -> StoreFuture<'a, Schedule> {
+        if let Err(e) = schedule.validate() {
+            return Box::pin(async move { Err(e) });
+        }
+        let queue = queue.to_owned();
+        self.run_single(move |conn, now| schedules::put(conn, now, &queue, schedule))
+    }
+
+    fn schedules<'a>(&'a self, queue: &'a str) -> StoreFuture<'a, Vec<Schedule>> {
+        let queue = queue.to_owned();
+        self.run_single(move |conn, _| schedules::list(conn, &queue))
+    }
+
+    fn delete_schedule<'a>(&'a self, queue: &'a str, name: &'a str) -> StoreFuture<'a, bool> {
+        let (queue, name) = (queue.to_owned(), name.to_owned());
+        self.run_single(move |conn, _| schedules::delete(conn, &queue, &name))
+    }
+
+    fn fire_schedules(&self) -> StoreFuture<'_, Vec<String>> {
+        self.run(schedules::fire)
     }
 }
 
