@@ -97,7 +97,7 @@ impl JobRequest {
                 priority: self.priority,
                 delay_ms: self.delay.map_or(0, |d| ms(d.get())),
                 attempts: self.attempts.unwrap_or(defaults.attempts),
-                backoff: self.backoff.map_or(defaults.backoff.clone(), |b| Backoff {
+                backoff: self.backoff.map_or(defaults.backoff, |b| Backoff {
                     kind: b.kind,
                     delay_ms: ms(b.delay.get()),
                     max_delay_ms: b.max_delay.map(|d| ms(d.get())),
