@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::routes::queues as api;
-use crate::routes::schedules;
+use crate::routes::{events, schedules};
 
 /// The `/queues/…` and `/jobs/…` routes (to be served under `/api/v1`).
 pub fn routes(queues: Queues) -> OpenApiRouter {
@@ -42,6 +42,7 @@ pub fn routes(queues: Queues) -> OpenApiRouter {
         .routes(routes!(api::resume))
         .routes(routes!(schedules::put_schedule, schedules::list_schedules))
         .routes(routes!(schedules::delete_schedule))
+        .routes(routes!(events::events))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(queues)
 }

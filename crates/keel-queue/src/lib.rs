@@ -17,6 +17,7 @@
 mod config;
 pub mod conformance;
 mod error;
+mod events;
 pub mod model;
 mod schedule;
 mod service;
@@ -28,6 +29,7 @@ pub use config::{
     DurabilityMode, QueueConfig, QueueConfigError, QueueSettings, QueueSettingsError,
 };
 pub use error::QueueError;
+pub use events::{EventKind, QueueEvent};
 pub use model::{
     Backoff, BackoffKind, Fetched, Job, JobOptions, JobState, NewJob, QueueLimits, QueueOverview,
     RateLimit,

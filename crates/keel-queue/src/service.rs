@@ -12,6 +12,7 @@ use tokio::sync::Notify;
 
 use crate::QueueError;
 use crate::config::{QueueConfig, QueueSettings};
+use crate::events::{EventBus, EventKind, QueueEvent};
 use crate::model::{Fetched, Job, JobOptions, JobState, NewJob, QueueOverview};
 use crate::schedule::{NewSchedule, Schedule};
 use crate::store::{Failure, JobFilter, JobPage, Moved, Store};
@@ -44,6 +45,8 @@ struct Inner {
     snapshot: Mutex<Vec<QueueOverview>>,
     /// The queues declared in config (`[[queues]]`), by name.
     declared: Mutex<BTreeMap<String, QueueSettings>>,
+    /// Live events for subscribers.
+    bus: EventBus,
 }
 
 /// What happened to a queue's jobs since keel started.
@@ -86,6 +89,7 @@ impl Queues {
                 stalled: std::sync::atomic::AtomicU64::new(0),
                 snapshot: Mutex::new(Vec::new()),
                 declared: Mutex::new(BTreeMap::new()),
+                bus: EventBus::new(),
             }),
         }
     }
@@ -93,6 +97,11 @@ impl Queues {
     /// The configuration.
     pub fn config(&self) -> &QueueConfig {
         &self.inner.config
+    }
+
+    /// Live events of every queue (filter by [`QueueEvent::queue`]).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<QueueEvent> {
+        self.inner.bus.subscribe()
     }
 
     /// Declares queues (`[[queues]]`): their limits reach the store, their job defaults apply
@@ -234,6 +243,10 @@ impl Queues {
         }
         let ids = self.inner.store.add(queue, jobs).await?;
         self.count(queue, |e| e.added += ids.len() as u64);
+        self.inner.bus.emit(|| {
+            ids.iter()
+                .map(|id| QueueEvent::job(EventKind::Added, queue, id))
+        });
         self.wake(queue).notify_waiters();
         Ok(ids)
     }
@@ -267,6 +280,10 @@ impl Queues {
                 .await?;
             let now = tokio::time::Instant::now();
             if !jobs.is_empty() || now >= deadline {
+                self.inner.bus.emit(|| {
+                    jobs.iter()
+                        .map(|f| QueueEvent::job(EventKind::Active, queue, &f.job.id))
+                });
                 return Ok(jobs);
             }
             let recheck = (now + DUE_RECHECK).min(deadline);
@@ -280,14 +297,26 @@ impl Queues {
     /// Completes an active job.
     pub async fn complete(&self, id: &str, token: &str, result: Value) -> Result<(), QueueError> {
         let moved = self.inner.store.complete(id, token, result).await?;
-        self.counted(&moved);
+        self.counted(id, &moved);
         Ok(())
     }
 
-    /// Counts a job's move in its queue's events.
-    fn counted(&self, moved: &Moved) {
+    /// Counts job `id`'s move in its queue's events, and tells subscribers.
+    fn counted(&self, id: &str, moved: &Moved) {
         if moved.state != JobState::Active {
             self.freed(&moved.queue);
+        }
+        let kind = match moved.state {
+            JobState::Completed => Some(EventKind::Completed),
+            JobState::Failed => Some(EventKind::Failed),
+            JobState::Delayed | JobState::Waiting => Some(EventKind::Retrying),
+            JobState::Cancelled => Some(EventKind::Cancelled),
+            JobState::Active => None,
+        };
+        if let Some(kind) = kind {
+            self.inner
+                .bus
+                .emit(|| [QueueEvent::job(kind, &moved.queue, id)]);
         }
         self.count(&moved.queue, |e| match moved.state {
             JobState::Completed => e.completed += 1,
@@ -305,10 +334,12 @@ impl Queues {
         jobs: Vec<(String, String, Value)>,
     ) -> Vec<Result<(), QueueError>> {
         let n = jobs.len();
+        let ids: Vec<String> = jobs.iter().map(|(id, _, _)| id.clone()).collect();
         match self.inner.store.complete_many(jobs).await {
             Ok(outcomes) => outcomes
                 .into_iter()
-                .map(|outcome| outcome.map(|moved| self.counted(&moved)))
+                .zip(&ids)
+                .map(|(outcome, id)| outcome.map(|moved| self.counted(id, &moved)))
                 .collect(),
             Err(e) => vec![Err(e); n],
         }
@@ -322,7 +353,7 @@ impl Queues {
         failure: Failure,
     ) -> Result<JobState, QueueError> {
         let moved = self.inner.store.fail(id, token, failure).await?;
-        self.counted(&moved);
+        self.counted(id, &moved);
         Ok(moved.state)
     }
 
@@ -339,7 +370,15 @@ impl Queues {
         progress: u8,
         data: Option<Value>,
     ) -> Result<(), QueueError> {
-        self.inner.store.progress(id, token, progress, data).await
+        let event_data = data.clone();
+        let moved = self.inner.store.progress(id, token, progress, data).await?;
+        self.inner.bus.emit(|| {
+            let mut event = QueueEvent::job(EventKind::Progress, &moved.queue, id);
+            event.data =
+                Some(serde_json::json!({"progress": progress.min(100), "data": event_data}));
+            [event]
+        });
+        Ok(())
     }
 
     /// Makes a delayed job ready now; wakes its queue's workers.
@@ -360,7 +399,7 @@ impl Queues {
     pub async fn cancel(&self, id: &str) -> Result<JobState, QueueError> {
         let moved = self.inner.store.cancel(id).await?;
         if moved.state == JobState::Cancelled {
-            self.counted(&moved);
+            self.counted(id, &moved);
         }
         Ok(moved.state)
     }
@@ -372,6 +411,19 @@ impl Queues {
         if !paused {
             self.wake(queue).notify_waiters();
         }
+        let kind = if paused {
+            EventKind::Paused
+        } else {
+            EventKind::Resumed
+        };
+        self.inner.bus.emit(|| {
+            [QueueEvent {
+                event: kind,
+                queue: queue.to_owned(),
+                job: None,
+                data: None,
+            }]
+        });
         Ok(())
     }
 
@@ -444,6 +496,14 @@ impl Queues {
                     .stalled
                     .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(jobs = n, "recovered jobs whose lease expired");
+                self.inner.bus.emit(|| {
+                    [QueueEvent {
+                        event: EventKind::Stalled,
+                        queue: String::new(),
+                        job: None,
+                        data: Some(serde_json::json!({ "count": n })),
+                    }]
+                });
                 for wake in lock(&self.inner.added).values() {
                     wake.notify_waiters();
                 }
@@ -454,6 +514,14 @@ impl Queues {
             Ok(queues) => {
                 for queue in queues {
                     self.count(&queue, |e| e.added += 1);
+                    self.inner.bus.emit(|| {
+                        [QueueEvent {
+                            event: EventKind::Added,
+                            queue: queue.clone(),
+                            job: None,
+                            data: Some(serde_json::json!({ "by": "schedule" })),
+                        }]
+                    });
                     self.wake(&queue).notify_waiters();
                 }
             }

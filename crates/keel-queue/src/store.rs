@@ -153,7 +153,7 @@ pub trait Store: Send + Sync {
         token: &'a str,
         progress: u8,
         data: Option<Value>,
-    ) -> StoreFuture<'a, ()>;
+    ) -> StoreFuture<'a, Moved>;
 
     /// Makes the delayed job `id` ready now.
     fn promote<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Moved>;

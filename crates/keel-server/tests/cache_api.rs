@@ -398,6 +398,7 @@ async fn every_route_is_in_the_openapi_document() {
         ("/api/v1/queues/{queue}/resume", &["post"]),
         ("/api/v1/queues/{queue}/schedules", &["post", "get"]),
         ("/api/v1/queues/{queue}/schedules/{name}", &["delete"]),
+        ("/api/v1/events", &["get"]),
     ];
     for (path, methods) in expected {
         let item = paths

@@ -480,6 +480,65 @@ async fn schedules_add_jobs_and_bad_ones_are_refused() {
     assert_eq!(delete("tick").await.status(), StatusCode::NOT_FOUND);
 }
 
+/// Reads SSE chunks until `n` events (`event:` lines) have arrived; their names in order.
+async fn sse_events(resp: &mut reqwest::Response, n: usize) -> Vec<String> {
+    let mut text = String::new();
+    let read = async {
+        loop {
+            let names: Vec<String> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("event: ").or(l.strip_prefix("event:")))
+                .map(|l| l.trim().to_owned())
+                .collect();
+            if names.len() >= n {
+                return names;
+            }
+            let chunk = resp.chunk().await.unwrap().expect("the stream stays open");
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), read)
+        .await
+        .expect("the events arrive")
+}
+
+#[tokio::test]
+async fn job_events_stream_as_server_sent_events() {
+    let s = TestServer::start().await;
+    let mut stream = s.get("/api/v1/events?queue=q").sent().await;
+    assert_eq!(stream.status(), StatusCode::OK);
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    // Another queue's events are not sent.
+    post(&s, "/api/v1/queues/other/jobs", json!({"name": "x"}))
+        .sent()
+        .await;
+    post(&s, "/api/v1/queues/q/jobs", json!({"name": "a"}))
+        .sent()
+        .await;
+    let job = fetch(&s, "q", json!({})).await.remove(0);
+    let id = job["id"].as_str().unwrap();
+    post(
+        &s,
+        &format!("/api/v1/jobs/{id}/progress"),
+        json!({"token": job["token"], "progress": 50}),
+    )
+    .sent()
+    .await;
+    post(
+        &s,
+        &format!("/api/v1/jobs/{id}/complete"),
+        json!({"token": job["token"]}),
+    )
+    .sent()
+    .await;
+    action(&s, "/api/v1/queues/q/pause").sent().await;
+    let names = sse_events(&mut stream, 5).await;
+    assert_eq!(
+        names,
+        ["added", "active", "progress", "completed", "paused"]
+    );
+}
+
 #[tokio::test]
 async fn queues_are_listed_measured_and_checked() {
     let s = TestServer::start_with(

@@ -1,6 +1,7 @@
 //! The handlers, one module per area.
 
 pub(crate) mod cache;
+pub(crate) mod events;
 pub(crate) mod health;
 pub(crate) mod metrics;
 pub(crate) mod openapi;

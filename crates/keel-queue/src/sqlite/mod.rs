@@ -1038,7 +1038,7 @@ impl Store for SqliteStore {
         token: &'a str,
         progress: u8,
         data: Option<Value>,
-    ) -> StoreFuture<'a, ()> {
+    ) -> StoreFuture<'a, Moved> {
         let (id, token) = (id.to_owned(), token.to_owned());
         self.run(move |conn, now| {
             let job = leased(conn, &id, &token, now)?;
@@ -1047,7 +1047,10 @@ impl Store for SqliteStore {
             }
             conn.prepare_cached("UPDATE jobs SET progress = ?1, progress_data = ?2 WHERE id = ?3")?
                 .execute(params![progress.min(100), data.map(|d| d.to_string()), id])?;
-            Ok(())
+            Ok(Moved {
+                queue: job.queue,
+                state: JobState::Active,
+            })
         })
     }
 
