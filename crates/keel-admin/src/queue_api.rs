@@ -36,7 +36,7 @@ pub fn routes(queues: Queues) -> OpenApiRouter {
         .routes(routes!(api::promote))
         .routes(routes!(api::retry))
         .routes(routes!(api::list_queues))
-        .routes(routes!(api::queue_info))
+        .routes(routes!(api::queue_info, api::delete_queue))
         .routes(routes!(api::get_job, api::cancel_job))
         .routes(routes!(api::pause))
         .routes(routes!(api::resume))

@@ -58,10 +58,11 @@ where
     run(&open, the_concurrency_cap_counts_active_jobs).await;
     run(&open, rate_limits_hold_for_the_queue_and_each_group).await;
     run(&open, schedules_add_one_job_per_tick).await;
+    run(&open, deleting_a_queue_drains_it_in_batches).await;
 }
 
 /// The number of cases [`run_all`] runs (each on a store of its own).
-pub const CASES: usize = 19;
+pub const CASES: usize = 20;
 
 async fn run<S, F, C, Fut>(open: &F, case: C)
 where
@@ -252,6 +253,39 @@ pub async fn schedules_add_one_job_per_tick<S: Store>(store: S, time: MockClock)
         "{refused:?}"
     );
     assert!(store.schedules("q").await.unwrap().is_empty());
+}
+
+/// A queue is known once it has a job, a schedule or a pause flag; deleting it removes all
+/// of that in batches and leaves other queues alone.
+pub async fn deleting_a_queue_drains_it_in_batches<S: Store>(store: S, _: MockClock) {
+    assert!(!store.queue_exists("q").await.unwrap());
+    let jobs = (0..5).map(|i| job(&format!("j{i}"))).collect();
+    store.add("q", jobs).await.unwrap();
+    store.add("other", vec![job("keep")]).await.unwrap();
+    let active = store.fetch("q", "w", 1, LEASE).await.unwrap().remove(0);
+    let hourly = NewSchedule {
+        name: "hourly".into(),
+        repeat: Repeat::Every {
+            every_ms: 3_600_000,
+        },
+        payload: json!(null),
+        attempts: 1,
+    };
+    store.put_schedule("q", hourly).await.unwrap();
+    store.set_paused("q", true).await.unwrap();
+    assert!(store.queue_exists("q").await.unwrap());
+
+    assert_eq!(store.delete_queue("q", 2).await.unwrap(), 2);
+    assert!(store.queue_exists("q").await.unwrap(), "not drained yet");
+    assert_eq!(store.delete_queue("q", 2).await.unwrap(), 2);
+    assert_eq!(store.delete_queue("q", 2).await.unwrap(), 1);
+    assert!(!store.queue_exists("q").await.unwrap());
+    assert!(store.schedules("q").await.unwrap().is_empty());
+    let late = store
+        .complete(&active.job.id, &active.token, json!(1))
+        .await;
+    assert!(matches!(late, Err(QueueError::NoJob(_))), "{late:?}");
+    assert_eq!(names(&store, "other", 10).await, ["keep"]);
 }
 
 /// A delayed job is not handed out before its time, and is at its time.

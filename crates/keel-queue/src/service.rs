@@ -465,6 +465,32 @@ impl Queues {
         self.inner.store.get(id).await
     }
 
+    /// Whether `queue` is known: declared, or it has jobs or schedules, or was paused.
+    pub async fn exists(&self, queue: &str) -> Result<bool, QueueError> {
+        Self::validate_queue(queue)?;
+        if lock(&self.inner.declared).contains_key(queue) {
+            return Ok(true);
+        }
+        self.inner.store.queue_exists(queue).await
+    }
+
+    /// Drains and removes `queue`: every job (in batches, so other work goes on meanwhile),
+    /// its schedules and its pause flag. A declared queue keeps its declaration. Returns the
+    /// number of jobs deleted.
+    pub async fn delete_queue(&self, queue: &str) -> Result<usize, QueueError> {
+        Self::validate_queue(queue)?;
+        let mut deleted = 0;
+        loop {
+            let n = self.inner.store.delete_queue(queue, PRUNE_BATCH).await?;
+            deleted += n;
+            if n < PRUNE_BATCH {
+                break;
+            }
+        }
+        lock(&self.inner.events).remove(queue);
+        Ok(deleted)
+    }
+
     /// Jobs of `queue` by state.
     pub async fn counts(&self, queue: &str) -> Result<BTreeMap<String, u64>, QueueError> {
         Self::validate_queue(queue)?;

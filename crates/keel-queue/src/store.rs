@@ -228,4 +228,12 @@ pub trait Store: Send + Sync {
     /// first tick after now — atomically, so a tick adds exactly one job however often this
     /// runs, and ticks missed while nothing ran add one job. Returns the queues that got jobs.
     fn fire_schedules(&self) -> StoreFuture<'_, Vec<String>>;
+
+    /// Whether `queue` is known: it has jobs or schedules, or was paused or resumed.
+    fn queue_exists<'a>(&'a self, queue: &'a str) -> StoreFuture<'a, bool>;
+
+    /// Drains `queue`: deletes up to `limit` of its jobs (any state; their workers' reports
+    /// then get "no job"); once none are left, also its schedules and its pause flag. Returns
+    /// how many jobs were deleted — call again until it answers fewer than `limit`.
+    fn delete_queue<'a>(&'a self, queue: &'a str, limit: usize) -> StoreFuture<'a, usize>;
 }

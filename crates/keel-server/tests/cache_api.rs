@@ -391,7 +391,7 @@ async fn every_route_is_in_the_openapi_document() {
         ("/api/v1/jobs/{id}/progress", &["post"]),
         ("/api/v1/queues/{queue}/jobs/{id}/promote", &["post"]),
         ("/api/v1/queues/{queue}/jobs/{id}/retry", &["post"]),
-        ("/api/v1/queues/{queue}", &["get"]),
+        ("/api/v1/queues/{queue}", &["get", "delete"]),
         ("/api/v1/queues", &["get"]),
         ("/api/v1/queues/{queue}/jobs/{id}", &["get", "delete"]),
         ("/api/v1/queues/{queue}/pause", &["post"]),

@@ -791,3 +791,39 @@ async fn clean_needs_admin_and_retry_failed_revives_failed_jobs() {
     assert_eq!(body(retried).await["retried"], 1);
     assert_eq!(fetch(&s, "q", json!({})).await[0]["name"], "a");
 }
+
+#[tokio::test]
+async fn unknown_queues_are_404_and_deleting_one_needs_admin_and_confirm() {
+    let s = TestServer::start().await;
+    for path in [
+        "/api/v1/queues/nope",
+        "/api/v1/queues/nope/jobs",
+        "/api/v1/queues/nope/schedules",
+    ] {
+        let resp = s.get(path).sent().await;
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+    post(
+        &s,
+        "/api/v1/queues/gone/jobs",
+        json!({"jobs": [{"name": "a"}, {"name": "b"}]}),
+    )
+    .sent()
+    .await;
+    let delete = |path: &str, role| s.request(Method::DELETE, path, role).sent();
+    let as_worker = delete("/api/v1/queues/gone?confirm=true", Role::Worker).await;
+    assert_eq!(as_worker.status(), StatusCode::FORBIDDEN);
+    let unconfirmed = delete("/api/v1/queues/gone", Role::Admin).await;
+    assert_eq!(unconfirmed.status(), StatusCode::BAD_REQUEST);
+    let detail = body(unconfirmed).await["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(detail.starts_with("confirm:"), "{detail}");
+    let deleted = delete("/api/v1/queues/gone?confirm=true", Role::Admin).await;
+    assert_eq!(body(deleted).await, json!({"removed": 2}));
+    let after = s.get("/api/v1/queues/gone/jobs").sent().await;
+    assert_eq!(after.status(), StatusCode::NOT_FOUND);
+    let again = delete("/api/v1/queues/gone?confirm=true", Role::Admin).await;
+    assert_eq!(again.status(), StatusCode::NOT_FOUND);
+}

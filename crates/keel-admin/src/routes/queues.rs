@@ -586,13 +586,9 @@ pub(crate) async fn queue_info(
     State(queues): State<Queues>,
     Path(queue): Path<String>,
 ) -> Result<Response, Problem> {
+    known(&queues, &queue).await?;
     let counts = queues.counts(&queue).await.map_err(|e| problem_for(&e))?;
     let settings = queues.settings(&queue);
-    if counts.is_empty() && settings.is_none() {
-        return Err(Problem::not_found(format!(
-            "no queue {queue:?} (it has no jobs and is not declared)"
-        )));
-    }
     let body = json!({
         "name": queue,
         "counts": counts,
@@ -644,6 +640,7 @@ pub(crate) async fn list_jobs(
             ))
         })?),
     };
+    known(&queues, &queue).await?;
     let filter = JobFilter {
         state,
         name: query.name,
@@ -691,6 +688,51 @@ pub(crate) async fn clean(
         .await
         .map_err(|e| problem_for(&e))?;
     Ok(axum::Json(json!({ "removed": removed })).into_response())
+}
+
+/// What a queue deletion asks for.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DeleteQueueQuery {
+    /// Must be `true`: the queue's jobs go, whatever their state.
+    #[serde(default)]
+    confirm: bool,
+}
+
+/// Drains and removes a queue: every job (active ones too: their workers' reports then get
+/// 404), its schedules and pause flag. A queue declared in config keeps its declaration. Needs
+/// `admin` and `confirm=true`.
+#[utoipa::path(delete, path = "/queues/{queue}", tag = "queues", security(("bearer" = [])),
+    params(("queue" = String, Path, description = "The queue"), DeleteQueueQuery),
+    responses((status = 200, description = "`{\"removed\": n}` jobs", body = Object), (status = 400, body = Problem), (status = 404, body = Problem)))]
+pub(crate) async fn delete_queue(
+    _: Authorized<crate::auth::AdminRole>,
+    State(queues): State<Queues>,
+    Path(queue): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<DeleteQueueQuery>,
+) -> Result<Response, Problem> {
+    if !query.confirm {
+        return Err(Problem::bad_request(
+            "confirm: deleting a queue removes all its jobs; add ?confirm=true",
+        ));
+    }
+    known(&queues, &queue).await?;
+    let removed = queues
+        .delete_queue(&queue)
+        .await
+        .map_err(|e| problem_for(&e))?;
+    Ok(axum::Json(json!({ "removed": removed })).into_response())
+}
+
+/// 404 unless `queue` is known (declared, or it has jobs or schedules, or was paused).
+pub(crate) async fn known(queues: &Queues, queue: &str) -> Result<(), Problem> {
+    if queues.exists(queue).await.map_err(|e| problem_for(&e))? {
+        Ok(())
+    } else {
+        Err(Problem::not_found(format!(
+            "no queue {queue:?}: it has no jobs and is not declared"
+        )))
+    }
 }
 
 /// Puts every failed job of the queue back to waiting with fresh attempts.

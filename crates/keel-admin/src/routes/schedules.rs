@@ -117,6 +117,7 @@ pub(crate) async fn list_schedules(
     State(queues): State<Queues>,
     Path(queue): Path<String>,
 ) -> Result<Response, Problem> {
+    crate::routes::queues::known(&queues, &queue).await?;
     let schedules = queues
         .schedules(&queue)
         .await

@@ -1209,6 +1209,40 @@ impl Store for SqliteStore {
     fn fire_schedules(&self) -> StoreFuture<'_, Vec<String>> {
         self.run(schedules::fire)
     }
+
+    fn queue_exists<'a>(&'a self, queue: &'a str) -> StoreFuture<'a, bool> {
+        let queue = queue.to_owned();
+        self.run_single(move |conn, _| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM jobs WHERE queue = ?1) \
+                     OR EXISTS (SELECT 1 FROM queues WHERE name = ?1) \
+                     OR EXISTS (SELECT 1 FROM schedules WHERE queue = ?1)",
+                )?
+                .query_row([&queue], |r| r.get(0))?)
+        })
+    }
+
+    fn delete_queue<'a>(&'a self, queue: &'a str, limit: usize) -> StoreFuture<'a, usize> {
+        let queue = queue.to_owned();
+        self.run(move |conn, _| {
+            let deleted = conn
+                .prepare_cached(
+                    "DELETE FROM jobs WHERE seq IN \
+                     (SELECT seq FROM jobs WHERE queue = ?1 LIMIT ?2)",
+                )?
+                .execute(params![queue, limit as i64])?;
+            if deleted < limit {
+                conn.prepare_cached("DELETE FROM schedules WHERE queue = ?1")?
+                    .execute([&queue])?;
+                conn.prepare_cached("DELETE FROM job_groups WHERE queue = ?1")?
+                    .execute([&queue])?;
+                conn.prepare_cached("DELETE FROM queues WHERE name = ?1")?
+                    .execute([&queue])?;
+            }
+            Ok(deleted)
+        })
+    }
 }
 
 #[cfg(test)]
