@@ -7,6 +7,7 @@ use keel_core::CheckOutcome;
 use keel_core::health::CheckSpec;
 use keel_core::metrics::{Kind, PullCollector, SeriesDef};
 use keel_queue::{JobState, Queues};
+use keel_resilience::BreakerState;
 use serde_json::json;
 
 use crate::AdminState;
@@ -68,6 +69,18 @@ pub fn observe(state: &AdminState, queues: &Queues) {
             kind: Kind::Counter,
             labels: &[],
         },
+        SeriesDef {
+            name: "keel_queue_deliveries_total",
+            help: "Webhook deliveries since start, by queue and outcome (delivered: 2xx; failed: any other answer, timeout, no connection).",
+            kind: Kind::Counter,
+            labels: &["queue", "outcome"],
+        },
+        SeriesDef {
+            name: "keel_queue_delivery_breaker_open",
+            help: "Whether a queue's webhook breaker is open (1), half-open (0.5) or closed (0).",
+            kind: Kind::Gauge,
+            labels: &["queue"],
+        },
     ];
     let source = queues.clone();
     state.metrics().register(PullCollector::new(defs, move || {
@@ -101,6 +114,20 @@ pub fn observe(state: &AdminState, queues: &Queues) {
             }
         }
         out.push((2, vec![], source.stalled() as f64));
+        for (queue, d) in source.deliveries() {
+            out.push((
+                3,
+                vec![queue.clone(), "delivered".into()],
+                d.delivered as f64,
+            ));
+            out.push((3, vec![queue.clone(), "failed".into()], d.failed as f64));
+            let open = match d.breaker {
+                BreakerState::Closed => 0.0,
+                BreakerState::HalfOpen => 0.5,
+                BreakerState::Open => 1.0,
+            };
+            out.push((4, vec![queue], open));
+        }
         out
     }));
 
@@ -146,6 +173,9 @@ pub fn observe(state: &AdminState, queues: &Queues) {
         let queues = reported.snapshot();
         let events = reported.events();
         let stalled = reported.stalled();
-        async move { json!({"queues": queues, "events": events, "stalled": stalled}) }
+        let deliveries = reported.deliveries();
+        async move {
+            json!({"queues": queues, "events": events, "stalled": stalled, "deliveries": deliveries})
+        }
     });
 }

@@ -1,6 +1,8 @@
 //! The `[queue]` config section.
 
-use keel_core::{ByteSize, HumanDuration};
+use std::collections::BTreeMap;
+
+use keel_core::{ByteSize, HumanDuration, Secret};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -127,6 +129,105 @@ pub struct QueueSettings {
     /// Attempts of a job that names none (default 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempts: Option<u32>,
+    /// Push the queue's jobs to the app's webhook instead of waiting for workers to pull them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliver: Option<DeliverSettings>,
+}
+
+/// Webhook delivery of a queue's jobs: keel POSTs each job to `url` and records the answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverSettings {
+    /// Where jobs are POSTed, `http://host:port/path` (the app beside keel; `https` is not
+    /// supported).
+    pub url: String,
+    /// Deliveries in flight at once.
+    #[serde(default = "default_deliver_concurrency")]
+    pub concurrency: u32,
+    /// How long the app may take to answer; then the attempt fails (and is retried).
+    #[serde(default = "default_deliver_timeout")]
+    pub timeout: HumanDuration,
+    /// Extra request headers (values are redacted wherever the config is shown).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, Secret>,
+    /// Key of the `Keel-Signature` HMAC-SHA256 header; unset = requests are not signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<Secret>,
+    /// Failed deliveries in a row (no answer, timeout, 5xx) that open the endpoint's breaker:
+    /// jobs then wait instead of hammering a down app.
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    /// How long an open breaker waits before one trial delivery.
+    #[serde(default = "default_breaker_cool_down")]
+    pub breaker_cool_down: HumanDuration,
+}
+
+fn default_deliver_concurrency() -> u32 {
+    10
+}
+
+fn default_deliver_timeout() -> HumanDuration {
+    HumanDuration::from_secs(30)
+}
+
+fn default_breaker_failures() -> u32 {
+    5
+}
+
+fn default_breaker_cool_down() -> HumanDuration {
+    HumanDuration::from_secs(30)
+}
+
+impl DeliverSettings {
+    /// Settings for `url` with every default.
+    pub fn to(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            concurrency: default_deliver_concurrency(),
+            timeout: default_deliver_timeout(),
+            headers: BTreeMap::new(),
+            secret: None,
+            breaker_failures: default_breaker_failures(),
+            breaker_cool_down: default_breaker_cool_down(),
+        }
+    }
+
+    fn validate(&self, at: &str) -> Result<(), QueueSettingsError> {
+        let err = |field: &str, reason: String| {
+            Err(QueueSettingsError {
+                field: format!("{at}.deliver.{field}"),
+                reason,
+            })
+        };
+        match reqwest::Url::parse(&self.url) {
+            Ok(url) if url.scheme() == "http" && url.host().is_some() => {}
+            Ok(url) => {
+                return err(
+                    "url",
+                    format!(
+                        "{:?}: only http:// URLs with a host are supported",
+                        url.scheme()
+                    ),
+                );
+            }
+            Err(e) => return err("url", format!("not a URL: {e}")),
+        }
+        if self.concurrency == 0 {
+            return err("concurrency", "must be at least 1".into());
+        }
+        if self.timeout.get().is_zero() {
+            return err("timeout", "must be longer than 0".into());
+        }
+        if self.breaker_failures == 0 {
+            return err("breaker_failures", "must be at least 1".into());
+        }
+        for name in self.headers.keys() {
+            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return err("headers", format!("{name:?} is not a header name"));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl QueueSettings {
@@ -163,6 +264,9 @@ impl QueueSettings {
             }
             if q.attempts == Some(0) {
                 return err(i, "attempts", "must be at least 1");
+            }
+            if let Some(deliver) = &q.deliver {
+                deliver.validate(&format!("queues[{i}]"))?;
             }
             for (field, rate) in [
                 ("rate_limit", q.rate_limit),
@@ -226,6 +330,22 @@ mod tests {
             concurrency: Some(0),
             ..ok
         };
-        assert_eq!(field_of(&[no_cap]), "queues[0].concurrency");
+        assert_eq!(field_of(std::slice::from_ref(&no_cap)), "queues[0].concurrency");
+        let https = QueueSettings {
+            concurrency: None,
+            deliver: Some(DeliverSettings::to("https://app.example.com/jobs")),
+            ..no_cap.clone()
+        };
+        assert_eq!(field_of(&[https]), "queues[0].deliver.url");
+        let mut bad_header = DeliverSettings::to("http://127.0.0.1:3000/jobs");
+        bad_header
+            .headers
+            .insert("bad header".into(), Secret::new("x"));
+        let bad_header = QueueSettings {
+            concurrency: None,
+            deliver: Some(bad_header),
+            ..no_cap
+        };
+        assert_eq!(field_of(&[bad_header]), "queues[0].deliver.headers");
     }
 }

@@ -19,6 +19,7 @@ pub mod conformance;
 mod error;
 mod events;
 pub mod model;
+mod push;
 mod schedule;
 mod service;
 mod sqlite;
@@ -26,7 +27,8 @@ mod store;
 mod worker;
 
 pub use config::{
-    DurabilityMode, QueueConfig, QueueConfigError, QueueSettings, QueueSettingsError,
+    DeliverSettings, DurabilityMode, QueueConfig, QueueConfigError, QueueSettings,
+    QueueSettingsError,
 };
 pub use error::QueueError;
 pub use events::{EventKind, QueueEvent};
@@ -34,8 +36,9 @@ pub use model::{
     Backoff, BackoffKind, Fetched, Job, JobOptions, JobState, NewJob, QueueLimits, QueueOverview,
     RateLimit,
 };
+pub use push::{DeliveryReport, sign as webhook_signature};
 pub use schedule::{NewSchedule, Repeat, Schedule};
 pub use service::{Events, FetchRequest, Queues};
 pub use sqlite::{Durability, SqliteStore};
 pub use store::{Failure, JobFilter, JobPage, Moved, Retention, Store, StoreFuture};
-pub use worker::{Outcome, Worker, WorkerBuilder};
+pub use worker::{Gate, Outcome, Worker, WorkerBuilder};

@@ -14,8 +14,10 @@ use crate::QueueError;
 use crate::config::{QueueConfig, QueueSettings};
 use crate::events::{EventBus, EventKind, QueueEvent};
 use crate::model::{Fetched, Job, JobOptions, JobState, NewJob, QueueOverview};
+use crate::push::{Delivery, DeliveryReport};
 use crate::schedule::{NewSchedule, Schedule};
 use crate::store::{Failure, JobFilter, JobPage, Moved, Store};
+use crate::worker::Worker;
 use crate::worker::WorkerBuilder;
 
 /// Most finished jobs deleted in one pruning step (a step is one transaction of the writer).
@@ -47,6 +49,8 @@ struct Inner {
     declared: Mutex<BTreeMap<String, QueueSettings>>,
     /// Live events for subscribers.
     bus: EventBus,
+    /// Webhook deliveries, by queue.
+    deliveries: Mutex<BTreeMap<String, Arc<Delivery>>>,
 }
 
 /// What happened to a queue's jobs since keel started.
@@ -90,6 +94,7 @@ impl Queues {
                 snapshot: Mutex::new(Vec::new()),
                 declared: Mutex::new(BTreeMap::new()),
                 bus: EventBus::new(),
+                deliveries: Mutex::new(BTreeMap::new()),
             }),
         }
     }
@@ -115,6 +120,30 @@ impl Queues {
             lock(&self.inner.declared).insert(settings.name.clone(), settings.clone());
         }
         Ok(())
+    }
+
+    /// Starts webhook delivery for every declared queue with `deliver`; `clock` drives the
+    /// breakers' cool-downs and the signatures' timestamps. Shut the returned workers down to
+    /// stop delivering.
+    pub fn start_deliveries(&self, clock: &keel_core::Clock) -> Result<Vec<Worker>, QueueError> {
+        let mut workers = Vec::new();
+        for settings in self.declared() {
+            let Some(deliver) = &settings.deliver else {
+                continue;
+            };
+            let (delivery, worker) = Delivery::start(self, &settings.name, deliver, clock.clone())?;
+            lock(&self.inner.deliveries).insert(settings.name.clone(), delivery);
+            workers.push(worker);
+        }
+        Ok(workers)
+    }
+
+    /// Each delivering queue's webhook delivery and breaker, by queue.
+    pub fn deliveries(&self) -> BTreeMap<String, DeliveryReport> {
+        lock(&self.inner.deliveries)
+            .iter()
+            .map(|(queue, d)| (queue.clone(), d.report()))
+            .collect()
     }
 
     /// `queue`'s declaration, if it has one.

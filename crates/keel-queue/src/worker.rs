@@ -95,6 +95,18 @@ impl From<()> for Outcome {
     }
 }
 
+/// Holds a worker back: asked before each fetch how many jobs may start (a circuit breaker in
+/// front of the service the handler calls, say).
+pub trait Gate: Send + Sync + 'static {
+    /// `Ok(n)`: up to `n` jobs may start now; `Err(wait)`: none, ask again after `wait`.
+    fn admit(&self) -> Result<usize, Duration>;
+}
+
+/// How often a held-back worker asks its gate again: at most every 10 ms, at least every
+/// 250 ms (so a gate on an injected clock is asked again soon after the clock moves).
+const GATE_RECHECK: Duration = Duration::from_millis(250);
+const GATE_MIN_WAIT: Duration = Duration::from_millis(10);
+
 /// Sets up a worker; from [`Queues::worker`].
 #[must_use = "a worker builder does nothing until `run`"]
 pub struct WorkerBuilder {
@@ -103,6 +115,7 @@ pub struct WorkerBuilder {
     concurrency: usize,
     lease: Duration,
     id: String,
+    gate: Option<Arc<dyn Gate>>,
 }
 
 impl WorkerBuilder {
@@ -114,7 +127,14 @@ impl WorkerBuilder {
             concurrency: 1,
             lease,
             id: format!("in-process:{queue}"),
+            gate: None,
         }
+    }
+
+    /// Asks `gate` before each fetch how many jobs may start; none while it says wait.
+    pub fn gate(mut self, gate: Arc<dyn Gate>) -> Self {
+        self.gate = Some(gate);
+        self
     }
 
     /// Jobs run at the same time (default 1; at least 1).
@@ -156,6 +176,7 @@ impl WorkerBuilder {
             lease: self.lease,
             slots: Arc::new(Semaphore::new(self.concurrency)),
             concurrency: self.concurrency,
+            gate: self.gate,
         };
         let handler = Arc::new(move |job: Job| {
             let work = handler(job);
@@ -197,6 +218,7 @@ struct Run {
     lease: Duration,
     slots: Arc<Semaphore>,
     concurrency: usize,
+    gate: Option<Arc<dyn Gate>>,
 }
 
 impl Run {
@@ -223,9 +245,26 @@ impl Run {
                     },
                 }
             }
+            let mut max = free.len() + this.slots.available_permits();
+            if let Some(gate) = &this.gate {
+                match gate.admit() {
+                    Ok(allowed) if allowed > 0 => max = max.min(allowed),
+                    held => {
+                        drop(free);
+                        let wait = held
+                            .err()
+                            .unwrap_or(GATE_RECHECK)
+                            .clamp(GATE_MIN_WAIT, GATE_RECHECK);
+                        tokio::select! {
+                            _ = stopped.wait_for(|stop| *stop) => break,
+                            () = tokio::time::sleep(wait) => continue,
+                        }
+                    }
+                }
+            }
             let request = FetchRequest {
                 worker: this.id.clone(),
-                max: free.len() + this.slots.available_permits(),
+                max,
                 lease: Some(this.lease),
                 wait: POLL,
             };

@@ -211,6 +211,10 @@ impl App {
             .declare(&self.config.queues)
             .await
             .map_err(StartError::Queue)?;
+        let deliveries = self
+            .queues
+            .start_deliveries(self.state.clock())
+            .map_err(StartError::Queue)?;
         let state = self.state.clone();
         let sampler = keel_admin::history::spawn_sampler(state.clone());
         let queue_maintenance = self.queues.spawn_maintenance();
@@ -243,6 +247,15 @@ impl App {
                 Ok(())
             }
         };
+        // Deliveries in flight finish (within the grace period); the rest stay in the queue.
+        let stop_deliveries = async {
+            for worker in deliveries {
+                worker.shutdown().await;
+            }
+        };
+        if tokio::time::timeout(grace, stop_deliveries).await.is_err() {
+            tracing::warn!("webhook deliveries still running at the end of the grace period");
+        }
         sampler.abort();
         queue_maintenance.abort();
         tracing::info!("stopped");

@@ -364,22 +364,48 @@ async fn a_fetch_reports_the_last_batch_and_takes_the_next() {
 
 #[tokio::test]
 async fn declared_queues_apply_their_limits_and_job_defaults() {
+    let mut deliver = keel_queue::DeliverSettings::to("http://127.0.0.1:9/hook");
+    deliver.secret = Some(keel_core::Secret::new("hook-secret-value"));
+    deliver.headers.insert(
+        "Authorization".into(),
+        keel_core::Secret::new("Bearer app-token-value"),
+    );
     let s = TestServer::start_with(
         |c| {
-            c.queues = vec![keel_queue::QueueSettings {
-                name: "capped".into(),
-                concurrency: Some(2),
-                rate_limit: Some(keel_queue::RateLimit {
-                    max: 100,
-                    per: keel_core::HumanDuration::from_secs(1),
-                }),
-                attempts: Some(7),
-                ..Default::default()
-            }];
+            c.queues = vec![
+                keel_queue::QueueSettings {
+                    name: "capped".into(),
+                    concurrency: Some(2),
+                    rate_limit: Some(keel_queue::RateLimit {
+                        max: 100,
+                        per: keel_core::HumanDuration::from_secs(1),
+                    }),
+                    attempts: Some(7),
+                    ..Default::default()
+                },
+                keel_queue::QueueSettings {
+                    name: "pushed".into(),
+                    deliver: Some(deliver),
+                    ..Default::default()
+                },
+            ];
         },
         Vec::new(),
     )
     .await;
+    // A delivering queue shows its endpoint and breaker; its secrets show nowhere.
+    let pushed = body(s.get("/api/v1/queues/pushed").sent().await).await;
+    assert_eq!(pushed["delivery"]["url"], "http://127.0.0.1:9/hook");
+    assert_eq!(pushed["delivery"]["breaker"], "closed");
+    let info = s
+        .get("/api/v1/system/info")
+        .sent()
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(info.contains("127.0.0.1:9/hook"), "the config is shown");
+    assert!(!info.contains("hook-secret-value") && !info.contains("app-token-value"));
     // Known before its first job, with its limits.
     let info = body(s.get("/api/v1/queues/capped").sent().await).await;
     assert_eq!(info["counts"], json!({}));
@@ -390,6 +416,7 @@ async fn declared_queues_apply_their_limits_and_job_defaults() {
     );
     let listed = body(s.get("/api/v1/queues").sent().await).await;
     assert_eq!(listed["queues"][0]["name"], "capped");
+    assert_eq!(listed["queues"][1]["name"], "pushed");
 
     let names: Vec<Value> = (0..3).map(|i| json!({"name": format!("j{i}")})).collect();
     post(&s, "/api/v1/queues/capped/jobs", json!({"jobs": names}))

@@ -593,6 +593,7 @@ pub(crate) async fn queue_info(
         "name": queue,
         "counts": counts,
         "limits": limits_json(settings.as_ref()),
+        "delivery": queues.deliveries().get(&queue),
     });
     Ok(axum::Json(body).into_response())
 }
