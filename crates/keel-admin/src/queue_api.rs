@@ -6,8 +6,11 @@ use axum::extract::DefaultBodyLimit;
 use keel_core::CheckOutcome;
 use keel_core::health::CheckSpec;
 use keel_core::metrics::{Kind, PullCollector, SeriesDef};
-use keel_queue::{JobState, Queues};
+use std::sync::Arc;
+
+use keel_queue::{JobState, Queues, Timing};
 use keel_resilience::BreakerState;
+use prometheus::{HistogramOpts, HistogramVec};
 use serde_json::json;
 
 use crate::AdminState;
@@ -131,6 +134,8 @@ pub fn observe(state: &AdminState, queues: &Queues) {
         out
     }));
 
+    register_timings(state, queues);
+
     let store = queues.clone();
     state.health().register(
         CheckSpec::new("queue", "store", "datastore").required(),
@@ -178,4 +183,39 @@ pub fn observe(state: &AdminState, queues: &Queues) {
             json!({"queues": queues, "events": events, "stalled": stalled, "deliveries": deliveries})
         }
     });
+}
+
+/// Bucket bounds (seconds) of the wait and processing histograms: 1 ms to 1 h.
+const JOB_TIME_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0, 3600.0,
+];
+
+/// `keel_queue_wait_seconds` and `keel_queue_processing_seconds`, per queue.
+fn register_timings(state: &AdminState, queues: &Queues) {
+    let histogram = |name: &str, help: &str| {
+        HistogramVec::new(
+            HistogramOpts::new(name, help).buckets(JOB_TIME_BUCKETS.to_vec()),
+            &["queue"],
+        )
+        .expect("static metric definition is valid")
+    };
+    let wait = histogram(
+        "keel_queue_wait_seconds",
+        "Time from a job being ready (added, or its delay over) to a worker starting it.",
+    );
+    let processing = histogram(
+        "keel_queue_processing_seconds",
+        "Time from a worker starting a job to its completion or failure.",
+    );
+    state.metrics().register(wait.clone());
+    state.metrics().register(processing.clone());
+    queues.observe_timings(Arc::new(move |queue, timing, ms| {
+        let histogram = match timing {
+            Timing::Wait => &wait,
+            Timing::Processing => &processing,
+        };
+        histogram
+            .with_label_values(&[queue])
+            .observe(ms as f64 / 1000.0);
+    }));
 }

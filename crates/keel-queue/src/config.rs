@@ -330,7 +330,10 @@ mod tests {
             concurrency: Some(0),
             ..ok
         };
-        assert_eq!(field_of(std::slice::from_ref(&no_cap)), "queues[0].concurrency");
+        assert_eq!(
+            field_of(std::slice::from_ref(&no_cap)),
+            "queues[0].concurrency"
+        );
         let https = QueueSettings {
             concurrency: None,
             deliver: Some(DeliverSettings::to("https://app.example.com/jobs")),

@@ -14,6 +14,7 @@
 //!
 //! Time (delays, backoff, leases) comes from an injectable [`Clock`](keel_core::Clock).
 
+mod activity;
 mod config;
 pub mod conformance;
 mod error;
@@ -26,6 +27,7 @@ mod sqlite;
 mod store;
 mod worker;
 
+pub use activity::ActivitySummary;
 pub use config::{
     DeliverSettings, DurabilityMode, QueueConfig, QueueConfigError, QueueSettings,
     QueueSettingsError,
@@ -38,7 +40,7 @@ pub use model::{
 };
 pub use push::{DeliveryReport, sign as webhook_signature};
 pub use schedule::{NewSchedule, Repeat, Schedule};
-pub use service::{Events, FetchRequest, Queues};
+pub use service::{Events, FetchRequest, Queues, Timing, TimingObserver};
 pub use sqlite::{Durability, SqliteStore};
 pub use store::{Failure, JobFilter, JobPage, Moved, Retention, Store, StoreFuture};
 pub use worker::{Gate, Outcome, Worker, WorkerBuilder};

@@ -6,11 +6,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use keel_core::Clock;
 use keel_core::sync::lock;
 use serde_json::Value;
 use tokio::sync::Notify;
 
 use crate::QueueError;
+use crate::activity::{Activity, ActivitySummary};
 use crate::config::{QueueConfig, QueueSettings};
 use crate::events::{EventBus, EventKind, QueueEvent};
 use crate::model::{Fetched, Job, JobOptions, JobState, NewJob, QueueOverview};
@@ -51,7 +53,24 @@ struct Inner {
     bus: EventBus,
     /// Webhook deliveries, by queue.
     deliveries: Mutex<BTreeMap<String, Arc<Delivery>>>,
+    /// Each queue's last five minutes.
+    activity: Mutex<HashMap<String, Activity>>,
+    /// Told each job's wait and run time (for histograms).
+    timings: std::sync::OnceLock<TimingObserver>,
+    clock: Clock,
 }
+
+/// Which time a [`TimingObserver`] is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timing {
+    /// From ready (added, or its delay over) to started.
+    Wait,
+    /// From started to completed or failed.
+    Processing,
+}
+
+/// Told `(queue, which, milliseconds)` for every job started and every attempt ended.
+pub type TimingObserver = Arc<dyn Fn(&str, Timing, u64) + Send + Sync>;
 
 /// What happened to a queue's jobs since keel started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -82,8 +101,13 @@ pub struct FetchRequest {
 }
 
 impl Queues {
-    /// Queues over `store`.
+    /// Queues over `store`, on the system clock.
     pub fn new(store: impl Store + 'static, config: QueueConfig) -> Self {
+        Self::with_clock(store, config, Clock::system())
+    }
+
+    /// Queues over `store`; `clock` times the activity windows (give the store the same).
+    pub fn with_clock(store: impl Store + 'static, config: QueueConfig, clock: Clock) -> Self {
         Self {
             inner: Arc::new(Inner {
                 store: Box::new(store),
@@ -95,6 +119,9 @@ impl Queues {
                 declared: Mutex::new(BTreeMap::new()),
                 bus: EventBus::new(),
                 deliveries: Mutex::new(BTreeMap::new()),
+                activity: Mutex::new(HashMap::new()),
+                timings: std::sync::OnceLock::new(),
+                clock,
             }),
         }
     }
@@ -102,6 +129,40 @@ impl Queues {
     /// The configuration.
     pub fn config(&self) -> &QueueConfig {
         &self.inner.config
+    }
+
+    /// Sets the observer told every job's wait and run time (once; later calls are ignored).
+    pub fn observe_timings(&self, observer: TimingObserver) {
+        let _ = self.inner.timings.set(observer);
+    }
+
+    /// `queue`'s activity over the last `window` seconds (at most 300).
+    pub fn activity(&self, queue: &str, window: u64) -> ActivitySummary {
+        let now = self.inner.clock.unix_ms();
+        lock(&self.inner.activity)
+            .get(queue)
+            .map(|a| a.summary(now, window))
+            .unwrap_or_default()
+    }
+
+    /// The queues' clock, in Unix ms.
+    pub fn now_ms(&self) -> u64 {
+        self.inner.clock.unix_ms()
+    }
+
+    /// Since when `queue`'s longest-waiting job has been ready (Unix ms), if any is waiting.
+    pub async fn oldest_waiting(&self, queue: &str) -> Result<Option<u64>, QueueError> {
+        self.inner.store.oldest_waiting(queue).await
+    }
+
+    fn record(&self, queue: &str, update: impl FnOnce(&mut Activity, u64)) {
+        let now = self.inner.clock.unix_ms();
+        let mut all = lock(&self.inner.activity);
+        let activity = match all.get_mut(queue) {
+            Some(a) => a,
+            None => all.entry(queue.to_owned()).or_insert_with(Activity::new),
+        };
+        update(activity, now);
     }
 
     /// Live events of every queue (filter by [`QueueEvent::queue`]).
@@ -309,6 +370,7 @@ impl Queues {
                 .await?;
             let now = tokio::time::Instant::now();
             if !jobs.is_empty() || now >= deadline {
+                self.started(queue, &jobs);
                 self.inner.bus.emit(|| {
                     jobs.iter()
                         .map(|f| QueueEvent::job(EventKind::Active, queue, &f.job.id))
@@ -319,6 +381,30 @@ impl Queues {
             tokio::select! {
                 () = added => {}
                 () = tokio::time::sleep_until(recheck) => {}
+            }
+        }
+    }
+
+    /// Records the wait of jobs just started.
+    fn started(&self, queue: &str, jobs: &[Fetched]) {
+        if jobs.is_empty() {
+            return;
+        }
+        let waits: Vec<u64> = jobs
+            .iter()
+            .map(|f| {
+                let ready = f.job.created_at.max(f.job.run_at);
+                f.job.started_at.unwrap_or(ready).saturating_sub(ready)
+            })
+            .collect();
+        self.record(queue, |a, now| {
+            for &wait in &waits {
+                a.started(now, wait);
+            }
+        });
+        if let Some(observe) = self.inner.timings.get() {
+            for wait in waits {
+                observe(queue, Timing::Wait, wait);
             }
         }
     }
@@ -334,6 +420,13 @@ impl Queues {
     fn counted(&self, id: &str, moved: &Moved) {
         if moved.state != JobState::Active {
             self.freed(&moved.queue);
+        }
+        if let Some(ran) = moved.ran_ms {
+            let completed = moved.state == JobState::Completed;
+            self.record(&moved.queue, |a, now| a.ended(now, completed, Some(ran)));
+            if let Some(observe) = self.inner.timings.get() {
+                observe(&moved.queue, Timing::Processing, ran);
+            }
         }
         let kind = match moved.state {
             JobState::Completed => Some(EventKind::Completed),

@@ -74,6 +74,8 @@ pub struct Moved {
     pub queue: String,
     /// Its state after the operation.
     pub state: JobState,
+    /// How long the attempt that just ended ran (completions and failures).
+    pub ran_ms: Option<u64>,
 }
 
 /// Which finished jobs to keep, per queue.
@@ -236,4 +238,8 @@ pub trait Store: Send + Sync {
     /// then get "no job"); once none are left, also its schedules and its pause flag. Returns
     /// how many jobs were deleted — call again until it answers fewer than `limit`.
     fn delete_queue<'a>(&'a self, queue: &'a str, limit: usize) -> StoreFuture<'a, usize>;
+
+    /// Since when `queue`'s longest-waiting ready job has been ready (Unix ms: the later of
+    /// when it was added and when its delay ended), if any job is waiting.
+    fn oldest_waiting<'a>(&'a self, queue: &'a str) -> StoreFuture<'a, Option<u64>>;
 }

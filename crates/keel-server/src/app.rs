@@ -115,7 +115,7 @@ impl AppBuilder {
             self.clock.clone(),
         )
         .map_err(StartError::Queue)?;
-        let queues = Queues::new(store, config.queue.clone());
+        let queues = Queues::with_clock(store, config.queue.clone(), self.clock.clone());
         keel_admin::queue_api::observe(&state, &queues);
         let mut api = vec![
             keel_admin::cache_api::routes(cache.clone()),

@@ -628,8 +628,33 @@ async fn queues_are_listed_measured_and_checked() {
     ] {
         assert!(metrics.contains(line), "{line} missing from\n{metrics}");
     }
+    for line in [
+        "keel_queue_wait_seconds_count{queue=\"reports\"} 1",
+        "keel_queue_processing_seconds_count{queue=\"reports\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
     let stats = body(s.get("/api/v1/stats").sent().await).await;
     assert_eq!(stats["queues"]["events"]["reports"]["added"], 2, "{stats}");
+
+    // The queue's last minutes: throughput, mean wait and run time, the oldest waiting job.
+    let info = body(s.get("/api/v1/queues/reports").sent().await).await;
+    let minute = &info["last_1m"];
+    assert_eq!(
+        (&minute["completed"], &minute["failed"]),
+        (&json!(1), &json!(0))
+    );
+    assert_eq!(minute["per_second"], json!(1.0 / 60.0));
+    assert!(minute["avg_wait_ms"].as_f64().unwrap() >= 0.0, "{info}");
+    assert!(
+        minute["avg_processing_ms"].as_f64().unwrap() >= 0.0,
+        "{info}"
+    );
+    assert_eq!(info["last_5m"]["completed"], 1);
+    assert!(
+        info["oldest_waiting_ms"].as_u64().is_some(),
+        "job b waits: {info}"
+    );
 }
 
 #[tokio::test]

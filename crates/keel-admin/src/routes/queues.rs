@@ -589,11 +589,19 @@ pub(crate) async fn queue_info(
     known(&queues, &queue).await?;
     let counts = queues.counts(&queue).await.map_err(|e| problem_for(&e))?;
     let settings = queues.settings(&queue);
+    let oldest = queues
+        .oldest_waiting(&queue)
+        .await
+        .map_err(|e| problem_for(&e))?;
+    let now = queues.now_ms();
     let body = json!({
         "name": queue,
         "counts": counts,
         "limits": limits_json(settings.as_ref()),
         "delivery": queues.deliveries().get(&queue),
+        "last_1m": queues.activity(&queue, 60),
+        "last_5m": queues.activity(&queue, 300),
+        "oldest_waiting_ms": oldest.map(|ready| now.saturating_sub(ready)),
     });
     Ok(axum::Json(body).into_response())
 }

@@ -386,6 +386,7 @@ fn load(conn: &Connection, id: &str) -> Result<Option<Job>, QueueError> {
 /// The active job `id` if `token` holds its lease at `now`; otherwise why not.
 struct Leased {
     seq: i64,
+    started_at: Option<u64>,
     queue: String,
     attempts_made: u32,
     max_attempts: u32,
@@ -398,7 +399,7 @@ fn leased(conn: &Connection, id: &str, token: &str, now: u64) -> Result<Leased, 
     let row = conn
         .prepare_cached(
             "SELECT state, token, lease_expires, attempts_made, max_attempts, backoff, errors, \
-             cancel_requested, queue, seq FROM jobs WHERE id = ?1",
+             cancel_requested, queue, seq, started_at FROM jobs WHERE id = ?1",
         )?
         .query_row([id], |r| {
             Ok((
@@ -407,6 +408,7 @@ fn leased(conn: &Connection, id: &str, token: &str, now: u64) -> Result<Leased, 
                 r.get::<_, Option<u64>>(2)?,
                 Leased {
                     seq: r.get(9)?,
+                    started_at: r.get(10)?,
                     queue: r.get(8)?,
                     attempts_made: r.get(3)?,
                     max_attempts: r.get(4)?,
@@ -676,6 +678,7 @@ fn complete_job(
     Ok(Moved {
         queue: job.queue,
         state,
+        ran_ms: job.started_at.map(|at| now.saturating_sub(at)),
     })
 }
 
@@ -709,6 +712,7 @@ fn fail_job(
     Ok(Moved {
         queue: job.queue,
         state,
+        ran_ms: job.started_at.map(|at| now.saturating_sub(at)),
     })
 }
 
@@ -1013,6 +1017,7 @@ impl Store for SqliteStore {
             let moved = |state| Moved {
                 queue: job.queue.clone(),
                 state,
+                ran_ms: None,
             };
             match job.state {
                 JobState::Waiting | JobState::Delayed => {
@@ -1050,6 +1055,7 @@ impl Store for SqliteStore {
             Ok(Moved {
                 queue: job.queue,
                 state: JobState::Active,
+                ran_ms: None,
             })
         })
     }
@@ -1072,6 +1078,7 @@ impl Store for SqliteStore {
             Ok(Moved {
                 queue: job.queue,
                 state: JobState::Waiting,
+                ran_ms: None,
             })
         })
     }
@@ -1094,6 +1101,7 @@ impl Store for SqliteStore {
             Ok(Moved {
                 queue: job.queue,
                 state: JobState::Waiting,
+                ran_ms: None,
             })
         })
     }
@@ -1241,6 +1249,18 @@ impl Store for SqliteStore {
                     .execute([&queue])?;
             }
             Ok(deleted)
+        })
+    }
+
+    fn oldest_waiting<'a>(&'a self, queue: &'a str) -> StoreFuture<'a, Option<u64>> {
+        let queue = queue.to_owned();
+        self.run_single(move |conn, _| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT MIN(MAX(created_at, run_at)) FROM jobs \
+                     WHERE queue = ?1 AND state = 'waiting'",
+                )?
+                .query_row([&queue], |r| r.get(0))?)
         })
     }
 }
