@@ -23,7 +23,10 @@ use crate::worker::Worker;
 use crate::worker::WorkerBuilder;
 
 /// Most finished jobs deleted in one pruning step (a step is one transaction of the writer).
-const PRUNE_BATCH: usize = 5_000;
+const PRUNE_BATCH: usize = 1_000;
+
+/// Most pruning steps in one maintenance round (so at most 200,000 jobs a round).
+const MAX_PRUNE_STEPS: usize = 200;
 
 /// How often a waiting fetch looks again for delayed jobs that have come due (a job added
 /// wakes it at once).
@@ -675,16 +678,28 @@ impl Queues {
             }
             Err(e) => tracing::warn!(error = %e, "firing schedules failed"),
         }
-        match store
-            .prune(self.inner.config.retention(), PRUNE_BATCH)
-            .await
-        {
-            Ok(n) => {
-                if n > 0 {
-                    tracing::debug!(jobs = n, "pruned finished jobs");
+        // Prune in short steps, each its own transaction, so other work interleaves; as many
+        // steps as it takes (up to a bound) to keep up with any completion rate.
+        let mut pruned = 0;
+        for _ in 0..MAX_PRUNE_STEPS {
+            match store
+                .prune(self.inner.config.retention(), PRUNE_BATCH)
+                .await
+            {
+                Ok(n) => {
+                    pruned += n;
+                    if n < PRUNE_BATCH {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "pruning finished jobs failed");
+                    break;
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "pruning finished jobs failed"),
+        }
+        if pruned > 0 {
+            tracing::debug!(jobs = pruned, "pruned finished jobs");
         }
         match store.overview().await {
             Ok(overview) => *lock(&self.inner.snapshot) = overview,
