@@ -191,3 +191,44 @@ async fn a_cancelled_running_job_is_stopped_and_shutdown_waits_for_running_ones(
         "reported before shutdown returned"
     );
 }
+
+#[tokio::test]
+async fn a_rate_limit_is_never_exceeded_by_a_busy_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = queues(&dir, Clock::system());
+    let limit = keel_queue::QueueSettings {
+        name: "limited".into(),
+        rate_limit: Some(keel_queue::RateLimit {
+            max: 10,
+            per: keel_core::HumanDuration::from_secs(1),
+        }),
+        ..Default::default()
+    };
+    q.declare(&[limit]).await.unwrap();
+    let jobs = (0..25).map(|i| NewJob::new("n", json!(i))).collect();
+    q.add("limited", jobs).await.unwrap();
+    let worker = q
+        .worker("limited")
+        .concurrency(20)
+        .run(|_| async { Outcome::Done(json!(null)) })
+        .unwrap();
+    until_count(&q, "limited", JobState::Completed, 25).await;
+    worker.shutdown().await;
+    let mut starts: Vec<u64> = q
+        .list("limited", Default::default(), None, 100)
+        .await
+        .unwrap()
+        .jobs
+        .iter()
+        .map(|j| j.started_at.unwrap())
+        .collect();
+    starts.sort_unstable();
+    // Wherever a one-second window is placed, it holds at most 10 starts.
+    for (i, &at) in starts.iter().enumerate() {
+        let in_window = starts[i..].iter().take_while(|&&s| s < at + 1000).count();
+        assert!(
+            in_window <= 10,
+            "{in_window} starts in the second from {at}: {starts:?}"
+        );
+    }
+}
