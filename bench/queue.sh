@@ -2,8 +2,10 @@
 # keel's job queue vs BullMQ 5, side by side on this machine: bulk enqueue and processing
 # throughput, same job count, payload and concurrency, the same Node.js client runtime driving
 # both (bench/queue/bench.mjs); and keel's in-process Rust worker (a no-op handler, the same
-# job count and concurrency; crates/keel-queue/benches/store.rs). BullMQ runs on a redis-server this script starts on a free port;
-# keel is the release binary with a fresh data directory (SQLite, default durability).
+# job count and concurrency; crates/keel-queue/benches/store.rs). BullMQ runs on a
+# redis-server this script starts on a free port; keel is the release binary with a fresh data directory (SQLite, default durability) and, as
+# Redis executes commands on one thread, one request-serving thread
+# (KEEL_SERVER_WORKER_THREADS=1).
 #
 # Usage: bench/queue.sh [rounds] [jobs] [concurrency]     (defaults 3, 50000, 100)
 set -euo pipefail
@@ -37,7 +39,7 @@ export KEEL_TOKEN=$TOKEN
 start_keel() {
   rm -rf "$WORK/data"
   KEEL_PORT=$(free_port)
-  "$KEEL" serve --config "$WORK/keel.toml" --listen "127.0.0.1:$KEEL_PORT" --data-dir "$WORK/data" >/dev/null 2>&1 &
+  KEEL_SERVER_WORKER_THREADS=1 "$KEEL" serve --config "$WORK/keel.toml" --listen "127.0.0.1:$KEEL_PORT" --data-dir "$WORK/data" >/dev/null 2>&1 &
   KEEL_PID=$!
   export KEEL_URL="http://127.0.0.1:$KEEL_PORT"
   for _ in $(seq 100); do curl -fs "$KEEL_URL/ready" >/dev/null 2>&1 && return; sleep 0.05; done

@@ -32,7 +32,7 @@ for round in $(seq "$ROUNDS"); do
   b=$(node bench/queue/latency.mjs bullmq "$RATE" "$SECONDS_PER_RUN")
   rm -rf "$WORK/data"
   KEEL_PORT=$(free_port)
-  target/release/keel serve --config "$WORK/keel.toml" --listen "127.0.0.1:$KEEL_PORT" --data-dir "$WORK/data" >/dev/null 2>&1 &
+  KEEL_SERVER_WORKER_THREADS=1 target/release/keel serve --config "$WORK/keel.toml" --listen "127.0.0.1:$KEEL_PORT" --data-dir "$WORK/data" >/dev/null 2>&1 &
   KEEL_PID=$!
   export KEEL_URL="http://127.0.0.1:$KEEL_PORT"
   for _ in $(seq 100); do curl -fs "$KEEL_URL/ready" >/dev/null 2>&1 && break; sleep 0.05; done

@@ -17,7 +17,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 TOKEN=bench-token-0123456789abcdef
 printf '[[auth.tokens]]\nname = "bench"\ntoken = "%s"\nrole = "admin"\n' "$TOKEN" > "$WORK/keel.toml"
 PORT=$(free_port)
-target/release/keel serve --config "$WORK/keel.toml" --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" >/dev/null 2>&1 &
+KEEL_SERVER_WORKER_THREADS=1 target/release/keel serve --config "$WORK/keel.toml" --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" >/dev/null 2>&1 &
 KEEL_PID=$!
 for _ in $(seq 100); do curl -fs "http://127.0.0.1:$PORT/ready" >/dev/null 2>&1 && break; sleep 0.05; done
 

@@ -1,7 +1,10 @@
 //! A JSON extractor whose rejections are problem+json with a useful `detail`.
 
+use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, StatusCode};
 use keel_core::Problem;
 use serde::de::DeserializeOwned;
 
@@ -18,11 +21,37 @@ where
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(rejection_problem(&rejection)),
+        if !is_json(req.headers()) {
+            return Err(Problem::status(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+                .with_detail("send the body as JSON with `Content-Type: application/json`"));
+        }
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| Problem::status(e.status()).with_detail(e.body_text()))?;
+        // The plain parse first (axum's own tracks the path of every value, which costs on
+        // large bodies); only a body that fails is parsed again to say where it is wrong.
+        match serde_json::from_slice(&body) {
+            Ok(value) => Ok(Self(value)),
+            Err(_) => match axum::Json::<T>::from_bytes(&body) {
+                Ok(axum::Json(value)) => Ok(Self(value)),
+                Err(rejection) => Err(rejection_problem(&rejection)),
+            },
         }
     }
+}
+
+/// `application/json` or `application/*+json`, as axum's `Json` accepts.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(content_type) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("application")
+        && (subtype.eq_ignore_ascii_case("json")
+            || subtype.len() > 5 && subtype[subtype.len() - 5..].eq_ignore_ascii_case("+json"))
 }
 
 fn rejection_problem(rejection: &JsonRejection) -> Problem {
@@ -45,4 +74,35 @@ fn source_text(e: &dyn std::error::Error) -> String {
         current = next;
     }
     current.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types_are_recognised_as_axum_does() {
+        let headers = |value: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(CONTENT_TYPE, value.parse().unwrap());
+            h
+        };
+        for ok in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON",
+            "application/problem+json",
+        ] {
+            assert!(is_json(&headers(ok)), "{ok}");
+        }
+        for no in [
+            "text/json",
+            "application/jsonx",
+            "application/+json",
+            "text/plain",
+        ] {
+            assert!(!is_json(&headers(no)), "{no}");
+        }
+        assert!(!is_json(&HeaderMap::new()));
+    }
 }

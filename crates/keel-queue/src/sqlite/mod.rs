@@ -446,30 +446,53 @@ struct Leased {
     cancel_requested: bool,
 }
 
-fn leased(conn: &Connection, id: &str, token: &str, now: u64) -> Result<Leased, QueueError> {
-    let row = conn
-        .prepare_cached(
-            "SELECT state, token, lease_expires, attempts_made, max_attempts, backoff, errors, \
-             cancel_requested, queue, seq, started_at FROM jobs WHERE id = ?1",
-        )?
-        .query_row([id], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, Option<String>>(1)?,
-                r.get::<_, Option<u64>>(2)?,
-                Leased {
-                    seq: r.get(9)?,
-                    started_at: r.get(10)?,
-                    queue: r.get(8)?,
-                    attempts_made: r.get(3)?,
-                    max_attempts: r.get(4)?,
-                    backoff: r.get(5)?,
-                    errors: r.get(6)?,
-                    cancel_requested: r.get(7)?,
-                },
-            ))
+/// A fresh lease token for the job at row `seq`: the row (so reports find the job without the
+/// id index) and 128 random bits. Tokens tell leases apart; they are not credentials (any
+/// `worker` may fetch any job).
+fn new_token(seq: i64) -> String {
+    thread_local! {
+        static STATE: std::cell::Cell<u64> =
+            std::cell::Cell::new(uuid::Uuid::new_v4().as_u64_pair().0);
+    }
+    // splitmix64: seeded once per thread from the system's randomness.
+    let next = || {
+        STATE.with(|state| {
+            let mut z = state.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+            state.set(z);
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
         })
-        .optional()?;
+    };
+    format!("{seq:x}.{:016x}{:016x}", next(), next())
+}
+
+/// The row a token names, if it is one of [`new_token`]'s.
+fn token_row(token: &str) -> Option<i64> {
+    let (seq, _) = token.split_once('.')?;
+    i64::from_str_radix(seq, 16).ok()
+}
+
+fn leased(conn: &Connection, id: &str, token: &str, now: u64) -> Result<Leased, QueueError> {
+    const COLUMNS: &str = "state, token, lease_expires, attempts_made, max_attempts, backoff, \
+        errors, cancel_requested, queue, seq, started_at";
+    // By the row the token names (one lookup); by id when that finds nothing, to say why.
+    let by_row = match token_row(token) {
+        Some(seq) => conn
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM jobs WHERE seq = ?1 AND id = ?2"
+            ))?
+            .query_row(params![seq, id], leased_row)
+            .optional()?,
+        None => None,
+    };
+    let row = match by_row {
+        Some(row) => Some(row),
+        None => conn
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"))?
+            .query_row([id], leased_row)
+            .optional()?,
+    };
     let Some((state, held_by, expires, leased)) = row else {
         return Err(QueueError::NoJob(id.to_owned()));
     };
@@ -489,6 +512,26 @@ fn leased(conn: &Connection, id: &str, token: &str, now: u64) -> Result<Leased, 
         return Err(QueueError::conflict(id, "the lease has expired"));
     }
     Ok(leased)
+}
+
+type LeasedRow = (String, Option<String>, Option<u64>, Leased);
+
+fn leased_row(r: &Row<'_>) -> rusqlite::Result<LeasedRow> {
+    Ok((
+        r.get::<_, String>(0)?,
+        r.get::<_, Option<String>>(1)?,
+        r.get::<_, Option<u64>>(2)?,
+        Leased {
+            seq: r.get(9)?,
+            started_at: r.get(10)?,
+            queue: r.get(8)?,
+            attempts_made: r.get(3)?,
+            max_attempts: r.get(4)?,
+            backoff: r.get(5)?,
+            errors: r.get(6)?,
+            cancel_requested: r.get(7)?,
+        },
+    ))
 }
 
 fn push_error(errors: &str, error: &str) -> String {
@@ -682,7 +725,7 @@ fn fetch_jobs(
             }
             limits.started(now, job.group.as_deref());
         }
-        let token = uuid::Uuid::new_v4().simple().to_string();
+        let token = new_token(seq);
         take.execute(params![now, worker, token, expires, seq])?;
         floor = floor.max(Some(rank));
         job.state = JobState::Active;
@@ -757,9 +800,15 @@ fn fail_job(
     };
     conn.prepare_cached(
         "UPDATE jobs SET state = ?1, run_at = ?2, finished_at = ?3, errors = ?4, worker = NULL, \
-         token = NULL, lease_expires = NULL WHERE id = ?5",
+         token = NULL, lease_expires = NULL WHERE seq = ?5",
     )?
-    .execute(params![state.as_str(), run_at, finished_at, errors, id])?;
+    .execute(params![
+        state.as_str(),
+        run_at,
+        finished_at,
+        errors,
+        job.seq
+    ])?;
     Ok(Moved {
         queue: job.queue,
         state,
@@ -1055,8 +1104,8 @@ impl Store for SqliteStore {
                 return Err(QueueError::conflict(&id, "the job was cancelled"));
             }
             let expires = now.saturating_add(ms(lease));
-            conn.prepare_cached("UPDATE jobs SET lease_expires = ?1 WHERE id = ?2")?
-                .execute(params![expires, id])?;
+            conn.prepare_cached("UPDATE jobs SET lease_expires = ?1 WHERE seq = ?2")?
+                .execute(params![expires, job.seq])?;
             Ok(expires)
         })
     }
@@ -1109,8 +1158,14 @@ impl Store for SqliteStore {
             if job.cancel_requested {
                 return Err(QueueError::conflict(&id, "the job was cancelled"));
             }
-            conn.prepare_cached("UPDATE jobs SET progress = ?1, progress_data = ?2 WHERE id = ?3")?
-                .execute(params![progress.min(100), data.map(|d| d.to_string()), id])?;
+            conn.prepare_cached(
+                "UPDATE jobs SET progress = ?1, progress_data = ?2 WHERE seq = ?3",
+            )?
+            .execute(params![
+                progress.min(100),
+                data.map(|d| d.to_string()),
+                job.seq
+            ])?;
             Ok(Moved {
                 queue: job.queue,
                 state: JobState::Active,
