@@ -20,7 +20,10 @@
 
 use std::fmt::Display;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -312,29 +315,49 @@ impl Run {
     {
         let Fetched { job, token, .. } = fetched;
         let id = job.id.clone();
-        let mut running = tokio::spawn(handler(job));
-        let renew = self.lease / 3;
-        let outcome = loop {
-            tokio::select! {
-                finished = &mut running => break match finished {
-                    Ok(outcome) => outcome,
-                    Err(e) if e.is_panic() => Outcome::retry("the handler panicked"),
-                    Err(_) => Outcome::retry("the handler was stopped"),
-                },
-                () = tokio::time::sleep(renew) => {
+        // Run in this task, a panic caught as a failed attempt; dropped (so stopped) when a
+        // renewal finds the job is no longer ours.
+        let mut running = CatchUnwind(Box::pin(handler(job)));
+        let outcome = {
+            let renewals = async {
+                loop {
+                    tokio::time::sleep(self.lease / 3).await;
                     match self.queues.extend(&id, &token, self.lease).await {
                         Ok(_) => {}
-                        Err(QueueError::Conflict { reason, .. }) => {
-                            // Cancelled, or the lease is gone: the job is no longer ours.
-                            running.abort();
-                            break Outcome::fail(format!("stopped: {reason}"));
+                        // Cancelled, or the lease is gone.
+                        Err(QueueError::Conflict { reason, .. }) => return reason,
+                        Err(e) => {
+                            tracing::warn!(job = %id, error = %e, "could not renew a job's lease");
                         }
-                        Err(e) => tracing::warn!(job = %id, error = %e, "could not renew a job's lease"),
                     }
                 }
+            };
+            tokio::pin!(renewals);
+            tokio::select! {
+                finished = &mut running => {
+                    finished.unwrap_or_else(|()| Outcome::retry("the handler panicked"))
+                }
+                reason = &mut renewals => Outcome::fail(format!("stopped: {reason}")),
             }
         };
+        drop(running);
         let _ = reports.send(Report { id, token, outcome });
+    }
+}
+
+/// A handler's future, with a panic while polling it turned into `Err(())`.
+struct CatchUnwind(Pin<Box<dyn Future<Output = Outcome> + Send>>);
+
+impl Future for CatchUnwind {
+    type Output = Result<Outcome, ()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let work = &mut self.0;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| work.as_mut().poll(cx))) {
+            Ok(Poll::Ready(outcome)) => Poll::Ready(Ok(outcome)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(_) => Poll::Ready(Err(())),
+        }
     }
 }
 
