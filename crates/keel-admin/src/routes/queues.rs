@@ -253,7 +253,11 @@ pub(crate) async fn fetch_jobs(
             .await
             .map_err(|e| problem_for(&e))?;
         let jobs: Vec<LeasedJob> = jobs.into_iter().map(LeasedJob::from).collect();
-        return Ok(axum::Json(json!({ "jobs": jobs })).into_response());
+        let reply = FetchReply {
+            jobs,
+            completed: None,
+        };
+        return Ok(axum::Json(reply).into_response());
     }
     // The completions are handed to the store first, so they usually share the fetch's commit.
     // Their outcomes are not held back by a long poll: with nothing ready the call answers at
@@ -271,7 +275,11 @@ pub(crate) async fn fetch_jobs(
         .into_iter()
         .map(LeasedJob::from)
         .collect();
-    Ok(axum::Json(json!({ "jobs": jobs, "completed": completed })).into_response())
+    let reply = FetchReply {
+        jobs,
+        completed: Some(completed),
+    };
+    Ok(axum::Json(reply).into_response())
 }
 
 /// A completion.
@@ -339,17 +347,40 @@ pub(crate) async fn complete_many(
     if body.jobs.len() > MAX_FETCH {
         return Err(too_many_completions("jobs"));
     }
+    #[derive(Serialize)]
+    struct Results {
+        results: Vec<Completion>,
+    }
     let results = complete_all(&queues, body.jobs).await;
-    Ok(axum::Json(json!({ "results": results })).into_response())
+    Ok(axum::Json(Results { results }).into_response())
 }
 
 fn too_many_completions(field: &str) -> Problem {
     Problem::bad_request(format!("{field}: at most {MAX_FETCH} completions per call"))
 }
 
+/// One job's completion outcome.
+#[derive(Debug, Serialize)]
+struct Completion {
+    id: String,
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+}
+
+/// What a fetch answers (serialized straight from these types, not through a JSON tree).
+#[derive(Debug, Serialize)]
+struct FetchReply {
+    jobs: Vec<LeasedJob>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    completed: Option<Vec<Completion>>,
+}
+
 /// Completes `jobs`; one outcome per job, in order: `{"id", "ok": true}` or
 /// `{"id", "ok": false, "status", "detail"}`.
-async fn complete_all(queues: &Queues, jobs: Vec<CompleteItem>) -> Vec<Value> {
+async fn complete_all(queues: &Queues, jobs: Vec<CompleteItem>) -> Vec<Completion> {
     let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
     let outcomes = queues
         .complete_many(
@@ -361,7 +392,12 @@ async fn complete_all(queues: &Queues, jobs: Vec<CompleteItem>) -> Vec<Value> {
     ids.into_iter()
         .zip(outcomes)
         .map(|(id, outcome)| match outcome {
-            Ok(()) => json!({"id": id, "ok": true}),
+            Ok(()) => Completion {
+                id,
+                ok: true,
+                status: None,
+                detail: None,
+            },
             Err(e) => {
                 let status = problem_for(&e).status_code();
                 let detail = if status.is_server_error() {
@@ -370,7 +406,12 @@ async fn complete_all(queues: &Queues, jobs: Vec<CompleteItem>) -> Vec<Value> {
                 } else {
                     e.to_string()
                 };
-                json!({"id": id, "ok": false, "status": status.as_u16(), "detail": detail})
+                Completion {
+                    id,
+                    ok: false,
+                    status: Some(status.as_u16()),
+                    detail: Some(detail),
+                }
             }
         })
         .collect()
