@@ -35,6 +35,7 @@ pub fn routes(queues: Queues) -> OpenApiRouter {
         .routes(routes!(api::complete_job))
         .routes(routes!(api::complete_many))
         .routes(routes!(api::fail_job))
+        .routes(routes!(api::fail_many))
         .routes(routes!(api::heartbeat))
         .routes(routes!(api::progress))
         .routes(routes!(api::promote))

@@ -59,10 +59,11 @@ where
     run(&open, rate_limits_hold_for_the_queue_and_each_group).await;
     run(&open, schedules_add_one_job_per_tick).await;
     run(&open, deleting_a_queue_drains_it_in_batches).await;
+    run(&open, attempts_that_outlive_their_timeout_fail).await;
 }
 
 /// The number of cases [`run_all`] runs (each on a store of its own).
-pub const CASES: usize = 20;
+pub const CASES: usize = 21;
 
 async fn run<S, F, C, Fut>(open: &F, case: C)
 where
@@ -286,6 +287,48 @@ pub async fn deleting_a_queue_drains_it_in_batches<S: Store>(store: S, _: MockCl
         .await;
     assert!(matches!(late, Err(QueueError::NoJob(_))), "{late:?}");
     assert_eq!(names(&store, "other", 10).await, ["keep"]);
+}
+
+/// An attempt that runs past its job's timeout fails even though its lease was renewed: it is
+/// retried while attempts remain, then fails for good.
+pub async fn attempts_that_outlive_their_timeout_fail<S: Store>(store: S, time: MockClock) {
+    let mut slow = job("slow");
+    slow.options.timeout_ms = Some(10_000);
+    slow.options.attempts = 2;
+    slow.options.backoff = Backoff {
+        kind: BackoffKind::Fixed,
+        delay_ms: 1_000,
+        max_delay_ms: None,
+        jitter: 0.0,
+    };
+    let id = store.add("q", vec![slow]).await.unwrap().remove(0);
+    for attempt in 1..=2 {
+        let fetched = store.fetch("q", "w", 1, LEASE).await.unwrap().remove(0);
+        store.extend(&id, &fetched.token, secs(3600)).await.unwrap();
+        time.advance(Duration::from_millis(9_999));
+        store.recover_stalled(1).await.unwrap();
+        assert_eq!(
+            store.get(&id).await.unwrap().unwrap().state,
+            JobState::Active
+        );
+        time.advance(Duration::from_millis(1));
+        store.recover_stalled(1).await.unwrap();
+        let job = store.get(&id).await.unwrap().unwrap();
+        assert_eq!(job.errors.len(), attempt);
+        assert!(
+            job.errors[attempt - 1].starts_with("timed out"),
+            "{:?}",
+            job.errors
+        );
+        if attempt == 1 {
+            assert_eq!(job.state, JobState::Delayed, "retried after the backoff");
+            time.advance(secs(1));
+        } else {
+            assert_eq!(job.state, JobState::Failed, "out of attempts");
+        }
+        let late = store.complete(&id, &fetched.token, json!(1)).await;
+        assert!(matches!(late, Err(QueueError::Conflict { .. })), "{late:?}");
+    }
 }
 
 /// A delayed job is not handed out before its time, and is at its time.

@@ -139,6 +139,9 @@ pub struct JobOptions {
     pub unique_key: Option<String>,
     /// A tenant or other group inside the queue.
     pub group: Option<String>,
+    /// Longest an attempt may run, however often its lease is renewed; then it fails (and is
+    /// retried while attempts remain).
+    pub timeout_ms: Option<u64>,
 }
 
 impl Default for JobOptions {
@@ -150,6 +153,7 @@ impl Default for JobOptions {
             backoff: Backoff::default(),
             unique_key: None,
             group: None,
+            timeout_ms: None,
         }
     }
 }
@@ -192,6 +196,12 @@ impl NewJob {
             return Err(QueueError::invalid(
                 at("options.attempts"),
                 "must be at least 1",
+            ));
+        }
+        if self.options.timeout_ms == Some(0) {
+            return Err(QueueError::invalid(
+                at("options.timeout"),
+                "must be longer than 0",
             ));
         }
         self.options.backoff.validate(&at("options.backoff"))
@@ -243,6 +253,8 @@ pub struct Job {
     pub worker: Option<String>,
     /// What its worker last reported with its progress.
     pub progress_data: Option<Value>,
+    /// Longest an attempt may run.
+    pub timeout_ms: Option<u64>,
 }
 
 /// A queue at a glance.

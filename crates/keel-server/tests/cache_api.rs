@@ -387,6 +387,7 @@ async fn every_route_is_in_the_openapi_document() {
         ("/api/v1/jobs/{id}/complete", &["post"]),
         ("/api/v1/jobs/complete", &["post"]),
         ("/api/v1/jobs/{id}/fail", &["post"]),
+        ("/api/v1/jobs/fail", &["post"]),
         ("/api/v1/jobs/{id}/heartbeat", &["post"]),
         ("/api/v1/jobs/{id}/progress", &["post"]),
         ("/api/v1/queues/{queue}/jobs/{id}/promote", &["post"]),

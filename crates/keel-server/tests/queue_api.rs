@@ -302,6 +302,54 @@ async fn batch_completions_answer_each_job() {
 }
 
 #[tokio::test]
+async fn batch_failures_answer_each_job_and_timeouts_are_taken() {
+    let s = TestServer::start().await;
+    post(
+        &s,
+        "/api/v1/queues/q/jobs",
+        json!({"jobs": [
+            {"name": "a", "timeout": "5m"},
+            {"name": "b", "attempts": 1},
+            {"name": "c"}
+        ]}),
+    )
+    .sent()
+    .await;
+    let jobs = fetch(&s, "q", json!({"max": 3})).await;
+    let failures = json!({"jobs": [
+        {"id": jobs[0]["id"], "token": jobs[0]["token"], "error": "e1", "retry_after": "1h"},
+        {"id": jobs[1]["id"], "token": jobs[1]["token"], "error": "e2"},
+        {"id": jobs[2]["id"], "token": "stale", "error": "e3"}
+    ]});
+    let results = body(post(&s, "/api/v1/jobs/fail", failures).sent().await).await;
+    let results = results["results"].as_array().unwrap().clone();
+    assert_eq!(results[0]["state"], "delayed");
+    assert_eq!(results[1]["state"], "failed", "its only attempt");
+    assert_eq!(
+        (&results[2]["ok"], &results[2]["status"]),
+        (&json!(false), &json!(409))
+    );
+    let a = body(
+        s.get(&format!(
+            "/api/v1/queues/q/jobs/{}",
+            jobs[0]["id"].as_str().unwrap()
+        ))
+        .sent()
+        .await,
+    )
+    .await;
+    assert_eq!(a["timeout_ms"], 300_000);
+    let bad = post(
+        &s,
+        "/api/v1/queues/q/jobs",
+        json!({"name": "x", "timeout": "0s"}),
+    )
+    .sent()
+    .await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
 async fn a_fetch_reports_the_last_batch_and_takes_the_next() {
     let s = TestServer::start().await;
     let names: Vec<Value> = (0..4).map(|i| json!({"name": format!("j{i}")})).collect();

@@ -86,6 +86,11 @@ pub(crate) struct JobRequest {
     /// A tenant or other group inside the queue.
     #[serde(default)]
     group: Option<String>,
+    /// Longest an attempt may run, e.g. `"5m"`, however often its lease is renewed; then it
+    /// fails and is retried while attempts remain.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    timeout: Option<HumanDuration>,
 }
 
 impl JobRequest {
@@ -105,6 +110,7 @@ impl JobRequest {
                 }),
                 unique_key: self.unique_key,
                 group: self.group,
+                timeout_ms: self.timeout.map(|t| ms(t.get())),
             },
         }
     }
@@ -359,11 +365,14 @@ fn too_many_completions(field: &str) -> Problem {
     Problem::bad_request(format!("{field}: at most {MAX_FETCH} completions per call"))
 }
 
-/// One job's completion outcome.
+/// One job's outcome in a batch.
 #[derive(Debug, Serialize)]
 struct Completion {
     id: String,
     ok: bool,
+    /// A failure's new state (`delayed` for a retry).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<JobState>,
     #[serde(skip_serializing_if = "Option::is_none")]
     status: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -395,6 +404,7 @@ async fn complete_all(queues: &Queues, jobs: Vec<CompleteItem>) -> Vec<Completio
             Ok(()) => Completion {
                 id,
                 ok: true,
+                state: None,
                 status: None,
                 detail: None,
             },
@@ -406,12 +416,7 @@ async fn complete_all(queues: &Queues, jobs: Vec<CompleteItem>) -> Vec<Completio
                 } else {
                     e.to_string()
                 };
-                Completion {
-                    id,
-                    ok: false,
-                    status: Some(status.as_u16()),
-                    detail: Some(detail),
-                }
+                Completion::refused(id, status.as_u16(), detail)
             }
         })
         .collect()
@@ -461,6 +466,101 @@ pub(crate) async fn fail_job(
         .await
         .map_err(|e| problem_for(&e))?;
     Ok(axum::Json(json!({ "state": state })).into_response())
+}
+
+/// One failure of a batch.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FailItem {
+    /// The job id.
+    id: String,
+    /// The lease token from the fetch.
+    token: String,
+    /// What went wrong.
+    error: String,
+    /// Whether to retry if attempts remain (default true).
+    #[serde(default = "yes")]
+    retry: bool,
+    /// Retry after this long instead of the job's backoff.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    retry_after: Option<HumanDuration>,
+}
+
+/// Many failures.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FailManyBody {
+    /// Up to 1,000 failures.
+    jobs: Vec<FailItem>,
+}
+
+impl Completion {
+    fn refused(id: String, status: u16, detail: String) -> Self {
+        Self {
+            id,
+            ok: false,
+            state: None,
+            status: Some(status),
+            detail: Some(detail),
+        }
+    }
+}
+
+/// Records many failed attempts in one call (they share one commit). Answers one outcome per
+/// job, in order: `{"id", "ok": true, "state"}` or `{"id", "ok": false, "status", "detail"}`.
+#[utoipa::path(post, path = "/jobs/fail", tag = "queues", security(("bearer" = [])),
+    request_body = FailManyBody,
+    responses((status = 200, description = "`{\"results\": [...]}`", body = Object), (status = 400, body = Problem)))]
+pub(crate) async fn fail_many(
+    _: Authorized<WorkerRole>,
+    State(queues): State<Queues>,
+    ApiJson(body): ApiJson<FailManyBody>,
+) -> Result<Response, Problem> {
+    if body.jobs.len() > MAX_FETCH {
+        return Err(Problem::bad_request(format!(
+            "jobs: at most {MAX_FETCH} failures per call"
+        )));
+    }
+    let failing = body.jobs.iter().map(|item| {
+        let failure = Failure {
+            error: item.error.clone(),
+            retry: item.retry,
+            retry_after: item.retry_after.map(HumanDuration::get),
+        };
+        queues.fail(&item.id, &item.token, failure)
+    });
+    // Polled together, so they reach the store together and share a commit.
+    let outcomes = futures_util::future::join_all(failing).await;
+    let results: Vec<Completion> = body
+        .jobs
+        .iter()
+        .zip(outcomes)
+        .map(|(item, outcome)| match outcome {
+            Ok(state) => Completion {
+                id: item.id.clone(),
+                ok: true,
+                state: Some(state),
+                status: None,
+                detail: None,
+            },
+            Err(e) => {
+                let status = problem_for(&e).status_code();
+                let detail = if status.is_server_error() {
+                    tracing::error!(job = %item.id, error = %e, "recording a failed attempt failed");
+                    "keel could not record this failure; the error is logged".to_owned()
+                } else {
+                    e.to_string()
+                };
+                Completion::refused(item.id.clone(), status.as_u16(), detail)
+            }
+        })
+        .collect();
+    #[derive(Serialize)]
+    struct Results {
+        results: Vec<Completion>,
+    }
+    Ok(axum::Json(Results { results }).into_response())
 }
 
 /// A lease extension.

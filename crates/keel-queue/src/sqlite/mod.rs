@@ -87,7 +87,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     worker TEXT,
     token TEXT,
-    lease_expires INTEGER
+    lease_expires INTEGER,
+    timeout_ms INTEGER
 );
 -- Partial indexes: a job is in the index of its current state only, so a state change
 -- touches two indexes (the old state's and the new one's), not every index on `state`.
@@ -337,7 +338,7 @@ fn random_unit() -> f64 {
 
 const JOB_COLUMNS: &str = "id, queue, name, payload, state, priority, attempts_made, max_attempts, \
     backoff, unique_key, grp, created_at, run_at, started_at, finished_at, progress, result, errors, \
-    stalls, worker, progress_data";
+    stalls, worker, progress_data, timeout_ms";
 
 /// Brings a store written by an earlier keel up to the current schema.
 fn migrate(conn: &Connection) -> Result<(), QueueError> {
@@ -363,6 +364,7 @@ fn migrate(conn: &Connection) -> Result<(), QueueError> {
     }
     add_column(conn, "jobs", "progress_data", "TEXT")?;
     add_column(conn, "jobs", "rank", "INTEGER NOT NULL DEFAULT 0")?;
+    add_column(conn, "jobs", "timeout_ms", "INTEGER")?;
     add_column(conn, "queues", "rank_floor", "INTEGER NOT NULL DEFAULT 0")?;
     Ok(())
 }
@@ -414,6 +416,7 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
         progress_data: row
             .get::<_, Option<String>>(20)?
             .and_then(|d| serde_json::from_str(&d).ok()),
+        timeout_ms: row.get(21)?,
     })
 }
 
@@ -552,8 +555,8 @@ fn add_jobs(
     )?;
     let mut insert = conn.prepare_cached(
         "INSERT INTO jobs (id, queue, name, payload, state, priority, max_attempts, backoff, \
-         unique_key, grp, created_at, run_at, rank) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+         unique_key, grp, created_at, run_at, rank, timeout_ms) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )?;
     let mut turns = Turns::load(conn, queue)?;
     let mut ids = Vec::with_capacity(jobs.len());
@@ -590,6 +593,7 @@ fn add_jobs(
             now,
             run_at,
             turns.next(conn, job.options.group.as_deref())?,
+            job.options.timeout_ms,
         ])?;
         ids.push(id);
     }
@@ -704,8 +708,8 @@ fn fetch_jobs(
     let candidates = next.query_map(params![queue, look as i64], |row| {
         Ok((
             job_from_row(row)?,
-            row.get::<_, i64>(21)?,
             row.get::<_, i64>(22)?,
+            row.get::<_, i64>(23)?,
         ))
     })?;
     let mut take = conn.prepare_cached(
@@ -871,7 +875,58 @@ fn recover(conn: &Connection, now: u64, max_stalls: u32) -> Result<usize, QueueE
             job.seq
         ])?;
     }
+    time_out(conn, now)?;
     Ok(stalled.len())
+}
+
+/// Fails the attempts that have run longer than their job's timeout, leases renewed or not:
+/// retried after the backoff while attempts remain.
+fn time_out(conn: &Connection, now: u64) -> Result<(), QueueError> {
+    let overdue: Vec<(i64, u32, u32, String, String, bool, u64)> = conn
+        .prepare_cached(
+            "SELECT seq, attempts_made, max_attempts, backoff, errors, cancel_requested, \
+             timeout_ms FROM jobs WHERE lease_expires IS NOT NULL AND timeout_ms IS NOT NULL \
+             AND started_at + timeout_ms <= ?1",
+        )?
+        .query_map([now], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+    for (seq, attempts_made, max_attempts, backoff, errors, cancel_requested, timeout) in overdue {
+        let note = format!(
+            "timed out: the attempt ran longer than the job's timeout ({})",
+            keel_core::HumanDuration::from_millis(timeout)
+        );
+        let (state, run_at, finished_at) = if cancel_requested {
+            (JobState::Cancelled, now, Some(now))
+        } else if attempts_made < max_attempts {
+            let backoff: crate::model::Backoff = serde_json::from_str(&backoff).unwrap_or_default();
+            let wait = ms(backoff.wait(attempts_made, random_unit()));
+            (JobState::Delayed, now.saturating_add(wait), None)
+        } else {
+            (JobState::Failed, now, Some(now))
+        };
+        conn.prepare_cached(
+            "UPDATE jobs SET state = ?1, run_at = ?2, finished_at = ?3, errors = ?4, worker = NULL, \
+             token = NULL, lease_expires = NULL WHERE seq = ?5",
+        )?
+        .execute(params![
+            state.as_str(),
+            run_at,
+            finished_at,
+            push_error(&errors, &note),
+            seq
+        ])?;
+    }
+    Ok(())
 }
 
 fn prune(
@@ -1007,7 +1062,7 @@ fn list(
             filter.search,
             (limit + 1) as i64
         ],
-        |row| Ok((job_from_row(row)?, row.get::<_, i64>(21)?)),
+        |row| Ok((job_from_row(row)?, row.get::<_, i64>(22)?)),
     )?;
     let mut jobs = Vec::with_capacity(limit + 1);
     for row in rows {
