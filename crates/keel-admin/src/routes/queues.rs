@@ -130,7 +130,7 @@ pub(crate) enum AddRequest {
         jobs: Vec<JobRequest>,
     },
     /// One job.
-    One(JobRequest),
+    One(Box<JobRequest>),
 }
 
 /// Adds one job (`201 {"id"}`) or many (`201 {"ids": [...]}`, up to 10,000, all or none). A
@@ -148,7 +148,7 @@ pub(crate) async fn add_jobs(
 ) -> Result<Response, Problem> {
     let (jobs, bulk) = match request {
         AddRequest::Bulk { jobs } => (jobs, true),
-        AddRequest::One(job) => (vec![job], false),
+        AddRequest::One(job) => (vec![*job], false),
     };
     if jobs.len() > MAX_BULK {
         return Err(Problem::bad_request(format!(
