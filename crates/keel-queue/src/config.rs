@@ -6,7 +6,7 @@ use keel_core::{ByteSize, HumanDuration, Secret};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{QueueLimits, RateLimit};
+use crate::model::{Backoff, BackoffKind, QueueLimits, RateLimit};
 use crate::sqlite::Durability;
 use crate::store::Retention;
 
@@ -129,6 +129,18 @@ pub struct QueueSettings {
     /// Attempts of a job that names none (default 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempts: Option<u32>,
+    /// Backoff of a job that names none (default exponential from 2 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<BackoffSettings>,
+    /// Completed jobs this queue keeps (default `queue.keep_completed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_completed: Option<u64>,
+    /// Failed (and as many cancelled) jobs this queue keeps (default `queue.keep_failed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_failed: Option<u64>,
+    /// Finished jobs older than this go whatever their number (default `queue.keep_for`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_for: Option<HumanDuration>,
     /// Push the queue's jobs to the app's webhook instead of waiting for workers to pull them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deliver: Option<DeliverSettings>,
@@ -230,7 +242,53 @@ impl DeliverSettings {
     }
 }
 
+/// A backoff as the config writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackoffSettings {
+    /// `fixed` or `exponential`.
+    #[serde(rename = "type")]
+    #[schemars(with = "String")]
+    pub kind: BackoffKind,
+    /// The first wait, e.g. `"2s"`.
+    pub delay: HumanDuration,
+    /// The longest wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_delay: Option<HumanDuration>,
+    /// Randomises each wait by up to this fraction either way (0–1).
+    #[serde(default)]
+    pub jitter: f64,
+}
+
+impl BackoffSettings {
+    /// The model's backoff.
+    pub fn to_backoff(&self) -> Backoff {
+        let ms = |d: HumanDuration| u64::try_from(d.get().as_millis()).unwrap_or(u64::MAX);
+        Backoff {
+            kind: self.kind,
+            delay_ms: ms(self.delay),
+            max_delay_ms: self.max_delay.map(ms),
+            jitter: self.jitter,
+        }
+    }
+}
+
 impl QueueSettings {
+    /// This queue's own retention over `default`, if it sets any of it.
+    pub fn retention(&self, default: Retention) -> Option<Retention> {
+        if self.keep_completed.is_none() && self.keep_failed.is_none() && self.keep_for.is_none() {
+            return None;
+        }
+        Some(Retention {
+            completed: self.keep_completed.unwrap_or(default.completed),
+            failed: self.keep_failed.unwrap_or(default.failed),
+            max_age: match self.keep_for {
+                Some(age) => Some(age.get()).filter(|d| !d.is_zero()),
+                None => default.max_age,
+            },
+        })
+    }
+
     /// The limits the store enforces.
     pub fn limits(&self) -> QueueLimits {
         QueueLimits {
@@ -267,6 +325,17 @@ impl QueueSettings {
             }
             if let Some(deliver) = &q.deliver {
                 deliver.validate(&format!("queues[{i}]"))?;
+            }
+            if let Some(backoff) = &q.backoff
+                && let Err(e) = backoff
+                    .to_backoff()
+                    .validate(&format!("queues[{i}].backoff"))
+            {
+                let (field, reason) = match e {
+                    crate::QueueError::Invalid { field, detail } => (field, detail),
+                    other => (format!("queues[{i}].backoff"), other.to_string()),
+                };
+                return Err(QueueSettingsError { field, reason });
             }
             for (field, rate) in [
                 ("rate_limit", q.rate_limit),
@@ -350,5 +419,34 @@ mod tests {
             ..no_cap
         };
         assert_eq!(field_of(&[bad_header]), "queues[0].deliver.headers");
+        let jittery = QueueSettings {
+            name: "q".into(),
+            backoff: Some(BackoffSettings {
+                kind: BackoffKind::Fixed,
+                delay: HumanDuration::from_secs(1),
+                max_delay: None,
+                jitter: 2.0,
+            }),
+            ..QueueSettings::default()
+        };
+        assert_eq!(field_of(&[jittery]), "queues[0].backoff.jitter");
+    }
+
+    #[test]
+    fn a_queue_keeps_its_own_retention_over_the_default() {
+        let default = QueueConfig::default().retention();
+        let plain = QueueSettings {
+            name: "q".into(),
+            ..QueueSettings::default()
+        };
+        assert_eq!(plain.retention(default), None);
+        let audit = QueueSettings {
+            keep_completed: Some(50_000),
+            keep_for: Some(HumanDuration::from_secs(86_400)),
+            ..plain
+        };
+        let own = audit.retention(default).unwrap();
+        assert_eq!((own.completed, own.failed), (50_000, default.failed));
+        assert_eq!(own.max_age, Some(std::time::Duration::from_secs(86_400)));
     }
 }

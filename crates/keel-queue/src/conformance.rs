@@ -60,10 +60,11 @@ where
     run(&open, schedules_add_one_job_per_tick).await;
     run(&open, deleting_a_queue_drains_it_in_batches).await;
     run(&open, attempts_that_outlive_their_timeout_fail).await;
+    run(&open, queues_can_keep_more_or_less_than_the_default).await;
 }
 
 /// The number of cases [`run_all`] runs (each on a store of its own).
-pub const CASES: usize = 21;
+pub const CASES: usize = 22;
 
 async fn run<S, F, C, Fut>(open: &F, case: C)
 where
@@ -591,9 +592,9 @@ pub async fn retention_keeps_the_newest_finished_jobs<S: Store>(store: S, time: 
         max_age: None,
     };
     // Bounded steps: 3 to delete per queue, 6 in all.
-    assert_eq!(store.prune(keep, 4).await.unwrap(), 4);
-    assert_eq!(store.prune(keep, 4).await.unwrap(), 2);
-    assert_eq!(store.prune(keep, 4).await.unwrap(), 0);
+    assert_eq!(store.prune(keep.into(), 4).await.unwrap(), 4);
+    assert_eq!(store.prune(keep.into(), 4).await.unwrap(), 2);
+    assert_eq!(store.prune(keep.into(), 4).await.unwrap(), 0);
     for queue in ["a", "b"] {
         let counts = store.counts(queue).await.unwrap();
         assert_eq!(
@@ -620,8 +621,39 @@ pub async fn retention_keeps_the_newest_finished_jobs<S: Store>(store: S, time: 
         max_age: Some(secs(60)),
         ..keep
     };
-    assert_eq!(store.prune(aged, 100).await.unwrap(), 6);
+    assert_eq!(store.prune(aged.into(), 100).await.unwrap(), 6);
     assert_eq!(store.counts("b").await.unwrap().get("waiting"), Some(&1));
+}
+
+/// A queue's own retention overrides the default for that queue only.
+pub async fn queues_can_keep_more_or_less_than_the_default<S: Store>(store: S, _: MockClock) {
+    for queue in ["audit", "noisy"] {
+        let jobs = (0..3).map(|i| job(&format!("{queue}{i}"))).collect();
+        store.add(queue, jobs).await.unwrap();
+        for f in store.fetch(queue, "w", 3, LEASE).await.unwrap() {
+            store.complete(&f.job.id, &f.token, json!(1)).await.unwrap();
+        }
+    }
+    let default = Retention {
+        completed: 1,
+        failed: 1,
+        max_age: None,
+    };
+    let policy = crate::store::RetentionPolicy {
+        default,
+        queues: [(
+            "audit".to_owned(),
+            Retention {
+                completed: 10,
+                ..default
+            },
+        )]
+        .into(),
+    };
+    assert_eq!(store.prune(policy, 100).await.unwrap(), 2);
+    let completed = |counts: std::collections::BTreeMap<String, u64>| counts["completed"];
+    assert_eq!(completed(store.counts("audit").await.unwrap()), 3);
+    assert_eq!(completed(store.counts("noisy").await.unwrap()), 1);
 }
 
 /// The overview lists every queue with jobs, and paused queues even without jobs, by name.

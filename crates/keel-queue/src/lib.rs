@@ -29,7 +29,7 @@ mod worker;
 
 pub use activity::ActivitySummary;
 pub use config::{
-    DeliverSettings, DurabilityMode, QueueConfig, QueueConfigError, QueueSettings,
+    BackoffSettings, DeliverSettings, DurabilityMode, QueueConfig, QueueConfigError, QueueSettings,
     QueueSettingsError,
 };
 pub use error::QueueError;
@@ -42,5 +42,7 @@ pub use push::{DeliveryReport, sign as webhook_signature};
 pub use schedule::{NewSchedule, Repeat, Schedule};
 pub use service::{Events, FetchRequest, Queues, Timing, TimingObserver};
 pub use sqlite::{Durability, SqliteStore};
-pub use store::{Failure, JobFilter, JobPage, Moved, Retention, Store, StoreFuture};
+pub use store::{
+    Failure, JobFilter, JobPage, Moved, Retention, RetentionPolicy, Store, StoreFuture,
+};
 pub use worker::{Gate, Outcome, Worker, WorkerBuilder};

@@ -111,7 +111,7 @@ impl Backoff {
         Duration::from_millis(capped.saturating_add_signed(spread))
     }
 
-    fn validate(&self, field: &str) -> Result<(), QueueError> {
+    pub(crate) fn validate(&self, field: &str) -> Result<(), QueueError> {
         if !(0.0..=1.0).contains(&self.jitter) {
             return Err(QueueError::invalid(
                 format!("{field}.jitter"),

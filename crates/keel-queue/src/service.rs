@@ -18,7 +18,7 @@ use crate::events::{EventBus, EventKind, QueueEvent};
 use crate::model::{Fetched, Job, JobOptions, JobState, NewJob, QueueOverview};
 use crate::push::{Delivery, DeliveryReport};
 use crate::schedule::{NewSchedule, Schedule};
-use crate::store::{Failure, JobFilter, JobPage, Moved, Store};
+use crate::store::{Failure, JobFilter, JobPage, Moved, RetentionPolicy, Store};
 use crate::worker::Worker;
 use crate::worker::WorkerBuilder;
 
@@ -223,13 +223,25 @@ impl Queues {
     /// The options a job of `queue` gets where it names none.
     pub fn job_defaults(&self, queue: &str) -> JobOptions {
         let mut options = JobOptions::default();
-        if let Some(attempts) = lock(&self.inner.declared)
-            .get(queue)
-            .and_then(|q| q.attempts)
-        {
-            options.attempts = attempts;
+        if let Some(declared) = lock(&self.inner.declared).get(queue) {
+            if let Some(attempts) = declared.attempts {
+                options.attempts = attempts;
+            }
+            if let Some(backoff) = &declared.backoff {
+                options.backoff = backoff.to_backoff();
+            }
         }
         options
+    }
+
+    /// What pruning keeps: `[queue]`'s retention, and declared queues' own.
+    pub fn retention(&self) -> RetentionPolicy {
+        let default = self.inner.config.retention();
+        let queues = lock(&self.inner.declared)
+            .values()
+            .filter_map(|q| q.retention(default).map(|r| (q.name.clone(), r)))
+            .collect();
+        RetentionPolicy { default, queues }
     }
 
     /// A job of `queue` left the active state: a fetch held back by its concurrency cap may
@@ -682,10 +694,7 @@ impl Queues {
         // steps as it takes (up to a bound) to keep up with any completion rate.
         let mut pruned = 0;
         for _ in 0..MAX_PRUNE_STEPS {
-            match store
-                .prune(self.inner.config.retention(), PRUNE_BATCH)
-                .await
-            {
+            match store.prune(self.retention(), PRUNE_BATCH).await {
                 Ok(n) => {
                     pruned += n;
                     if n < PRUNE_BATCH {

@@ -89,6 +89,31 @@ pub struct Retention {
     pub max_age: Option<Duration>,
 }
 
+/// What pruning keeps: a default, and queues with their own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    /// For queues without their own.
+    pub default: Retention,
+    /// Queues with their own retention.
+    pub queues: BTreeMap<String, Retention>,
+}
+
+impl RetentionPolicy {
+    /// `queue`'s retention.
+    pub fn for_queue(&self, queue: &str) -> Retention {
+        self.queues.get(queue).copied().unwrap_or(self.default)
+    }
+}
+
+impl From<Retention> for RetentionPolicy {
+    fn from(default: Retention) -> Self {
+        Self {
+            default,
+            queues: BTreeMap::new(),
+        }
+    }
+}
+
 /// A job store. Every implementation passes [`crate::conformance`]. Operations that answer
 /// success have reached durable storage. An operation is submitted when its method is called,
 /// not when its future is first polled, so operations started together can share a commit.
@@ -185,9 +210,10 @@ pub trait Store: Send + Sync {
     /// no longer be extended, and it ends cancelled when its worker reports.
     fn cancel<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Moved>;
 
-    /// Deletes finished jobs beyond what `retention` keeps, at most `limit` of them per call
-    /// (callers repeat while it returns `limit`). Returns how many it deleted.
-    fn prune(&self, retention: Retention, limit: usize) -> StoreFuture<'_, usize>;
+    /// Deletes finished jobs beyond what each queue's retention in `policy` keeps, at most
+    /// `limit` of them per call (callers repeat while it returns `limit`). Returns how many it
+    /// deleted.
+    fn prune(&self, policy: RetentionPolicy, limit: usize) -> StoreFuture<'_, usize>;
 
     /// Pauses or resumes `queue`.
     fn set_paused<'a>(&'a self, queue: &'a str, paused: bool) -> StoreFuture<'a, ()>;

@@ -429,6 +429,12 @@ async fn declared_queues_apply_their_limits_and_job_defaults() {
                         per: keel_core::HumanDuration::from_secs(1),
                     }),
                     attempts: Some(7),
+                    backoff: Some(keel_queue::BackoffSettings {
+                        kind: keel_queue::BackoffKind::Fixed,
+                        delay: keel_core::HumanDuration::from_secs(7),
+                        max_delay: None,
+                        jitter: 0.0,
+                    }),
                     ..Default::default()
                 },
                 keel_queue::QueueSettings {
@@ -473,6 +479,20 @@ async fn declared_queues_apply_their_limits_and_job_defaults() {
     let first = fetch(&s, "capped", json!({"max": 10})).await;
     assert_eq!(first.len(), 2, "the concurrency cap");
     assert_eq!(first[0]["max_attempts"], 7, "the queue's default attempts");
+    let job = body(
+        s.get(&format!(
+            "/api/v1/queues/capped/jobs/{}",
+            first[0]["id"].as_str().unwrap()
+        ))
+        .sent()
+        .await,
+    )
+    .await;
+    assert_eq!(
+        job["backoff"],
+        json!({"type": "fixed", "delay_ms": 7000, "jitter": 0.0}),
+        "the queue's default backoff"
+    );
     // A waiting fetch gets the third job as soon as a slot frees up.
     let waiting = post(&s, "/api/v1/queues/capped/fetch", json!({"wait": "30s"})).send();
     let complete = post(

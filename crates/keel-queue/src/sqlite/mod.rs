@@ -27,7 +27,7 @@ use limits::Limiter;
 use crate::QueueError;
 use crate::model::{Fetched, Job, JobState, NewJob, QueueLimits, QueueOverview};
 use crate::schedule::{NewSchedule, Schedule};
-use crate::store::{Failure, JobFilter, JobPage, Moved, Retention, Store, StoreFuture};
+use crate::store::{Failure, JobFilter, JobPage, Moved, RetentionPolicy, Store, StoreFuture};
 
 /// The most operations committed in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -932,19 +932,9 @@ fn time_out(conn: &Connection, now: u64) -> Result<(), QueueError> {
 fn prune(
     conn: &Connection,
     now: u64,
-    retention: Retention,
+    policy: &RetentionPolicy,
     limit: usize,
 ) -> Result<usize, QueueError> {
-    let mut deleted = 0;
-    if let Some(age) = retention.max_age {
-        let before = now.saturating_sub(ms(age));
-        deleted += conn
-            .prepare_cached(
-                "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs \
-                 WHERE state IN ('completed', 'failed', 'cancelled') AND finished_at < ?1 LIMIT ?2)",
-            )?
-            .execute(params![before, limit as i64])?;
-    }
     // The queues with finished jobs, one index seek each (not a scan of every job).
     let queues: Vec<String> = conn
         .prepare_cached(
@@ -957,16 +947,27 @@ fn prune(
         )?
         .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
+    let mut aged = conn.prepare_cached(
+        "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs WHERE queue = ?1 AND state = ?2 \
+         AND finished_at < ?3 LIMIT ?4)",
+    )?;
     let mut over = conn.prepare_cached(
         "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs WHERE queue = ?1 AND state = ?2 \
          AND finished_at IS NOT NULL ORDER BY finished_at DESC, seq DESC LIMIT ?3 OFFSET ?4)",
     )?;
+    let mut deleted = 0;
     for queue in &queues {
+        let retention = policy.for_queue(queue);
         for (state, keep) in [
             (JobState::Completed, retention.completed),
             (JobState::Failed, retention.failed),
             (JobState::Cancelled, retention.failed),
         ] {
+            if let Some(age) = retention.max_age {
+                let before = now.saturating_sub(ms(age));
+                let room = limit.saturating_sub(deleted);
+                deleted += aged.execute(params![queue, state.as_str(), before, room as i64])?;
+            }
             let room = limit.saturating_sub(deleted);
             if room == 0 {
                 return Ok(deleted);
@@ -1314,8 +1315,8 @@ impl Store for SqliteStore {
         })
     }
 
-    fn prune(&self, retention: Retention, limit: usize) -> StoreFuture<'_, usize> {
-        self.run(move |conn, now| prune(conn, now, retention, limit))
+    fn prune(&self, policy: RetentionPolicy, limit: usize) -> StoreFuture<'_, usize> {
+        self.run(move |conn, now| prune(conn, now, &policy, limit))
     }
 
     fn set_paused<'a>(&'a self, queue: &'a str, paused: bool) -> StoreFuture<'a, ()> {
