@@ -18,7 +18,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::routes::queues as api;
-use crate::routes::{events, schedules};
+use crate::routes::{events, schedules, work};
 
 /// The `/queues/…` and `/jobs/…` routes (to be served under `/api/v1`).
 pub fn routes(queues: Queues) -> OpenApiRouter {
@@ -31,13 +31,13 @@ pub fn routes(queues: Queues) -> OpenApiRouter {
     OpenApiRouter::new()
         .routes(routes!(api::add_jobs, api::list_jobs, api::clean))
         .routes(routes!(api::retry_failed))
-        .routes(routes!(api::fetch_jobs))
-        .routes(routes!(api::complete_job))
-        .routes(routes!(api::complete_many))
-        .routes(routes!(api::fail_job))
-        .routes(routes!(api::fail_many))
-        .routes(routes!(api::heartbeat))
-        .routes(routes!(api::progress))
+        .routes(routes!(work::fetch_jobs))
+        .routes(routes!(work::complete_job))
+        .routes(routes!(work::complete_many))
+        .routes(routes!(work::fail_job))
+        .routes(routes!(work::fail_many))
+        .routes(routes!(work::heartbeat))
+        .routes(routes!(work::progress))
         .routes(routes!(api::promote))
         .routes(routes!(api::retry))
         .routes(routes!(api::list_queues))

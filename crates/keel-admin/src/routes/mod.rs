@@ -9,3 +9,4 @@ pub(crate) mod queues;
 pub(crate) mod schedules;
 pub(crate) mod stats;
 pub(crate) mod system;
+pub(crate) mod work;
