@@ -57,6 +57,8 @@ pub struct DeliveryReport {
 /// One queue's webhook delivery.
 pub(crate) struct Delivery {
     url: reqwest::Url,
+    /// `url` without credentials, for errors and reports.
+    shown_url: String,
     settings: DeliverSettings,
     client: reqwest::Client,
     breaker: CircuitBreaker,
@@ -98,8 +100,12 @@ impl Delivery {
             },
             clock.clone(),
         );
+        let mut shown = url.clone();
+        let _ = shown.set_password(None);
+        let _ = shown.set_username("");
         let delivery = Arc::new(Self {
             url,
+            shown_url: shown.to_string(),
             settings: settings.clone(),
             client,
             breaker,
@@ -122,11 +128,8 @@ impl Delivery {
 
     /// What it has done so far.
     pub(crate) fn report(&self) -> DeliveryReport {
-        let mut url = self.url.clone();
-        let _ = url.set_password(None);
-        let _ = url.set_username("");
         DeliveryReport {
-            url: url.to_string(),
+            url: self.shown_url.clone(),
             breaker: self.breaker.state(),
             failures_in_a_row: self.breaker.failures(),
             breaker_opened: self.breaker.times_opened(),
@@ -175,7 +178,7 @@ impl Delivery {
                 let why = if e.is_timeout() {
                     format!("no answer within {}", self.settings.timeout)
                 } else {
-                    format!("cannot reach {}: {}", self.url, root_cause(&e))
+                    format!("cannot reach {}: {}", self.shown_url, root_cause(&e))
                 };
                 Outcome::retry(why)
             }
