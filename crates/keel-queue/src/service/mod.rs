@@ -6,6 +6,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod declared;
+mod maintenance;
+
 use keel_core::Clock;
 use keel_core::sync::lock;
 use serde_json::Value;
@@ -171,113 +174,6 @@ impl Queues {
     /// Live events of every queue (filter by [`QueueEvent::queue`]).
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<QueueEvent> {
         self.inner.bus.subscribe()
-    }
-
-    /// Declares queues (`[[queues]]`): their limits reach the store, their job defaults apply
-    /// to jobs added from now on.
-    pub async fn declare(&self, queues: &[QueueSettings]) -> Result<(), QueueError> {
-        for settings in queues {
-            self.inner
-                .store
-                .set_limits(&settings.name, settings.limits())
-                .await?;
-            lock(&self.inner.declared).insert(settings.name.clone(), settings.clone());
-        }
-        Ok(())
-    }
-
-    /// Starts webhook delivery for every declared queue with `deliver`; `clock` drives the
-    /// breakers' cool-downs and the signatures' timestamps. Shut the returned workers down to
-    /// stop delivering.
-    pub fn start_deliveries(&self, clock: &keel_core::Clock) -> Result<Vec<Worker>, QueueError> {
-        let mut workers = Vec::new();
-        for settings in self.declared() {
-            let Some(deliver) = &settings.deliver else {
-                continue;
-            };
-            let (delivery, worker) = Delivery::start(self, &settings.name, deliver, clock.clone())?;
-            lock(&self.inner.deliveries).insert(settings.name.clone(), delivery);
-            workers.push(worker);
-        }
-        Ok(workers)
-    }
-
-    /// Each delivering queue's webhook delivery and breaker, by queue.
-    pub fn deliveries(&self) -> BTreeMap<String, DeliveryReport> {
-        lock(&self.inner.deliveries)
-            .iter()
-            .map(|(queue, d)| (queue.clone(), d.report()))
-            .collect()
-    }
-
-    /// `queue`'s declaration, if it has one.
-    pub fn settings(&self, queue: &str) -> Option<QueueSettings> {
-        lock(&self.inner.declared).get(queue).cloned()
-    }
-
-    /// Every declared queue.
-    pub fn declared(&self) -> Vec<QueueSettings> {
-        lock(&self.inner.declared).values().cloned().collect()
-    }
-
-    /// The options a job of `queue` gets where it names none.
-    pub fn job_defaults(&self, queue: &str) -> JobOptions {
-        let mut options = JobOptions::default();
-        if let Some(declared) = lock(&self.inner.declared).get(queue) {
-            if let Some(attempts) = declared.attempts {
-                options.attempts = attempts;
-            }
-            if let Some(backoff) = &declared.backoff {
-                options.backoff = backoff.to_backoff();
-            }
-        }
-        options
-    }
-
-    /// What pruning keeps: `[queue]`'s retention, and declared queues' own.
-    pub fn retention(&self) -> RetentionPolicy {
-        let default = self.inner.config.retention();
-        let queues = lock(&self.inner.declared)
-            .values()
-            .filter_map(|q| q.retention(default).map(|r| (q.name.clone(), r)))
-            .collect();
-        RetentionPolicy { default, queues }
-    }
-
-    /// A job of `queue` left the active state: a fetch held back by its concurrency cap may
-    /// now get one.
-    fn freed(&self, queue: &str) {
-        let capped = lock(&self.inner.declared)
-            .get(queue)
-            .is_some_and(|q| q.concurrency.is_some());
-        if capped {
-            self.wake(queue).notify_waiters();
-        }
-    }
-
-    /// Creates or replaces a schedule of `queue`.
-    pub async fn put_schedule(
-        &self,
-        queue: &str,
-        schedule: NewSchedule,
-    ) -> Result<Schedule, QueueError> {
-        Self::validate_queue(queue)?;
-        self.inner.store.put_schedule(queue, schedule).await
-    }
-
-    /// `queue`'s schedules.
-    pub async fn schedules(&self, queue: &str) -> Result<Vec<Schedule>, QueueError> {
-        self.inner.store.schedules(queue).await
-    }
-
-    /// Deletes a schedule; whether it existed.
-    pub async fn delete_schedule(&self, queue: &str, name: &str) -> Result<bool, QueueError> {
-        self.inner.store.delete_schedule(queue, name).await
-    }
-
-    /// An in-process worker for `queue`: `queues.worker("q").concurrency(8).run(handler)`.
-    pub fn worker(&self, queue: &str) -> WorkerBuilder {
-        WorkerBuilder::new(self.clone(), queue)
     }
 
     fn count(&self, queue: &str, event: impl FnOnce(&mut Events)) {
@@ -632,87 +528,5 @@ impl Queues {
     pub async fn counts(&self, queue: &str) -> Result<BTreeMap<String, u64>, QueueError> {
         Self::validate_queue(queue)?;
         self.inner.store.counts(queue).await
-    }
-
-    /// Every `queue.stall_check_interval` until the returned task is aborted: recovers stalled
-    /// jobs (waking waiting workers when any went back to waiting), and deletes finished jobs
-    /// beyond `queue.keep_completed` / `keep_failed` / `keep_for`, a bounded step at a time.
-    pub fn spawn_maintenance(&self) -> tokio::task::JoinHandle<()> {
-        let queues = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(queues.inner.config.stall_check_interval.get());
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                queues.maintain().await;
-            }
-        })
-    }
-
-    /// One round of maintenance.
-    pub async fn maintain(&self) {
-        let store = &self.inner.store;
-        match store.recover_stalled(self.inner.config.max_stalls).await {
-            Ok(0) => {}
-            Ok(n) => {
-                self.inner
-                    .stalled
-                    .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-                tracing::info!(jobs = n, "recovered jobs whose lease expired");
-                self.inner.bus.emit(|| {
-                    [QueueEvent {
-                        event: EventKind::Stalled,
-                        queue: String::new(),
-                        job: None,
-                        data: Some(serde_json::json!({ "count": n })),
-                    }]
-                });
-                for wake in lock(&self.inner.added).values() {
-                    wake.notify_waiters();
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "stalled-job recovery failed"),
-        }
-        match store.fire_schedules().await {
-            Ok(queues) => {
-                for queue in queues {
-                    self.count(&queue, |e| e.added += 1);
-                    self.inner.bus.emit(|| {
-                        [QueueEvent {
-                            event: EventKind::Added,
-                            queue: queue.clone(),
-                            job: None,
-                            data: Some(serde_json::json!({ "by": "schedule" })),
-                        }]
-                    });
-                    self.wake(&queue).notify_waiters();
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "firing schedules failed"),
-        }
-        // Prune in short steps, each its own transaction, so other work interleaves; as many
-        // steps as it takes (up to a bound) to keep up with any completion rate.
-        let mut pruned = 0;
-        for _ in 0..MAX_PRUNE_STEPS {
-            match store.prune(self.retention(), PRUNE_BATCH).await {
-                Ok(n) => {
-                    pruned += n;
-                    if n < PRUNE_BATCH {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "pruning finished jobs failed");
-                    break;
-                }
-            }
-        }
-        if pruned > 0 {
-            tracing::debug!(jobs = pruned, "pruned finished jobs");
-        }
-        match store.overview().await {
-            Ok(overview) => *lock(&self.inner.snapshot) = overview,
-            Err(e) => tracing::warn!(error = %e, "reading the queue overview failed"),
-        }
     }
 }
