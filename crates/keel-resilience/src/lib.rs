@@ -1,8 +1,14 @@
 //! Resilience primitives, usable without the rest of keel.
 //!
 //! - [`CircuitBreaker`]: stops calls to a failing dependency for a cool-down, then lets one
-//!   trial call through before closing again. Time comes from a [`keel_core::Clock`].
+//!   trial call through before closing again.
+//! - [`RateLimiter`]: a keyed GCRA rate limiter (a steady rate with bursts, exact at any time
+//!   scale).
+//!
+//! Time comes from a [`keel_core::Clock`], so tests move it instead of sleeping.
 
 mod breaker;
+mod limiter;
 
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker};
+pub use limiter::{Decision, Quota, RateLimiter};
