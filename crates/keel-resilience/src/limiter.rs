@@ -5,7 +5,7 @@
 //! at any time scale, and the same arithmetic a Redis script can run for many instances.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -86,9 +86,7 @@ impl RateLimiter {
     }
 
     fn shard(&self, key: &str) -> &Shard {
-        let mut hasher = self.hasher.build_hasher();
-        key.hash(&mut hasher);
-        &self.shards[(hasher.finish() as usize) % SHARDS]
+        &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
     }
 
     /// Asks to spend `cost` (at least 1) of `key`'s quota now. A cost larger than the burst is
