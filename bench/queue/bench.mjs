@@ -10,8 +10,8 @@
 // completes the last; keel: pull loops over HTTP, each reporting its finished batch of 50 and
 // taking the next one in one call) and prints jobs/s. keel is driven with Node's standard
 // `http` client on a keep-alive agent, as a worker would be.
-import http from 'node:http';
 import { Queue, Worker } from 'bullmq';
+import { keelClient } from './keel-client.mjs';
 
 const [system, mode, jobsArg, concurrencyArg] = process.argv.slice(2);
 const JOBS = Number(jobsArg ?? 50000);
@@ -63,26 +63,7 @@ async function bullmq() {
 }
 
 async function keel() {
-  const base = new URL(process.env.KEEL_URL);
-  const agent = new http.Agent({ keepAlive: true });
-  const headers = { authorization: `Bearer ${process.env.KEEL_TOKEN}`, 'content-type': 'application/json' };
-  const post = (path, body) =>
-    new Promise((resolve, reject) => {
-      const request = http.request(
-        { host: base.hostname, port: base.port, path: `/api/v1${path}`, method: 'POST', headers, agent },
-        (response) => {
-          const chunks = [];
-          response.on('data', (c) => chunks.push(c));
-          response.on('end', () => {
-            const text = Buffer.concat(chunks).toString();
-            if (response.statusCode >= 300) reject(new Error(`${path}: ${response.statusCode} ${text}`));
-            else resolve(JSON.parse(text));
-          });
-        },
-      );
-      request.on('error', reject);
-      request.end(JSON.stringify(body));
-    });
+  const post = keelClient();
   if (mode === 'enqueue') {
     const started = performance.now();
     for (let i = 0; i < JOBS; i += CHUNK) {

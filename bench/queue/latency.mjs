@@ -7,8 +7,8 @@
 // the same process (BullMQ: a Worker with concurrency 50; keel: 4 long-polling pull loops of up
 // to 25 jobs) note when each job reaches them. Prints p50/p99/max of send → start in ms over
 // all jobs after the first second (warm-up).
-import http from 'node:http';
 import { Queue, Worker } from 'bullmq';
+import { keelClient } from './keel-client.mjs';
 
 const [system, rateArg, secondsArg] = process.argv.slice(2);
 const RATE = Number(rateArg ?? 1000);
@@ -60,26 +60,7 @@ if (system === 'bullmq') {
   process.exit(0);
 }
 
-const base = new URL(process.env.KEEL_URL);
-const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
-const headers = { authorization: `Bearer ${process.env.KEEL_TOKEN}`, 'content-type': 'application/json' };
-const post = (path, body) =>
-  new Promise((resolve, reject) => {
-    const request = http.request(
-      { host: base.hostname, port: base.port, path: `/api/v1${path}`, method: 'POST', headers, agent },
-      (response) => {
-        const chunks = [];
-        response.on('data', (c) => chunks.push(c));
-        response.on('end', () => {
-          const text = Buffer.concat(chunks).toString();
-          if (response.statusCode >= 300) reject(new Error(`${path}: ${response.statusCode} ${text}`));
-          else resolve(text ? JSON.parse(text) : null);
-        });
-      },
-    );
-    request.on('error', reject);
-    request.end(JSON.stringify(body));
-  });
+const post = keelClient(64);
 const work = async () => {
   for (;;) {
     const { jobs } = await post(`/queues/${QUEUE}/fetch`, { max: 25, wait: '5s', lease: '30s', worker: 'latency' });

@@ -6,31 +6,12 @@
 // Adds jobs in bulk chunks of 1,000 while two pull loops (batches of 50, reporting each batch
 // in the call that takes the next) work them; prints "processed <n>" every <report every> jobs
 // and "done <n>" at the end.
-import http from 'node:http';
+import { keelClient } from './keel-client.mjs';
 
 const JOBS = Number(process.argv[2] ?? 1000000);
 const EVERY = Number(process.argv[3] ?? 100000);
 const QUEUE = 'soak';
-const base = new URL(process.env.KEEL_URL);
-const agent = new http.Agent({ keepAlive: true });
-const headers = { authorization: `Bearer ${process.env.KEEL_TOKEN}`, 'content-type': 'application/json' };
-const post = (path, body) =>
-  new Promise((resolve, reject) => {
-    const request = http.request(
-      { host: base.hostname, port: base.port, path: `/api/v1${path}`, method: 'POST', headers, agent },
-      (response) => {
-        const chunks = [];
-        response.on('data', (c) => chunks.push(c));
-        response.on('end', () => {
-          const text = Buffer.concat(chunks).toString();
-          if (response.statusCode >= 300) reject(new Error(`${path}: ${response.statusCode} ${text}`));
-          else resolve(JSON.parse(text));
-        });
-      },
-    );
-    request.on('error', reject);
-    request.end(JSON.stringify(body));
-  });
+const post = keelClient();
 
 let added = 0;
 let done = 0;

@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use keel_core::{HumanDuration, Problem};
-use keel_queue::{Failure, FetchRequest, Fetched, JobState, Queues};
+use keel_queue::{Failure, FetchRequest, Fetched, JobState, QueueError, Queues};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -254,16 +254,7 @@ async fn complete_all(queues: &Queues, jobs: Vec<CompleteItem>) -> Vec<Completio
                 status: None,
                 detail: None,
             },
-            Err(e) => {
-                let status = problem_for(&e).status_code();
-                let detail = if status.is_server_error() {
-                    tracing::error!(job = %id, error = %e, "completing a job failed");
-                    "keel could not complete this job; the error is logged".to_owned()
-                } else {
-                    e.to_string()
-                };
-                Completion::refused(id, status.as_u16(), detail)
-            }
+            Err(e) => Completion::refused(id, &e, "complete this job"),
         })
         .collect()
 }
@@ -342,12 +333,21 @@ pub(crate) struct FailManyBody {
 }
 
 impl Completion {
-    fn refused(id: String, status: u16, detail: String) -> Self {
+    /// Job `id` refused with `e`; a store failure is logged and shown as "keel could not
+    /// `what`" (its text may name files).
+    fn refused(id: String, e: &QueueError, what: &str) -> Self {
+        let status = problem_for(e).status_code();
+        let detail = if status.is_server_error() {
+            tracing::error!(job = %id, error = %e, "could not {what}");
+            format!("keel could not {what}; the error is logged")
+        } else {
+            e.to_string()
+        };
         Self {
             id,
             ok: false,
             state: None,
-            status: Some(status),
+            status: Some(status.as_u16()),
             detail: Some(detail),
         }
     }
@@ -390,16 +390,7 @@ pub(crate) async fn fail_many(
                 status: None,
                 detail: None,
             },
-            Err(e) => {
-                let status = problem_for(&e).status_code();
-                let detail = if status.is_server_error() {
-                    tracing::error!(job = %item.id, error = %e, "recording a failed attempt failed");
-                    "keel could not record this failure; the error is logged".to_owned()
-                } else {
-                    e.to_string()
-                };
-                Completion::refused(item.id.clone(), status.as_u16(), detail)
-            }
+            Err(e) => Completion::refused(item.id.clone(), &e, "record this failure"),
         })
         .collect();
     #[derive(Serialize)]

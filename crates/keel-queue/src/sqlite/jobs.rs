@@ -417,31 +417,19 @@ pub(super) fn fail_job(
     failure: &Failure,
 ) -> Result<Moved, QueueError> {
     let job = leased(conn, id, token, now)?;
-    let errors = push_error(&job.errors, &failure.error);
-    let retry = failure.retry && job.attempts_made < job.max_attempts;
-    let (state, run_at, finished_at) = if job.cancel_requested {
-        (JobState::Cancelled, now, Some(now))
-    } else if retry {
-        let backoff: crate::model::Backoff = serde_json::from_str(&job.backoff).unwrap_or_default();
-        let wait = match failure.retry_after {
-            Some(after) => ms(after),
-            None => ms(backoff.wait(job.attempts_made, random_unit())),
-        };
-        (JobState::Delayed, now.saturating_add(wait), None)
-    } else {
-        (JobState::Failed, now, Some(now))
-    };
-    conn.prepare_cached(
-        "UPDATE jobs SET state = ?1, run_at = ?2, finished_at = ?3, errors = ?4, worker = NULL, \
-         token = NULL, lease_expires = NULL WHERE seq = ?5",
-    )?
-    .execute(params![
-        state.as_str(),
-        run_at,
-        finished_at,
-        errors,
-        job.seq
-    ])?;
+    let state = end_failed_attempt(
+        conn,
+        now,
+        job.seq,
+        &FailedAttempt {
+            cancel_requested: job.cancel_requested,
+            retry: failure.retry && job.attempts_made < job.max_attempts,
+            backoff: &job.backoff,
+            attempts_made: job.attempts_made,
+            retry_after: failure.retry_after,
+        },
+        &push_error(&job.errors, &failure.error),
+    )?;
     Ok(Moved {
         queue: job.queue,
         state,
@@ -534,28 +522,60 @@ pub(super) fn time_out(conn: &Connection, now: u64) -> Result<(), QueueError> {
             "timed out: the attempt ran longer than the job's timeout ({})",
             keel_core::HumanDuration::from_millis(timeout)
         );
-        let (state, run_at, finished_at) = if cancel_requested {
-            (JobState::Cancelled, now, Some(now))
-        } else if attempts_made < max_attempts {
-            let backoff: crate::model::Backoff = serde_json::from_str(&backoff).unwrap_or_default();
-            let wait = ms(backoff.wait(attempts_made, random_unit()));
-            (JobState::Delayed, now.saturating_add(wait), None)
-        } else {
-            (JobState::Failed, now, Some(now))
+        let attempt = FailedAttempt {
+            cancel_requested,
+            retry: attempts_made < max_attempts,
+            backoff: &backoff,
+            attempts_made,
+            retry_after: None,
         };
-        conn.prepare_cached(
-            "UPDATE jobs SET state = ?1, run_at = ?2, finished_at = ?3, errors = ?4, worker = NULL, \
-             token = NULL, lease_expires = NULL WHERE seq = ?5",
-        )?
-        .execute(params![
-            state.as_str(),
-            run_at,
-            finished_at,
-            push_error(&errors, &note),
-            seq
-        ])?;
+        end_failed_attempt(conn, now, seq, &attempt, &push_error(&errors, &note))?;
     }
     Ok(())
+}
+
+/// A failed attempt, as [`end_failed_attempt`] needs it.
+pub(super) struct FailedAttempt<'a> {
+    pub(super) cancel_requested: bool,
+    /// Whether another attempt follows (asked for, and attempts remain).
+    pub(super) retry: bool,
+    /// The job's backoff (JSON).
+    pub(super) backoff: &'a str,
+    pub(super) attempts_made: u32,
+    /// Wait this long instead of the backoff.
+    pub(super) retry_after: Option<Duration>,
+}
+
+/// Ends a failed attempt of the active job at row `seq`, with its `errors` (JSON) updated:
+/// cancelled if that was asked for, else delayed for a retry, else failed. Its new state.
+pub(super) fn end_failed_attempt(
+    conn: &Connection,
+    now: u64,
+    seq: i64,
+    attempt: &FailedAttempt<'_>,
+    errors: &str,
+) -> Result<JobState, QueueError> {
+    let (state, run_at, finished_at) = if attempt.cancel_requested {
+        (JobState::Cancelled, now, Some(now))
+    } else if attempt.retry {
+        let wait = match attempt.retry_after {
+            Some(after) => ms(after),
+            None => {
+                let backoff: crate::model::Backoff =
+                    serde_json::from_str(attempt.backoff).unwrap_or_default();
+                ms(backoff.wait(attempt.attempts_made, random_unit()))
+            }
+        };
+        (JobState::Delayed, now.saturating_add(wait), None)
+    } else {
+        (JobState::Failed, now, Some(now))
+    };
+    conn.prepare_cached(
+        "UPDATE jobs SET state = ?1, run_at = ?2, finished_at = ?3, errors = ?4, worker = NULL, \
+         token = NULL, lease_expires = NULL WHERE seq = ?5",
+    )?
+    .execute(params![state.as_str(), run_at, finished_at, errors, seq])?;
+    Ok(state)
 }
 
 pub(super) fn prune(
