@@ -25,13 +25,8 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 REDIS_PORT=$(free_port)
 start_redis "$REDIS_PORT"
 KEEL_PORT=$(free_port)
-TOKEN=bench-token-0123456789abcdef
-cat > "$WORK/keel.toml" <<CONF
-[[auth.tokens]]
-name = "bench"
-token = "$TOKEN"
-role = "admin"
-CONF
+TOKEN=$BENCH_TOKEN
+write_bench_config "$WORK/keel.toml"
 KEEL_SERVER_WORKER_THREADS=1 "$KEEL" serve --config "$WORK/keel.toml" --listen "127.0.0.1:$KEEL_PORT" --data-dir "$WORK/keel" >/dev/null 2>&1 &
 for _ in $(seq 100); do
   curl -fs "http://127.0.0.1:$KEEL_PORT/ready" >/dev/null 2>&1 && redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break

@@ -12,3 +12,8 @@ start_redis() {
   for _ in $(seq 100); do redis-cli -p "$1" ping >/dev/null 2>&1 && return; sleep 0.05; done
   echo "redis-server did not start on port $1" >&2; return 1
 }
+# The admin token the benchmarks use, and a keel config at $1 that accepts it.
+BENCH_TOKEN=bench-token-0123456789abcdef
+write_bench_config() {
+  printf '[[auth.tokens]]\nname = "bench"\ntoken = "%s"\nrole = "admin"\n' "$BENCH_TOKEN" > "$1"
+}

@@ -27,13 +27,8 @@ rate() { awk '{print $(NF-1)}'; }
 REDIS_PORT=$(free_port)
 start_redis "$REDIS_PORT"
 export REDIS_PORT
-TOKEN=bench-token-0123456789abcdef
-cat > "$WORK/keel.toml" <<CONF
-[[auth.tokens]]
-name = "bench"
-token = "$TOKEN"
-role = "admin"
-CONF
+TOKEN=$BENCH_TOKEN
+write_bench_config "$WORK/keel.toml"
 export KEEL_TOKEN=$TOKEN
 
 start_keel() {

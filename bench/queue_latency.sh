@@ -21,8 +21,8 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 REDIS_PORT=$(free_port)
 start_redis "$REDIS_PORT"
 export REDIS_PORT
-TOKEN=bench-token-0123456789abcdef
-printf '[[auth.tokens]]\nname = "bench"\ntoken = "%s"\nrole = "admin"\n' "$TOKEN" > "$WORK/keel.toml"
+TOKEN=$BENCH_TOKEN
+write_bench_config "$WORK/keel.toml"
 export KEEL_TOKEN=$TOKEN
 
 p99() { awk '{for (i = 1; i <= NF; i++) if ($i == "p99") print $(i + 1)}'; }

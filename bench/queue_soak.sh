@@ -14,8 +14,8 @@ EVERY=${2:-100000}
 cargo build --release -q -p keel-server
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
-TOKEN=bench-token-0123456789abcdef
-printf '[[auth.tokens]]\nname = "bench"\ntoken = "%s"\nrole = "admin"\n' "$TOKEN" > "$WORK/keel.toml"
+TOKEN=$BENCH_TOKEN
+write_bench_config "$WORK/keel.toml"
 PORT=$(free_port)
 KEEL_SERVER_WORKER_THREADS=1 target/release/keel serve --config "$WORK/keel.toml" --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" >/dev/null 2>&1 &
 KEEL_PID=$!
