@@ -17,3 +17,10 @@ BENCH_TOKEN=bench-token-0123456789abcdef
 write_bench_config() {
   printf '[[auth.tokens]]\nname = "bench"\ntoken = "%s"\nrole = "admin"\n' "$BENCH_TOKEN" > "$1"
 }
+# What the BullMQ comparisons need: redis-server (from Debian if missing), the pinned bullmq
+# (npm), and the release keel.
+prepare_bullmq_comparison() {
+  command -v redis-server >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
+  (cd bench/queue && npm install --no-audit --no-fund --silent)
+  cargo build --release -q -p keel-server
+}

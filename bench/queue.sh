@@ -15,9 +15,7 @@ ROUNDS=${1:-3}
 JOBS=${2:-50000}
 CONCURRENCY=${3:-100}
 
-command -v redis-server >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
-(cd bench/queue && npm install --no-audit --no-fund --silent)
-cargo build --release -q -p keel-server
+prepare_bullmq_comparison
 cargo bench -q -p keel-queue --bench store --no-run 2>/dev/null
 KEEL=$PWD/target/release/keel
 WORK=$(mktemp -d)

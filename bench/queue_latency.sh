@@ -12,9 +12,7 @@ ROUNDS=${1:-3}
 RATE=${2:-1000}
 SECONDS_PER_RUN=${3:-10}
 
-command -v redis-server >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
-(cd bench/queue && npm install --no-audit --no-fund --silent)
-cargo build --release -q -p keel-server
+prepare_bullmq_comparison
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 

@@ -67,6 +67,13 @@ impl<S: Clone, B> Clone for RateLimit<S, B> {
     }
 }
 
+/// An empty answer with `status`, from a layer that did not call the service.
+fn refusal<R: Default>(status: StatusCode) -> Response<R> {
+    let mut response = Response::new(R::default());
+    *response.status_mut() = status;
+    response
+}
+
 fn seconds_up(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
@@ -111,8 +118,7 @@ where
         };
         let decision = self.layer.limiter.check(&key, 1);
         if !decision.allowed {
-            let mut refused = Response::new(R::default());
-            *refused.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+            let mut refused = refusal(StatusCode::TOO_MANY_REQUESTS);
             rate_headers(&mut refused, &decision);
             return Box::pin(async move { Ok(refused) });
         }
@@ -174,8 +180,7 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         if let Err(wait) = self.breaker.try_acquire() {
-            let mut refused = Response::new(R::default());
-            *refused.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            let mut refused = refusal(StatusCode::SERVICE_UNAVAILABLE);
             refused
                 .headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from(seconds_up(wait).max(1)));

@@ -277,6 +277,15 @@ pub(crate) struct FailBody {
     retry_after: Option<HumanDuration>,
 }
 
+/// A failed attempt as a worker reports it.
+fn failure(error: String, retry: bool, retry_after: Option<HumanDuration>) -> Failure {
+    Failure {
+        error,
+        retry,
+        retry_after: retry_after.map(HumanDuration::get),
+    }
+}
+
 fn yes() -> bool {
     true
 }
@@ -293,11 +302,7 @@ pub(crate) async fn fail_job(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<FailBody>,
 ) -> Result<Response, Problem> {
-    let failure = Failure {
-        error: body.error,
-        retry: body.retry,
-        retry_after: body.retry_after.map(HumanDuration::get),
-    };
+    let failure = failure(body.error, body.retry, body.retry_after);
     let state = queues
         .fail(&id, &body.token, failure)
         .await
@@ -369,11 +374,7 @@ pub(crate) async fn fail_many(
         )));
     }
     let failing = body.jobs.iter().map(|item| {
-        let failure = Failure {
-            error: item.error.clone(),
-            retry: item.retry,
-            retry_after: item.retry_after.map(HumanDuration::get),
-        };
+        let failure = failure(item.error.clone(), item.retry, item.retry_after);
         queues.fail(&item.id, &item.token, failure)
     });
     // Polled together, so they reach the store together and share a commit.
