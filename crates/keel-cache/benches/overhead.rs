@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use keel_cache::{Cache, CacheConfig, SetOptions};
 
+/// Distinct keys the operations cycle over, unless `KEYS` says otherwise: the working set decides
+/// whether a write's extra index lookups hit the CPU caches.
 const KEYS: usize = 10_000;
 
 /// Per-entry expiry, as the engine needs for per-entry TTLs.
@@ -31,7 +33,13 @@ fn main() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(2_000_000);
     let threads: usize = args.get(4).and_then(|n| n.parse().ok()).unwrap_or(1);
-    let keys: Vec<String> = (0..KEYS).map(|i| format!("user:{i:06}:profile")).collect();
+    let key_count: usize = std::env::var("KEYS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(KEYS);
+    let keys: Vec<String> = (0..key_count)
+        .map(|i| format!("user:{i:06}:profile"))
+        .collect();
     let value = Bytes::from(vec![b'x'; 100]);
 
     let keel = (engine == "keel").then(|| Cache::new(CacheConfig::default()));
@@ -62,7 +70,7 @@ fn main() {
             let (keel, moka, keys, value) = (&keel, &moka, &keys, &value);
             s.spawn(move || {
                 for i in 0..per_thread {
-                    let key = &keys[(i * 7 + t * 13) % KEYS];
+                    let key = &keys[(i * 7 + t * 13) % key_count];
                     match (keel, moka, op) {
                         (Some(c), _, "get") => drop(std::hint::black_box(c.get(key))),
                         (Some(c), _, _) => drop(c.set(key, value.clone(), SetOptions::default())),

@@ -48,9 +48,28 @@ pub enum StartError {
     /// The job store in the data directory cannot be opened.
     #[error("queue store (server.data_dir/queue.db): {0}")]
     Queue(keel_queue::QueueError),
+    /// The `[gateway]` section cannot be used.
+    #[error("{}: {}", .0.field, .0.reason)]
+    Gateway(#[from] keel_gateway::GatewayConfigError),
+    /// The gateway's listen address cannot be bound.
+    #[error("gateway.listen: cannot listen on {addr}: {source}")]
+    GatewayListen {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// Binding or serving failed.
     #[error("serving failed: {0}")]
     Serve(std::io::Error),
+}
+
+/// The listeners keel serves on.
+pub struct Listeners {
+    /// The API, health, metrics and dashboard.
+    pub api: TcpListener,
+    /// The gateway, when `gateway.upstream` is set.
+    pub gateway: Option<TcpListener>,
 }
 
 /// Builds an [`App`]; lets embedders and tests add API routes.
@@ -133,6 +152,10 @@ impl AppBuilder {
                 )),
             },
         );
+        let gateway = match config.gateway.upstream {
+            Some(_) => Some(keel_gateway::Gateway::new(&config.gateway)?),
+            None => None,
+        };
         Ok(App {
             config,
             state,
@@ -140,6 +163,7 @@ impl AppBuilder {
             admin_token,
             cache,
             queues,
+            gateway,
         })
     }
 }
@@ -161,6 +185,7 @@ pub struct App {
     admin_token: Option<AdminToken>,
     cache: Cache,
     queues: Queues,
+    gateway: Option<keel_gateway::Gateway>,
 }
 
 impl App {
@@ -198,14 +223,50 @@ impl App {
         self.admin_token.as_ref()
     }
 
-    /// Serves on `listener` until `shutdown` resolves, then stops gracefully: readiness turns
-    /// 503 at once, new requests are still accepted for `server.shutdown_delay`, then the
-    /// listener closes and in-flight requests get `server.shutdown_grace` to finish.
+    /// The gateway, when `gateway.upstream` is set.
+    pub fn gateway(&self) -> Option<&keel_gateway::Gateway> {
+        self.gateway.as_ref()
+    }
+
+    /// Binds the gateway's listener (`gateway.listen`), when there is a gateway.
+    pub async fn bind_gateway(&self) -> Result<Option<TcpListener>, StartError> {
+        if self.gateway.is_none() {
+            return Ok(None);
+        }
+        let addr = self.config.gateway.listen;
+        TcpListener::bind(addr)
+            .await
+            .map(Some)
+            .map_err(|source| StartError::GatewayListen { addr, source })
+    }
+
+    /// Serves the API on `listener` (and the gateway on `gateway.listen`, when configured)
+    /// until `shutdown` resolves; see [`App::run_on`].
     pub async fn run(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
+        let gateway = self.bind_gateway().await?;
+        self.run_on(
+            Listeners {
+                api: listener,
+                gateway,
+            },
+            shutdown,
+        )
+        .await
+    }
+
+    /// Serves on `listeners` until `shutdown` resolves, then stops gracefully: readiness turns
+    /// 503 at once, new requests are still accepted for `server.shutdown_delay`, then the
+    /// listeners close and in-flight requests get `server.shutdown_grace` to finish.
+    pub async fn run_on(
+        self,
+        listeners: Listeners,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let listener = listeners.api;
         // Declared queues' limits are in force before the first request.
         self.queues
             .declare(&self.config.queues)
@@ -230,6 +291,17 @@ impl App {
             tokio::time::sleep(delay).await;
             tracing::info!(grace = ?grace, "no longer accepting connections; draining in-flight requests");
         };
+        let gateway = match (self.gateway, listeners.gateway) {
+            (Some(gateway), Some(listener)) => {
+                let flag = state.shutdown().clone();
+                let stop = async move {
+                    flag.wait().await;
+                    tokio::time::sleep(delay).await;
+                };
+                Some(tokio::spawn(gateway.serve(listener, stop)))
+            }
+            _ => None,
+        };
         let make_service = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
@@ -247,6 +319,12 @@ impl App {
                 Ok(())
             }
         };
+        if let Some(gateway) = gateway {
+            // Requests in flight through the gateway get what is left of the grace period.
+            if tokio::time::timeout(grace, gateway).await.is_err() {
+                tracing::warn!("gateway connections still open at the end of the grace period");
+            }
+        }
         // Deliveries in flight finish (within the grace period); the rest stay in the queue.
         let stop_deliveries = async {
             for worker in deliveries {

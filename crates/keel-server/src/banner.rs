@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 
 use crate::App;
 
-/// The banner: where the API is, where the admin credential is, how to stop.
-pub fn render(app: &App, addr: SocketAddr) -> String {
+/// The banner: where the API (and the gateway) is, where the admin credential is, how to stop.
+pub fn render(app: &App, addr: SocketAddr, gateway: Option<SocketAddr>) -> String {
     let base = format!("http://{addr}");
     let auth_line = match app.admin_token() {
         Some(t) => format!(
@@ -15,8 +15,14 @@ pub fn render(app: &App, addr: SocketAddr) -> String {
         ),
         None => "admin credentials: as configured in [auth]".to_owned(),
     };
+    let gateway_line = match (gateway, &app.config().gateway.upstream) {
+        (Some(gateway), Some(upstream)) => {
+            format!("gateway on http://{gateway} in front of {upstream}\n")
+        }
+        _ => String::new(),
+    };
     format!(
-        "keel {} listening on {base}  (API {base}/api/v1, health {base}/health)\n{auth_line}\nstop: Ctrl-C or SIGTERM\n",
+        "keel {} listening on {base}  (API {base}/api/v1, health {base}/health)\n{gateway_line}{auth_line}\nstop: Ctrl-C or SIGTERM\n",
         env!("CARGO_PKG_VERSION")
     )
 }

@@ -41,6 +41,12 @@ pub struct ServeArgs {
     /// Log format (log.format).
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormatArg>,
+    /// The gateway's listen address, e.g. 127.0.0.1:8080 (gateway.listen).
+    #[arg(long, value_name = "ADDR")]
+    pub gateway_listen: Option<SocketAddr>,
+    /// The app to put the gateway in front of, e.g. http://127.0.0.1:3000 (gateway.upstream).
+    #[arg(long, value_name = "URL")]
+    pub upstream: Option<String>,
 }
 
 /// `--log-format` values.
@@ -62,6 +68,8 @@ impl ServeArgs {
                 LogFormatArg::Text => LogFormat::Text,
                 LogFormatArg::Json => LogFormat::Json,
             }),
+            gateway_listen: self.gateway_listen,
+            upstream: self.upstream.clone(),
         }
     }
 }

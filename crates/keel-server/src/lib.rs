@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //! - [`config`]: the composed [`Config`](config::Config), its sources, schema and rendering.
-//! - [`app`]: [`App`] — `App::builder(config).build()` then `App::run(listener, shutdown)`;
+//! - [`app`]: [`App`] — `App::builder(config).build()` then `App::run(listener, shutdown)` (or
+//!   `App::run_on` with the gateway's listener too);
 //!   tests run the real server on `127.0.0.1:0` with their own shutdown future.
 //! - [`checks`]: the built-in health checks (data dir, disk, memory, process, uptime, Redis).
 //! - [`admin_token`]: the admin token generated on first start when no credential is configured.
@@ -16,4 +17,4 @@ pub mod cli;
 pub mod config;
 pub mod logging;
 
-pub use app::{App, AppBuilder, StartError};
+pub use app::{App, AppBuilder, Listeners, StartError};

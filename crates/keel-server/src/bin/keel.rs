@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use keel_server::cli::{Cli, Command, ConfigCommand, ServeArgs};
 use keel_server::config::{Config, ConfigSources, Overrides, load::load, render};
-use keel_server::{App, banner, logging};
+use keel_server::{App, Listeners, banner, logging};
 
 // glibc's malloc spent about 14 % of the CPU serving cache hits under load (allocation-heavy
 // request handling across worker threads); jemalloc's per-thread caches cut that down while
@@ -102,9 +102,21 @@ fn serve(args: &ServeArgs) -> ExitCode {
             }
         };
         let addr = listener.local_addr().unwrap_or(listen);
+        let gateway = match app.bind_gateway().await {
+            Ok(g) => g,
+            Err(e) => {
+                eprintln!("keel: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let gateway_addr = gateway.as_ref().and_then(|l| l.local_addr().ok());
         let signals = Signals::install();
-        print!("{}", banner::render(&app, addr));
-        match app.run(listener, shutdown_signal(signals)).await {
+        print!("{}", banner::render(&app, addr, gateway_addr));
+        let listeners = Listeners {
+            api: listener,
+            gateway,
+        };
+        match app.run_on(listeners, shutdown_signal(signals)).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("keel: {e}");

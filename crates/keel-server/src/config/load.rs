@@ -23,6 +23,10 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// `--log-format`.
     pub log_format: Option<LogFormat>,
+    /// `--gateway-listen`.
+    pub gateway_listen: Option<SocketAddr>,
+    /// `--upstream`.
+    pub upstream: Option<String>,
 }
 
 /// Where configuration comes from.
@@ -177,6 +181,24 @@ fn apply_overrides(
             Value::String(text.into()),
             origin,
             "--log-format".into(),
+        )?;
+    }
+    if let Some(listen) = o.gateway_listen {
+        set(
+            table,
+            &["gateway", "listen"],
+            Value::String(listen.to_string()),
+            origin,
+            "--gateway-listen".into(),
+        )?;
+    }
+    if let Some(upstream) = &o.upstream {
+        set(
+            table,
+            &["gateway", "upstream"],
+            Value::String(upstream.clone()),
+            origin,
+            "--upstream".into(),
         )?;
     }
     Ok(())

@@ -19,6 +19,7 @@ mod sections;
 
 use keel_auth::AuthConfig;
 use keel_cache::CacheConfig;
+use keel_gateway::GatewayConfig;
 use keel_queue::{QueueConfig, QueueSettings};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -49,6 +50,8 @@ pub struct Config {
     pub redis: RedisConfig,
     /// Queues declared ahead of use, with their limits and job defaults (`[[queues]]`).
     pub queues: Vec<QueueSettings>,
+    /// The gateway: a reverse proxy in front of your app, on its own listener.
+    pub gateway: GatewayConfig,
 }
 
 /// A config value that is wrong, with the key path that holds it.
@@ -89,6 +92,9 @@ impl Config {
             .map_err(|e| FieldError::new(e.field, e.reason))?;
         self.redis.validate()?;
         QueueSettings::validate_all(&self.queues)
+            .map_err(|e| FieldError::new(e.field, e.reason))?;
+        self.gateway
+            .validate()
             .map_err(|e| FieldError::new(e.field, e.reason))?;
         Ok(())
     }

@@ -1,0 +1,247 @@
+//! The `[gateway]` config section and its route rules (`[[gateway.routes]]`).
+
+use std::net::SocketAddr;
+
+use keel_core::{ByteSize, HumanDuration};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The gateway: a reverse proxy in front of one upstream app.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Address and port the gateway listens on (`--gateway-listen`), separate from the API's.
+    pub listen: SocketAddr,
+    /// The app behind the gateway, `http://host:port` (`--upstream`). Unset = no gateway.
+    pub upstream: Option<String>,
+    /// Peers (addresses or CIDR ranges, e.g. `10.0.0.0/8`) whose `X-Forwarded-For`,
+    /// `X-Forwarded-Proto` and `X-Forwarded-Host` are believed; from anyone else they are
+    /// replaced.
+    pub trusted_proxies: Vec<String>,
+    /// Longest wait for a TCP connection to the upstream (504 when exceeded).
+    pub connect_timeout: HumanDuration,
+    /// Longest silence from the upstream: waiting for the response headers (504 when exceeded)
+    /// or between two pieces of the response body (the response is cut off).
+    pub read_timeout: HumanDuration,
+    /// Longest a whole exchange may take, body included; "0" = no limit (long downloads and
+    /// streams). Before the response headers: 504; after: the response is cut off.
+    pub timeout: HumanDuration,
+    /// Largest request body passed upstream; larger ones get 413. Bodies are streamed, never
+    /// held whole in memory.
+    pub max_body: ByteSize,
+    /// Largest request head (request line and headers); larger ones get 431.
+    pub max_header_size: ByteSize,
+    /// Idle keep-alive connections kept open to the upstream.
+    pub pool_max_idle: usize,
+    /// How long an idle upstream connection is kept.
+    pub pool_idle_timeout: HumanDuration,
+    /// Send the client's `Host` header upstream (true) or the upstream's own host and port.
+    pub preserve_host: bool,
+    /// Policies for requests no route rule matches, and for what a rule leaves unset.
+    pub default: RoutePolicy,
+    /// Route rules, tried in order; the first whose path and method match applies.
+    pub routes: Vec<RouteRule>,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            upstream: None,
+            trusted_proxies: Vec::new(),
+            connect_timeout: HumanDuration::from_secs(5),
+            read_timeout: HumanDuration::from_secs(60),
+            timeout: HumanDuration::from_secs(0),
+            max_body: ByteSize::mib(64),
+            max_header_size: ByteSize::kib(64),
+            pool_max_idle: 256,
+            pool_idle_timeout: HumanDuration::from_secs(90),
+            preserve_host: true,
+            default: RoutePolicy::default(),
+            routes: Vec::new(),
+        }
+    }
+}
+
+/// One route rule: which requests it matches (a path by exactly one of `prefix`, `glob` or
+/// `regex`, and optionally methods) and the policies it sets. A policy left out falls back to
+/// `[gateway.default]`, then to the gateway-wide setting.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
+pub struct RouteRule {
+    /// A name for metrics and the API; default `route<index>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Matches paths starting with this, e.g. `/api/`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Matches paths by a glob (`*`, `?`, `[a-z]`, `\` escape), e.g. `/api/habits/*`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub glob: Option<String>,
+    /// Matches paths by a regular expression (unanchored unless it says `^…$`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    /// Methods matched, e.g. `["GET", "HEAD"]`; empty = every method.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    /// What the rule does to the requests it matches.
+    #[serde(flatten)]
+    pub policy: RoutePolicy,
+}
+
+// By hand because serde cannot combine `flatten` with `deny_unknown_fields`: the match fields
+// are taken out, and the rest must be policies (a misspelt key is an error, not ignored).
+impl<'de> Deserialize<'de> for RouteRule {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut fields = serde_json::Map::deserialize(deserializer)?;
+        let mut take = |name: &str| fields.remove(name).unwrap_or(serde_json::Value::Null);
+        let field = |name: &str, value: serde_json::Value| -> Result<Option<String>, D::Error> {
+            serde_json::from_value(value).map_err(|e| D::Error::custom(format!("{name}: {e}")))
+        };
+        let name = field("name", take("name"))?;
+        let prefix = field("prefix", take("prefix"))?;
+        let glob = field("glob", take("glob"))?;
+        let regex = field("regex", take("regex"))?;
+        let methods = match take("methods") {
+            serde_json::Value::Null => Vec::new(),
+            v => {
+                serde_json::from_value(v).map_err(|e| D::Error::custom(format!("methods: {e}")))?
+            }
+        };
+        let policy: RoutePolicy =
+            serde_path_to_error::deserialize(serde_json::Value::Object(fields)).map_err(|e| {
+                let path = e.path().to_string();
+                let message = e.into_inner().to_string();
+                // Name the misspelt key: the caller's path ends at the rule.
+                match message
+                    .strip_prefix("unknown field `")
+                    .and_then(|m| m.split_once('`'))
+                {
+                    Some((key, expected)) => D::Error::custom(format!(
+                        "{key}: unknown key; {}",
+                        expected.trim_start_matches(", ")
+                    )),
+                    None => D::Error::custom(format!("{path}: {message}")),
+                }
+            })?;
+        Ok(Self {
+            name,
+            prefix,
+            glob,
+            regex,
+            methods,
+            policy,
+        })
+    }
+}
+
+/// What a rule does to the requests it matches. Every policy is optional: unset falls back to
+/// `[gateway.default]`, then to the gateway-wide setting.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoutePolicy {
+    /// Largest request body (413 above it); default `gateway.max_body`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_body: Option<ByteSize>,
+    /// Longest exchange; default `gateway.timeout`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HumanDuration>,
+    /// Longest upstream silence; default `gateway.read_timeout`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_timeout: Option<HumanDuration>,
+    /// Requests in flight at once; more get 503 at once. Unset = no cap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrent: Option<usize>,
+    /// Add `Strict-Transport-Security`, `X-Content-Type-Options`, `X-Frame-Options` and
+    /// `Referrer-Policy` to responses (where the upstream did not set them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub security_headers: Option<bool>,
+}
+
+/// A config value that is wrong: the key path and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct GatewayConfigError {
+    /// The key path, e.g. `gateway.routes[2].regex`.
+    pub field: String,
+    /// What is wrong and how to fix it.
+    pub reason: String,
+}
+
+impl GatewayConfigError {
+    pub(crate) fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// Checks the values beyond their types; the error names the field (with the rule's index).
+    /// The route table and the upstream address are compiled here too, so everything
+    /// [`Gateway::new`](crate::Gateway::new) could reject is reported by `keel config check`.
+    pub fn validate(&self) -> Result<(), GatewayConfigError> {
+        crate::upstream::UpstreamAddr::parse(self.upstream.as_deref().unwrap_or("http://x"))
+            .map_err(|reason| GatewayConfigError::new("gateway.upstream", reason))?;
+        crate::forwarded::TrustedProxies::parse(&self.trusted_proxies)?;
+        if self.connect_timeout.get().is_zero() {
+            return Err(GatewayConfigError::new(
+                "gateway.connect_timeout",
+                "must be greater than 0",
+            ));
+        }
+        if self.read_timeout.get().is_zero() {
+            return Err(GatewayConfigError::new(
+                "gateway.read_timeout",
+                "must be greater than 0",
+            ));
+        }
+        let head = self.max_header_size.bytes();
+        if !(8 * 1024..=1024 * 1024).contains(&head) {
+            return Err(GatewayConfigError::new(
+                "gateway.max_header_size",
+                "must be between 8KiB and 1MiB",
+            ));
+        }
+        crate::routes::RouteTable::compile(self)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rule_is_its_match_fields_plus_policies_and_nothing_else() {
+        let rule: RouteRule = serde_json::from_value(serde_json::json!({
+            "prefix": "/api/", "methods": ["GET"], "max_body": "1MiB", "max_concurrent": 8
+        }))
+        .unwrap();
+        assert_eq!(rule.prefix.as_deref(), Some("/api/"));
+        assert_eq!(rule.methods, ["GET"]);
+        assert_eq!(rule.policy.max_body, Some(ByteSize::mib(1)));
+        assert_eq!(rule.policy.max_concurrent, Some(8));
+        let back = serde_json::to_value(&rule).unwrap();
+        assert_eq!(back["max_concurrent"], 8);
+
+        let typo = serde_json::from_value::<RouteRule>(serde_json::json!({
+            "prefix": "/api/", "max_bdy": "1MiB"
+        }))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            typo.starts_with("max_bdy: unknown key; expected one of"),
+            "{typo}"
+        );
+        let bad = serde_json::from_value::<RouteRule>(serde_json::json!({"max_body": "lots"}))
+            .unwrap_err()
+            .to_string();
+        assert!(bad.starts_with("max_body:"), "{bad}");
+        let wrong = serde_json::from_value::<RouteRule>(serde_json::json!({"prefix": 3}))
+            .unwrap_err()
+            .to_string();
+        assert!(wrong.starts_with("prefix:"), "{wrong}");
+    }
+}

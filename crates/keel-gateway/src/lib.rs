@@ -1,0 +1,30 @@
+//! keel's HTTP gateway: a reverse proxy placed in front of one app, in any language.
+//!
+//! # Layout
+//! - [`GatewayConfig`]: the `[gateway]` section and its route rules (`[[gateway.routes]]`),
+//!   validated with errors naming the rule's index and field.
+//! - [`Gateway`]: builds the proxy from the config and serves it on its own listener
+//!   (HTTP/1.1 keep-alive, HTTP/2 with prior knowledge, graceful shutdown).
+//! - Inside: `routes` (the compiled rules: prefix, glob or regex matchers, methods, and each
+//!   rule's policies resolved against the default rule), `proxy` (one request: limits,
+//!   header rewriting, streaming to and from the upstream), `upstream` (the pooled client and
+//!   its timeouts), `forwarded` (hop-by-hop headers, `X-Forwarded-*`, trusted proxies),
+//!   `upgrade` (WebSocket passthrough), `body` (the watched response body), `request_id`,
+//!   [`GatewayError`] (what the gateway answers itself, as problem+json).
+//!
+//! See `docs/gateway.md` for configuration and behaviour.
+
+mod body;
+mod config;
+mod error;
+mod forwarded;
+mod gateway;
+mod proxy;
+mod request_id;
+mod routes;
+mod upgrade;
+mod upstream;
+
+pub use config::{GatewayConfig, GatewayConfigError, RoutePolicy, RouteRule};
+pub use error::{ErrorSource, GatewayError};
+pub use gateway::Gateway;

@@ -1,0 +1,286 @@
+//! The compiled route table: each rule's matcher and its policies resolved against the default
+//! rule and the gateway-wide settings, so a request needs one scan and no lookups after.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+use keel_cache::Glob;
+use regex::Regex;
+use tokio::sync::Semaphore;
+
+use crate::config::{GatewayConfig, GatewayConfigError, RouteRule};
+
+/// How a rule matches a path.
+#[derive(Debug)]
+enum PathMatch {
+    /// Every path (the default rule, or a rule with no path matcher).
+    Any,
+    Prefix(String),
+    Glob(Glob),
+    Regex(Regex),
+}
+
+impl PathMatch {
+    fn matches(&self, path: &str) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Prefix(p) => path.starts_with(p.as_str()),
+            Self::Glob(g) => g.matches(path),
+            Self::Regex(r) => r.is_match(path),
+        }
+    }
+}
+
+/// What a matched route asks of a request, every field resolved.
+#[derive(Debug)]
+pub(crate) struct Route {
+    /// For metrics and the API.
+    pub(crate) name: String,
+    matcher: PathMatch,
+    /// Empty = every method.
+    methods: Vec<Method>,
+    pub(crate) max_body: u64,
+    /// Zero = no limit.
+    pub(crate) timeout: Duration,
+    pub(crate) read_timeout: Duration,
+    /// The route's in-flight cap, when it has one.
+    pub(crate) concurrency: Option<Arc<Semaphore>>,
+    pub(crate) max_concurrent: Option<usize>,
+    pub(crate) security_headers: bool,
+}
+
+impl Route {
+    fn matches(&self, method: &Method, path: &str) -> bool {
+        (self.methods.is_empty() || self.methods.contains(method)) && self.matcher.matches(path)
+    }
+}
+
+/// The rules in order, then the default rule.
+#[derive(Debug)]
+pub(crate) struct RouteTable {
+    routes: Vec<Route>,
+    default: Route,
+}
+
+impl RouteTable {
+    /// Compiles the config's rules, naming the rule and field of the first error.
+    pub(crate) fn compile(config: &GatewayConfig) -> Result<Self, GatewayConfigError> {
+        let default = RouteRule {
+            policy: config.default.clone(),
+            ..RouteRule::default()
+        };
+        let default = Self::route(config, &default, None, "gateway.default")?;
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for (i, rule) in config.routes.iter().enumerate() {
+            let path = format!("gateway.routes[{i}]");
+            let route = Self::route(config, rule, Some(i), &path)?;
+            if routes.iter().any(|r: &Route| r.name == route.name) {
+                return Err(GatewayConfigError::new(
+                    format!("{path}.name"),
+                    format!("\"{}\" names an earlier rule too", route.name),
+                ));
+            }
+            routes.push(route);
+        }
+        Ok(Self { routes, default })
+    }
+
+    fn route(
+        config: &GatewayConfig,
+        rule: &RouteRule,
+        index: Option<usize>,
+        path: &str,
+    ) -> Result<Route, GatewayConfigError> {
+        let err = |f: &str, reason: String| GatewayConfigError::new(format!("{path}.{f}"), reason);
+        let matcher = match (&rule.prefix, &rule.glob, &rule.regex) {
+            (None, None, None) => PathMatch::Any,
+            (Some(p), None, None) => {
+                if !p.starts_with('/') {
+                    return Err(err("prefix", format!("\"{p}\" must start with /")));
+                }
+                PathMatch::Prefix(p.clone())
+            }
+            (None, Some(g), None) => {
+                if !g.starts_with('/') && !g.starts_with('*') {
+                    return Err(err("glob", format!("\"{g}\" must start with / or *")));
+                }
+                PathMatch::Glob(Glob::new(g))
+            }
+            (None, None, Some(r)) => PathMatch::Regex(
+                Regex::new(r).map_err(|e| err("regex", format!("not a valid regex: {e}")))?,
+            ),
+            _ => {
+                return Err(err(
+                    "prefix",
+                    "give exactly one of prefix, glob and regex".to_owned(),
+                ));
+            }
+        };
+        let methods = rule
+            .methods
+            .iter()
+            .map(|m| {
+                Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+                    .map_err(|_| err("methods", format!("\"{m}\" is not an HTTP method")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let name = match (&rule.name, index) {
+            (Some(name), _) if name.trim().is_empty() => {
+                return Err(err("name", "must not be empty when set".to_owned()));
+            }
+            (Some(name), _) => name.clone(),
+            (None, Some(i)) => format!("route{i}"),
+            (None, None) => "default".to_owned(),
+        };
+        // A route's unset policies fall back to the default rule's, then to the gateway's.
+        let fallback = &config.default;
+        let rule = &rule.policy;
+        let max_concurrent = rule.max_concurrent.or(fallback.max_concurrent);
+        if max_concurrent == Some(0) {
+            return Err(err(
+                "max_concurrent",
+                "must be at least 1 (leave it out for no cap)".to_owned(),
+            ));
+        }
+        let read_timeout = rule
+            .read_timeout
+            .or(fallback.read_timeout)
+            .unwrap_or(config.read_timeout)
+            .get();
+        if read_timeout.is_zero() {
+            return Err(err("read_timeout", "must be greater than 0".to_owned()));
+        }
+        Ok(Route {
+            name,
+            matcher,
+            methods,
+            max_body: rule
+                .max_body
+                .or(fallback.max_body)
+                .unwrap_or(config.max_body)
+                .bytes(),
+            timeout: rule
+                .timeout
+                .or(fallback.timeout)
+                .unwrap_or(config.timeout)
+                .get(),
+            read_timeout,
+            concurrency: max_concurrent.map(|n| Arc::new(Semaphore::new(n))),
+            max_concurrent,
+            security_headers: rule
+                .security_headers
+                .or(fallback.security_headers)
+                .unwrap_or(false),
+        })
+    }
+
+    /// The first rule matching, else the default rule.
+    pub(crate) fn find(&self, method: &Method, path: &str) -> &Route {
+        self.routes
+            .iter()
+            .find(|r| r.matches(method, path))
+            .unwrap_or(&self.default)
+    }
+
+    /// Every rule, then the default.
+    pub(crate) fn all(&self) -> impl Iterator<Item = &Route> {
+        self.routes.iter().chain(std::iter::once(&self.default))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keel_core::HumanDuration;
+
+    fn rule(f: impl FnOnce(&mut RouteRule)) -> RouteRule {
+        let mut r = RouteRule::default();
+        f(&mut r);
+        r
+    }
+
+    fn table(routes: Vec<RouteRule>) -> RouteTable {
+        let mut config = GatewayConfig::default();
+        config.routes = routes;
+        RouteTable::compile(&config).unwrap()
+    }
+
+    fn error(config: GatewayConfig) -> String {
+        RouteTable::compile(&config).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn first_match_wins_and_the_default_takes_the_rest() {
+        let t = table(vec![
+            rule(|r| {
+                r.name = Some("habit-writes".into());
+                r.glob = Some("/api/habits/*".into());
+                r.methods = vec!["put".into(), "DELETE".into()];
+            }),
+            rule(|r| r.prefix = Some("/api/".into())),
+            rule(|r| r.regex = Some(r"^/v[0-9]+/".into())),
+        ]);
+        let name = |m: Method, p: &str| t.find(&m, p).name.clone();
+        assert_eq!(name(Method::PUT, "/api/habits/42"), "habit-writes");
+        assert_eq!(name(Method::GET, "/api/habits/42"), "route1");
+        assert_eq!(name(Method::GET, "/v2/x"), "route2");
+        assert_eq!(name(Method::GET, "/vx/x"), "default");
+        assert_eq!(name(Method::GET, "/"), "default");
+    }
+
+    #[test]
+    fn policies_fall_back_to_the_default_rule_then_the_gateway() {
+        let mut config = GatewayConfig::default();
+        config.timeout = HumanDuration::from_secs(9);
+        config.default.max_concurrent = Some(5);
+        config.routes = vec![rule(|r| {
+            r.prefix = Some("/a".into());
+            r.policy.max_concurrent = Some(2);
+        })];
+        let t = RouteTable::compile(&config).unwrap();
+        let a = t.find(&Method::GET, "/a");
+        assert_eq!(a.max_concurrent, Some(2));
+        assert_eq!(a.timeout, Duration::from_secs(9));
+        assert_eq!(t.find(&Method::GET, "/b").max_concurrent, Some(5));
+    }
+
+    #[test]
+    fn rule_errors_name_the_rule_and_field() {
+        let with = |r: RouteRule| {
+            let mut c = GatewayConfig::default();
+            c.routes = vec![rule(|r| r.prefix = Some("/ok".into())), r];
+            error(c)
+        };
+        assert!(
+            with(rule(|r| r.regex = Some("(".into())))
+                .starts_with("gateway.routes[1].regex: not a valid regex")
+        );
+        assert!(
+            with(rule(|r| {
+                r.prefix = Some("/a".into());
+                r.glob = Some("/a*".into());
+            }))
+            .starts_with("gateway.routes[1].prefix: give exactly one")
+        );
+        assert!(
+            with(rule(|r| r.prefix = Some("api".into())))
+                .starts_with("gateway.routes[1].prefix: \"api\" must start with /")
+        );
+        assert!(
+            with(rule(|r| r.methods = vec!["GE T".into()]))
+                .starts_with("gateway.routes[1].methods: \"GE T\" is not an HTTP method")
+        );
+        assert!(
+            with(rule(|r| r.policy.max_concurrent = Some(0)))
+                .starts_with("gateway.routes[1].max_concurrent")
+        );
+        assert!(
+            with(rule(|r| r.name = Some("route0".into())))
+                .starts_with("gateway.routes[1].name: \"route0\" names an earlier rule")
+        );
+        let mut c = GatewayConfig::default();
+        c.default.max_concurrent = Some(0);
+        assert!(error(c).starts_with("gateway.default.max_concurrent"));
+    }
+}

@@ -1,0 +1,169 @@
+//! The upstream app: its address, a keep-alive connection pool to it, and sending one request
+//! with the connect and response-header timeouts applied.
+
+use std::error::Error as StdError;
+use std::time::Duration;
+
+use axum::body::Body;
+use http::uri::{Authority, Scheme};
+use http::{Request, Response, Uri};
+use http_body_util::LengthLimitError;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::config::GatewayConfig;
+use crate::error::GatewayError;
+
+/// Where the upstream listens: `http://host:port`.
+#[derive(Debug, Clone)]
+pub(crate) struct UpstreamAddr {
+    pub(crate) authority: Authority,
+}
+
+impl UpstreamAddr {
+    /// Parses `http://host[:port]` (a trailing `/` is allowed; no other path, query or
+    /// credentials).
+    pub(crate) fn parse(url: &str) -> Result<Self, String> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| format!("\"{url}\" is not a URL: {e}"))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some(other) => {
+                return Err(format!(
+                    "the scheme must be http (keel speaks plain HTTP to the app behind it), not {other}"
+                ));
+            }
+            None => return Err(format!("\"{url}\" needs a scheme: http://host:port")),
+        }
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| format!("\"{url}\" needs a host: http://host:port"))?;
+        if authority.as_str().contains('@') {
+            return Err("credentials in the upstream URL are not supported".to_owned());
+        }
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(format!(
+                "\"{url}\" must not have a path or query: requests keep their own path"
+            ));
+        }
+        Ok(Self { authority })
+    }
+
+    /// The upstream URI for a request's path and query.
+    pub(crate) fn uri_for(&self, request: &Uri) -> Result<Uri, http::Error> {
+        let path = request.path_and_query().map_or("/", |pq| pq.as_str());
+        Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(self.authority.clone())
+            .path_and_query(path)
+            .build()
+    }
+}
+
+/// A pooled HTTP/1.1 client to the upstream.
+#[derive(Clone)]
+pub(crate) struct Upstream {
+    pub(crate) addr: UpstreamAddr,
+    client: Client<HttpConnector, Body>,
+    connect_timeout: Duration,
+}
+
+impl Upstream {
+    pub(crate) fn new(addr: UpstreamAddr, config: &GatewayConfig) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.connect_timeout.get()));
+        connector.set_nodelay(true);
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(config.pool_idle_timeout.get())
+            .pool_max_idle_per_host(config.pool_max_idle)
+            .build(connector);
+        Self {
+            addr,
+            client,
+            connect_timeout: config.connect_timeout.get(),
+        }
+    }
+
+    /// Sends `request` (whose body is limited to `max_body` bytes) and waits at most `wait`
+    /// for the response headers.
+    pub(crate) async fn send(
+        &self,
+        request: Request<Body>,
+        wait: Duration,
+        max_body: u64,
+    ) -> Result<Response<Incoming>, GatewayError> {
+        match tokio::time::timeout(wait, self.client.request(request)).await {
+            Err(_) => Err(GatewayError::Timeout(wait)),
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(self.classify(&e, max_body)),
+        }
+    }
+
+    fn classify(&self, e: &hyper_util::client::legacy::Error, max_body: u64) -> GatewayError {
+        let mut source: Option<&(dyn StdError + 'static)> = e.source();
+        while let Some(cause) = source {
+            if cause.is::<LengthLimitError>() {
+                return GatewayError::BodyTooLarge { limit: max_body };
+            }
+            if let Some(io) = cause.downcast_ref::<std::io::Error>()
+                && io.kind() == std::io::ErrorKind::TimedOut
+                && e.is_connect()
+            {
+                return GatewayError::ConnectTimeout(self.connect_timeout);
+            }
+            source = cause.source();
+        }
+        if e.is_connect() {
+            GatewayError::Connect(root_cause(e))
+        } else {
+            GatewayError::Upstream(root_cause(e))
+        }
+    }
+}
+
+/// The innermost error's message: the useful part of a chain like "client error (Connect)".
+fn root_cause(e: &(dyn StdError + 'static)) -> String {
+    let mut inner = e;
+    while let Some(next) = inner.source() {
+        inner = next;
+    }
+    inner.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_urls_are_plain_http_without_paths() {
+        assert_eq!(
+            UpstreamAddr::parse("http://127.0.0.1:3000/")
+                .unwrap()
+                .authority,
+            "127.0.0.1:3000"
+        );
+        assert!(UpstreamAddr::parse("http://app").is_ok());
+        for (url, says) in [
+            ("https://app", "scheme must be http"),
+            ("127.0.0.1:3000", "needs a scheme"),
+            ("http://app/api", "must not have a path"),
+            ("http://u:p@app", "credentials"),
+            ("http://", "not a URL"),
+        ] {
+            let e = UpstreamAddr::parse(url).unwrap_err();
+            assert!(e.contains(says), "{url}: {e}");
+        }
+    }
+
+    #[test]
+    fn requests_keep_their_path_and_query() {
+        let a = UpstreamAddr::parse("http://app:3000").unwrap();
+        let uri = a.uri_for(&"/x/y?z=1".parse().unwrap()).unwrap();
+        assert_eq!(uri, "http://app:3000/x/y?z=1");
+    }
+}
