@@ -27,6 +27,10 @@
 //! - `GET /api/v1/queues/{q}`, `GET|DELETE /api/v1/queues/{q}/jobs/{id}`,
 //!   `POST /api/v1/queues/{q}/pause|resume`.
 //!
+//! The gateway, when mounted with [`gateway_api::routes`]:
+//! - `POST /api/v1/gateway/purge` — purge cached responses by `url`, `pattern` or `tag`.
+//! - `POST /api/v1/gateway/warm` — fetch paths through the cache.
+//!
 //! # Layout
 //! - [`state`]: [`AdminState`], what the handlers share.
 //! - [`router`]: assembles routes, auth gates and middleware.
@@ -37,12 +41,14 @@
 //! - [`cache_api`]: the cache routes, metrics, health check and stats section.
 //! - [`fast_path`]: answers authenticated cache reads ahead of the inner layers.
 //! - [`queue_api`]: the job queue routes.
+//! - [`gateway_api`]: the gateway's purge and warm routes.
 //! - [`json`]: [`json::ApiJson`], a JSON extractor whose rejections are problem+json.
 //! - `routes`: the handlers.
 
 pub mod auth;
 pub mod cache_api;
 pub mod fast_path;
+pub mod gateway_api;
 pub mod history;
 pub mod http_metrics;
 pub mod json;

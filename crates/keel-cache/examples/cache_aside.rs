@@ -36,6 +36,7 @@ async fn user(State(cache): State<Cache>, Path(id): Path<u64>) -> Response {
             ttl: Some(Duration::from_secs(60)),
             content_type: Some("application/json".to_owned()),
             tags: vec!["users".to_owned()],
+            ..SetOptions::default()
         },
         // Remember failures briefly so a missing user does not hit the database on every call.
         negative_ttl: Some(Duration::from_secs(5)),

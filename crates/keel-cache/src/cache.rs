@@ -24,6 +24,9 @@ pub struct SetOptions {
     pub content_type: Option<String>,
     /// Tags to invalidate the entry by.
     pub tags: Vec<String>,
+    /// Store the bytes as given, never compressed: for values that are compressed already, or
+    /// read so often that decompressing on every read costs more than the memory saved.
+    pub uncompressed: bool,
 }
 
 impl SetOptions {
@@ -305,8 +308,11 @@ impl Cache {
             None => Some(self.inner.config.default_ttl.get()).filter(|t| !t.is_zero()),
         };
         let logical_len = value.len();
-        let (data, compressed) =
-            maybe_compress(value, self.inner.config.compress_min_bytes.bytes() as usize);
+        let (data, compressed) = if options.uncompressed {
+            (value, false)
+        } else {
+            maybe_compress(value, self.inner.config.compress_min_bytes.bytes() as usize)
+        };
         let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed);
         let now = self.inner.clock.now();
         let now_nanos = self.nanos(now);

@@ -164,6 +164,17 @@ fn large_values_are_compressed_when_it_saves_space() {
     assert_eq!(got.bytes, value);
     assert_eq!(got.content_type(), Some("application/json"));
 
+    // Unless the writer asks for the bytes to be kept as they are.
+    cache.reset();
+    let options = SetOptions {
+        uncompressed: true,
+        ..SetOptions::default()
+    };
+    cache.set("list", value.clone(), options).unwrap();
+    let stats = cache.stats();
+    assert!(stats.stored_bytes >= stats.logical_bytes, "{stats:?}");
+    assert_eq!(cache.get("list").unwrap().bytes, value);
+
     // Incompressible data is stored as is, and small values are never compressed.
     let noise: Vec<u8> = (0..4096u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)

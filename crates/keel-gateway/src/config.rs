@@ -37,6 +37,9 @@ pub struct GatewayConfig {
     pub pool_idle_timeout: HumanDuration,
     /// Send the client's `Host` header upstream (true) or the upstream's own host and port.
     pub preserve_host: bool,
+    /// Response headers whose space-separated (or comma-separated) values tag a cached response
+    /// for purging by tag; removed before the response reaches the client.
+    pub tag_headers: Vec<String>,
     /// Policies for requests no route rule matches, and for what a rule leaves unset.
     pub default: RoutePolicy,
     /// Route rules, tried in order; the first whose path and method match applies.
@@ -57,6 +60,7 @@ impl Default for GatewayConfig {
             pool_max_idle: 256,
             pool_idle_timeout: HumanDuration::from_secs(90),
             preserve_host: true,
+            tag_headers: vec!["surrogate-key".to_owned(), "cache-tag".to_owned()],
             default: RoutePolicy::default(),
             routes: Vec::new(),
         }
@@ -83,6 +87,10 @@ pub struct RouteRule {
     /// Methods matched, e.g. `["GET", "HEAD"]`; empty = every method.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub methods: Vec<String>,
+    /// Cached paths to purge (globs, e.g. `/api/habits*`) when a POST, PUT, PATCH or DELETE
+    /// matching this rule succeeds (2xx or 3xx).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub purge: Vec<String>,
     /// What the rule does to the requests it matches.
     #[serde(flatten)]
     pub policy: RoutePolicy,
@@ -102,12 +110,16 @@ impl<'de> Deserialize<'de> for RouteRule {
         let prefix = field("prefix", take("prefix"))?;
         let glob = field("glob", take("glob"))?;
         let regex = field("regex", take("regex"))?;
-        let methods = match take("methods") {
-            serde_json::Value::Null => Vec::new(),
-            v => {
-                serde_json::from_value(v).map_err(|e| D::Error::custom(format!("methods: {e}")))?
+        let list = |name: &str, value: serde_json::Value| -> Result<Vec<String>, D::Error> {
+            match value {
+                serde_json::Value::Null => Ok(Vec::new()),
+                v => {
+                    serde_json::from_value(v).map_err(|e| D::Error::custom(format!("{name}: {e}")))
+                }
             }
         };
+        let methods = list("methods", take("methods"))?;
+        let purge = list("purge", take("purge"))?;
         let policy: RoutePolicy =
             serde_path_to_error::deserialize(serde_json::Value::Object(fields)).map_err(|e| {
                 let path = e.path().to_string();
@@ -130,6 +142,7 @@ impl<'de> Deserialize<'de> for RouteRule {
             glob,
             regex,
             methods,
+            purge,
             policy,
         })
     }
@@ -156,6 +169,63 @@ pub struct RoutePolicy {
     /// `Referrer-Policy` to responses (where the upstream did not set them).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub security_headers: Option<bool>,
+    /// Response caching (GET and HEAD); a rule's `cache` replaces the default rule's as a whole.
+    /// Unset everywhere = a standard shared cache that stores what the upstream allows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CachePolicy>,
+}
+
+/// How a route caches responses (GET and HEAD; HEAD is answered from the cached GET).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct CachePolicy {
+    /// Cache this route's responses; false = every request goes to the upstream (`BYPASS`).
+    pub enabled: bool,
+    /// Freshness for responses whose `Cache-Control`/`Expires` say nothing; unset = such
+    /// responses are not stored. With `override`, the freshness of every response.
+    pub ttl: Option<HumanDuration>,
+    /// Ignore the upstream's `Cache-Control` (`no-store`, `private`, `max-age`, `s-maxage`) and
+    /// `Expires`, and store every cacheable response for `ttl` (which must be set).
+    #[serde(rename = "override")]
+    pub override_upstream: bool,
+    /// Query parameters in the cache key: all but `key_query_ignore` when empty, else only these.
+    pub key_query: Vec<String>,
+    /// Query parameters left out of the cache key, e.g. `["utm_source", "fbclid"]`.
+    pub key_query_ignore: Vec<String>,
+    /// Request headers whose values are part of the key, e.g. `["accept-language"]`.
+    pub key_headers: Vec<String>,
+    /// A cookie whose value is part of the key (e.g. a locale or A/B bucket).
+    pub key_cookie: Option<String>,
+    /// Make the key per credential (a SHA-256 of the `Authorization` header), which lets
+    /// responses to authenticated requests be cached — each user sees only their own.
+    pub key_user: bool,
+    /// After the freshness ends, serve the stale response this long while one background
+    /// request refreshes it (`X-Cache: STALE`). The upstream's own `stale-while-revalidate`
+    /// counts too (the longer wins).
+    pub stale_while_revalidate: HumanDuration,
+    /// After the freshness ends, serve the stale response this long when the upstream fails
+    /// (connection error, timeout, 5xx) or its breaker is open.
+    pub stale_if_error: HumanDuration,
+    /// `Cache-Control` sent to clients instead of the upstream's, e.g. `"public, max-age=60"`.
+    pub browser_cache_control: Option<String>,
+}
+
+impl Default for CachePolicy {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ttl: None,
+            override_upstream: false,
+            key_query: Vec::new(),
+            key_query_ignore: Vec::new(),
+            key_headers: Vec::new(),
+            key_cookie: None,
+            key_user: false,
+            stale_while_revalidate: HumanDuration::from_secs(0),
+            stale_if_error: HumanDuration::from_secs(0),
+            browser_cache_control: None,
+        }
+    }
 }
 
 /// A config value that is wrong: the key path and what to do.

@@ -5,19 +5,42 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use keel_cache::Cache;
+use keel_core::Clock;
 use tokio::net::TcpListener;
 
+use crate::cache::ResponseCache;
 use crate::config::{GatewayConfig, GatewayConfigError};
 use crate::forwarded::TrustedProxies;
 use crate::proxy::Proxy;
 use crate::request_id::RequestIds;
 use crate::routes::RouteTable;
 use crate::upstream::{Upstream, UpstreamAddr};
+
+/// What to purge from the gateway's response cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Purge {
+    /// One URL (path and query, as clients request it): every variant of it.
+    Url(String),
+    /// Paths (with query) matching a glob, e.g. `/api/habits*`.
+    Pattern(String),
+    /// Responses the upstream tagged so (`Surrogate-Key`/`Cache-Tag`).
+    Tag(String),
+}
+
+/// The result of warming one path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warmed {
+    /// The status the upstream (or the cache) answered.
+    pub status: u16,
+    /// The `X-Cache` outcome: `MISS` when it was fetched, `HIT` when already cached, …
+    pub cache: String,
+}
 
 /// A reverse proxy in front of one upstream app. Cheap to clone.
 #[derive(Clone)]
@@ -27,8 +50,13 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Builds the gateway; `config.upstream` must be set.
-    pub fn new(config: &GatewayConfig) -> Result<Self, GatewayConfigError> {
+    /// Builds the gateway; `config.upstream` must be set. Responses are cached in `cache`
+    /// (under `gw:` keys, sharing its memory bound and statistics); freshness reads `clock`.
+    pub fn new(
+        config: &GatewayConfig,
+        cache: Cache,
+        clock: Clock,
+    ) -> Result<Self, GatewayConfigError> {
         config.validate()?;
         let url = config.upstream.as_deref().ok_or_else(|| {
             GatewayConfigError::new("gateway.upstream", "must be set to run the gateway")
@@ -44,10 +72,52 @@ impl Gateway {
             request_ids: RequestIds::new(),
             preserve_host: config.preserve_host,
             upstream_host,
+            cache: ResponseCache::new(cache, clock),
+            tag_headers: config
+                .tag_headers
+                .iter()
+                .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+                .collect(),
         };
         Ok(Self {
             proxy: Arc::new(proxy),
             max_header_size: usize::try_from(config.max_header_size.bytes()).unwrap_or(usize::MAX),
+        })
+    }
+
+    /// Purges cached responses; returns how many entries went. Walks the keyspace in pages
+    /// for patterns, so call it off the async threads (`spawn_blocking`) on large caches.
+    pub fn purge(&self, what: &Purge) -> usize {
+        let cache = &self.proxy.cache;
+        match what {
+            Purge::Url(target) => cache.purge_url(target),
+            Purge::Pattern(pattern) => cache.purge_pattern(pattern),
+            Purge::Tag(tag) => cache.purge_tag(tag),
+        }
+    }
+
+    /// Fetches `path` (with any query) through the gateway as a plain client GET would, so it
+    /// lands in the cache; returns the status and `X-Cache` outcome.
+    pub async fn warm(&self, path: &str) -> Result<Warmed, String> {
+        let uri: http::Uri = path
+            .parse()
+            .map_err(|e| format!("\"{path}\" is not a path: {e}"))?;
+        if !path.starts_with('/') || uri.authority().is_some() {
+            return Err(format!("\"{path}\" must be a path starting with /"));
+        }
+        let mut request = http::Request::new(axum::body::Body::empty());
+        *request.uri_mut() = uri;
+        let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let response = self.proxy.clone().handle(request, peer).await;
+        let cache = response
+            .headers()
+            .get(&crate::proxy::X_CACHE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("BYPASS")
+            .to_owned();
+        Ok(Warmed {
+            status: response.status().as_u16(),
+            cache,
         })
     }
 
@@ -89,7 +159,10 @@ impl Gateway {
             let proxy = self.proxy.clone();
             let service = service_fn(move |request| {
                 let proxy = proxy.clone();
-                async move { Ok::<_, Infallible>(proxy.handle(request, peer).await) }
+                async move {
+                    let request = request.map(axum::body::Body::new);
+                    Ok::<_, Infallible>(proxy.handle(request, peer).await)
+                }
             });
             let connection = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)

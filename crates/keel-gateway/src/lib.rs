@@ -10,11 +10,14 @@
 //!   header rewriting, streaming to and from the upstream), `upstream` (the pooled client and
 //!   its timeouts), `forwarded` (hop-by-hop headers, `X-Forwarded-*`, trusted proxies),
 //!   `upgrade` (WebSocket passthrough), `body` (the watched response body), `request_id`,
+//!   `cache` (the response cache in the keel cache engine: Cache-Control, keys and Vary,
+//!   stored responses, request coalescing; the flow itself is `proxy::cached`),
 //!   [`GatewayError`] (what the gateway answers itself, as problem+json).
 //!
 //! See `docs/gateway.md` for configuration and behaviour.
 
 mod body;
+mod cache;
 mod config;
 mod error;
 mod forwarded;
@@ -25,6 +28,6 @@ mod routes;
 mod upgrade;
 mod upstream;
 
-pub use config::{GatewayConfig, GatewayConfigError, RoutePolicy, RouteRule};
+pub use config::{CachePolicy, GatewayConfig, GatewayConfigError, RoutePolicy, RouteRule};
 pub use error::{ErrorSource, GatewayError};
-pub use gateway::Gateway;
+pub use gateway::{Gateway, Purge, Warmed};

@@ -9,7 +9,10 @@ use keel_cache::Glob;
 use regex::Regex;
 use tokio::sync::Semaphore;
 
-use crate::config::{GatewayConfig, GatewayConfigError, RouteRule};
+use http::HeaderValue;
+
+use crate::cache::key::KeyTemplate;
+use crate::config::{CachePolicy, GatewayConfig, GatewayConfigError, RouteRule};
 
 /// How a rule matches a path.
 #[derive(Debug)]
@@ -48,6 +51,61 @@ pub(crate) struct Route {
     pub(crate) concurrency: Option<Arc<Semaphore>>,
     pub(crate) max_concurrent: Option<usize>,
     pub(crate) security_headers: bool,
+    /// How the route caches; `None` = it does not (`enabled = false`).
+    pub(crate) cache: Option<RouteCache>,
+    /// Path globs purged when an unsafe request to this route succeeds.
+    pub(crate) purge: Vec<String>,
+}
+
+/// A route's cache policy, compiled.
+#[derive(Debug)]
+pub(crate) struct RouteCache {
+    pub(crate) key: KeyTemplate,
+    /// Freshness when the upstream gives none (or always, with `override`).
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) override_upstream: bool,
+    pub(crate) stale_while_revalidate: Duration,
+    pub(crate) stale_if_error: Duration,
+    pub(crate) browser_cache_control: Option<HeaderValue>,
+}
+
+impl RouteCache {
+    fn compile(
+        policy: &CachePolicy,
+        field: &dyn Fn(&str) -> String,
+    ) -> Result<Option<Self>, GatewayConfigError> {
+        if !policy.enabled {
+            return Ok(None);
+        }
+        let err = |f: &str, reason: String| GatewayConfigError::new(field(f), reason);
+        if policy.override_upstream && policy.ttl.is_none_or(|t| t.get().is_zero()) {
+            return Err(err(
+                "cache.override",
+                "needs a cache.ttl greater than 0".to_owned(),
+            ));
+        }
+        let key = KeyTemplate::new(policy).map_err(|e| err("cache.key_headers", e))?;
+        let browser_cache_control = policy
+            .browser_cache_control
+            .as_deref()
+            .map(|v| {
+                HeaderValue::from_str(v).map_err(|_| {
+                    err(
+                        "cache.browser_cache_control",
+                        format!("\"{v}\" is not a valid header value"),
+                    )
+                })
+            })
+            .transpose()?;
+        Ok(Some(Self {
+            key,
+            ttl: policy.ttl.map(|t| t.get()).filter(|t| !t.is_zero()),
+            override_upstream: policy.override_upstream,
+            stale_while_revalidate: policy.stale_while_revalidate.get(),
+            stale_if_error: policy.stale_if_error.get(),
+            browser_cache_control,
+        }))
+    }
 }
 
 impl Route {
@@ -59,8 +117,8 @@ impl Route {
 /// The rules in order, then the default rule.
 #[derive(Debug)]
 pub(crate) struct RouteTable {
-    routes: Vec<Route>,
-    default: Route,
+    routes: Vec<Arc<Route>>,
+    default: Arc<Route>,
 }
 
 impl RouteTable {
@@ -75,15 +133,18 @@ impl RouteTable {
         for (i, rule) in config.routes.iter().enumerate() {
             let path = format!("gateway.routes[{i}]");
             let route = Self::route(config, rule, Some(i), &path)?;
-            if routes.iter().any(|r: &Route| r.name == route.name) {
+            if routes.iter().any(|r: &Arc<Route>| r.name == route.name) {
                 return Err(GatewayConfigError::new(
                     format!("{path}.name"),
                     format!("\"{}\" names an earlier rule too", route.name),
                 ));
             }
-            routes.push(route);
+            routes.push(Arc::new(route));
         }
-        Ok(Self { routes, default })
+        Ok(Self {
+            routes,
+            default: Arc::new(default),
+        })
     }
 
     fn route(
@@ -134,8 +195,29 @@ impl RouteTable {
             (None, None) => "default".to_owned(),
         };
         // A route's unset policies fall back to the default rule's, then to the gateway's.
+        for (j, pattern) in rule.purge.iter().enumerate() {
+            if !pattern.starts_with('/') && !pattern.starts_with('*') {
+                return Err(err(
+                    &format!("purge[{j}]"),
+                    format!("\"{pattern}\" must start with / or *"),
+                ));
+            }
+        }
+        let purge = rule.purge.clone();
         let fallback = &config.default;
         let rule = &rule.policy;
+        let cache_policy = rule.cache.as_ref().or(fallback.cache.as_ref());
+        let cache_field = |f: &str| {
+            if rule.cache.is_some() {
+                format!("{path}.{f}")
+            } else {
+                format!("gateway.default.{f}")
+            }
+        };
+        let cache = RouteCache::compile(
+            cache_policy.unwrap_or(&CachePolicy::default()),
+            &cache_field,
+        )?;
         let max_concurrent = rule.max_concurrent.or(fallback.max_concurrent);
         if max_concurrent == Some(0) {
             return Err(err(
@@ -172,11 +254,13 @@ impl RouteTable {
                 .security_headers
                 .or(fallback.security_headers)
                 .unwrap_or(false),
+            cache,
+            purge,
         })
     }
 
     /// The first rule matching, else the default rule.
-    pub(crate) fn find(&self, method: &Method, path: &str) -> &Route {
+    pub(crate) fn find(&self, method: &Method, path: &str) -> &Arc<Route> {
         self.routes
             .iter()
             .find(|r| r.matches(method, path))
@@ -184,7 +268,7 @@ impl RouteTable {
     }
 
     /// Every rule, then the default.
-    pub(crate) fn all(&self) -> impl Iterator<Item = &Route> {
+    pub(crate) fn all(&self) -> impl Iterator<Item = &Arc<Route>> {
         self.routes.iter().chain(std::iter::once(&self.default))
     }
 }

@@ -136,9 +136,18 @@ impl AppBuilder {
         .map_err(StartError::Queue)?;
         let queues = Queues::with_clock(store, config.queue.clone(), self.clock.clone());
         keel_admin::queue_api::observe(&state, &queues);
+        let gateway = match config.gateway.upstream {
+            Some(_) => Some(keel_gateway::Gateway::new(
+                &config.gateway,
+                cache.clone(),
+                self.clock.clone(),
+            )?),
+            None => None,
+        };
         let mut api = vec![
             keel_admin::cache_api::routes(cache.clone()),
             keel_admin::queue_api::routes(queues.clone()),
+            keel_admin::gateway_api::routes(gateway.clone()),
         ];
         api.extend(self.api);
         let router = keel_admin::router(
@@ -152,10 +161,6 @@ impl AppBuilder {
                 )),
             },
         );
-        let gateway = match config.gateway.upstream {
-            Some(_) => Some(keel_gateway::Gateway::new(&config.gateway)?),
-            None => None,
-        };
         Ok(App {
             config,
             state,

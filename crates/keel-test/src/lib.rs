@@ -66,6 +66,7 @@ pub mod keys {
 /// A keel server running in this process on a free loopback port.
 pub struct TestServer {
     addr: SocketAddr,
+    gateway_addr: Option<SocketAddr>,
     app_state: AdminState,
     data_dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
@@ -114,12 +115,29 @@ impl TestServer {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("local addr");
+        // The gateway, when configured, on a free port of its own.
+        let gateway = match app.gateway() {
+            Some(_) => Some(
+                tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind gateway"),
+            ),
+            None => None,
+        };
+        let gateway_addr = gateway
+            .as_ref()
+            .map(|l| l.local_addr().expect("local addr"));
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(app.run(listener, async move {
+        let listeners = keel_server::Listeners {
+            api: listener,
+            gateway,
+        };
+        let task = tokio::spawn(app.run_on(listeners, async move {
             let _ = stopped.await;
         }));
         Self {
             addr,
+            gateway_addr,
             app_state,
             data_dir,
             stop: Some(stop),
@@ -134,6 +152,12 @@ impl TestServer {
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// `http://127.0.0.1:<gateway port><path>`; panics without a gateway configured.
+    pub fn gateway_url(&self, path: &str) -> String {
+        let addr = self.gateway_addr.expect("the gateway is configured");
+        format!("http://{addr}{path}")
     }
 
     /// `http://127.0.0.1:<port><path>`.

@@ -110,6 +110,7 @@ pub(crate) async fn put_key(
         ttl,
         content_type,
         tags: query.tags.as_deref().map(parse_tags).unwrap_or_default(),
+        ..SetOptions::default()
     };
     match cache
         .set(&key, body, options)
@@ -345,6 +346,7 @@ fn decode_entry(i: usize, e: MsetEntry) -> Result<(String, Bytes, SetOptions), P
             ttl,
             content_type: e.content_type,
             tags: e.tags,
+            ..SetOptions::default()
         },
     ))
 }

@@ -2,6 +2,7 @@
 
 pub(crate) mod cache;
 pub(crate) mod events;
+pub(crate) mod gateway;
 pub(crate) mod health;
 pub(crate) mod metrics;
 pub(crate) mod openapi;

@@ -59,16 +59,24 @@ fn comment_lines(out: &mut String, text: &str) {
 }
 
 fn write_table(out: &mut String, table: &Table) {
+    write_table_under(out, table, false);
+}
+
+/// Writes `table`; an optional table (and everything in it) is written commented out, since
+/// it is absent unless configured.
+fn write_table_under(out: &mut String, table: &Table, commented: bool) {
+    let commented = commented || table.optional;
+    let prefix = if commented { "# " } else { "" };
     out.push('\n');
     comment_lines(out, &table.description);
-    let _ = writeln!(out, "[{}]", table.path.join("."));
+    let _ = writeln!(out, "{prefix}[{}]", table.path.join("."));
     for key in &table.keys {
         let name = key.path.last().cloned().unwrap_or_default();
-        write_key(out, key, &name, "", true);
+        write_key(out, key, &name, prefix, true);
     }
     write_arrays(out, table);
     for sub in &table.tables {
-        write_table(out, sub);
+        write_table_under(out, sub, commented);
     }
 }
 

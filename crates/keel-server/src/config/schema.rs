@@ -70,6 +70,8 @@ pub struct Table {
     pub tables: Vec<Table>,
     /// Arrays of tables (`[[auth.tokens]]`): their item tables.
     pub arrays: Vec<Table>,
+    /// Absent unless configured (an `Option` of a table, e.g. `[gateway.default.cache]`).
+    pub optional: bool,
 }
 
 impl Table {
@@ -149,7 +151,9 @@ impl Walker {
             let doc = prop.get("description").and_then(Value::as_str);
             let target = self.resolve(prop);
             if target.get("properties").is_some() {
-                table.tables.push(self.table(child, prop, doc));
+                let mut sub = self.table(child, prop, doc);
+                sub.optional = is_nullable(prop);
+                table.tables.push(sub);
                 continue;
             }
             if type_names(target).contains(&"array")
@@ -211,6 +215,18 @@ impl Walker {
     }
 }
 
+/// Whether a property's schema admits `null` (an `Option`).
+fn is_nullable(schema: &Value) -> bool {
+    type_names(schema).contains(&"null")
+        || schema
+            .get("anyOf")
+            .and_then(Value::as_array)
+            .is_some_and(|any| {
+                any.iter()
+                    .any(|s| s.get("type") == Some(&Value::from("null")))
+            })
+}
+
 fn type_names(schema: &Value) -> Vec<&str> {
     match schema.get("type") {
         Some(Value::String(s)) => vec![s.as_str()],
@@ -230,7 +246,7 @@ mod tests {
         assert_eq!(
             sections,
             [
-                "server", "log", "auth", "health", "system", "cache", "queue", "redis"
+                "server", "log", "auth", "health", "system", "cache", "queue", "redis", "gateway"
             ]
         );
         let keys: Vec<String> = tree.all_keys().iter().map(|k| k.dotted()).collect();

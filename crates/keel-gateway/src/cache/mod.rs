@@ -1,0 +1,161 @@
+//! The gateway's response cache, kept in the keel cache engine (so it shares its memory bound
+//! and statistics) under `gw:` keys.
+//!
+//! - `control`: `Cache-Control`, `Expires`, `Age` as a shared cache reads them.
+//! - `key`: cache keys from a route's key template, and `Vary` variants.
+//! - `stored`: a response as bytes in the engine.
+//! - `flights`: one upstream fetch per key at a time (request coalescing).
+
+pub(crate) mod control;
+pub(crate) mod flights;
+pub(crate) mod key;
+pub(crate) mod stored;
+
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName};
+use keel_cache::{Cache, Glob, SetOptions};
+use keel_core::Clock;
+
+use self::flights::Flights;
+use self::stored::{Entry, Stored};
+
+/// Tags of gateway entries carry this prefix in the engine, apart from the API cache's tags.
+const TAG_PREFIX: &str = "gw:";
+
+/// Responses cached by the gateway.
+pub(crate) struct ResponseCache {
+    engine: Cache,
+    clock: Clock,
+    pub(crate) flights: Flights,
+}
+
+impl ResponseCache {
+    pub(crate) fn new(engine: Cache, clock: Clock) -> Self {
+        Self {
+            engine,
+            clock,
+            flights: Flights::default(),
+        }
+    }
+
+    /// Now, in Unix milliseconds, by the gateway's clock.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.clock.unix_ms()
+    }
+
+    /// Largest body the engine accepts as a value (larger responses are streamed, not stored).
+    pub(crate) fn max_object(&self) -> usize {
+        usize::try_from(self.engine.config().max_value_size.bytes()).unwrap_or(usize::MAX)
+    }
+
+    /// The response stored for a request whose primary key is `primary`, following a `Vary`
+    /// marker to the variant the request's headers pick. Returns the key it was found under.
+    pub(crate) fn lookup(&self, primary: &str, request: &HeaderMap) -> Option<(String, Stored)> {
+        let value = self.engine.get(primary)?;
+        match Entry::decode(value.bytes)? {
+            Entry::Response(stored) => Some((primary.to_owned(), stored)),
+            Entry::Vary(names) => {
+                let key = key::variant(primary, &names, request);
+                match Entry::decode(self.engine.get(&key)?.bytes)? {
+                    Entry::Response(stored) => Some((key, stored)),
+                    Entry::Vary(_) => None,
+                }
+            }
+        }
+    }
+
+    /// Stores `stored` for a request with primary key `primary`; a response that varies on
+    /// `vary` goes under its variant key with a marker at the primary key. Kept in the engine
+    /// for `keep`.
+    pub(crate) fn store(
+        &self,
+        primary: &str,
+        request: &HeaderMap,
+        vary: &[HeaderName],
+        stored: &Stored,
+        keep: Duration,
+    ) {
+        let ttl = keep.max(Duration::from_millis(1));
+        let key = if vary.is_empty() {
+            primary.to_owned()
+        } else {
+            // The marker lives as long as the variant just stored; a later variant with a longer
+            // life extends it.
+            let marker = SetOptions {
+                ttl: Some(ttl),
+                uncompressed: true,
+                ..SetOptions::default()
+            };
+            let _ = self.engine.set(primary, Entry::encode_vary(vary), marker);
+            key::variant(primary, vary, request)
+        };
+        let options = SetOptions {
+            ttl: Some(ttl),
+            tags: stored
+                .tags
+                .iter()
+                .map(|t| format!("{TAG_PREFIX}{t}"))
+                .filter(|t| keel_cache::validate_tag(t).is_ok())
+                .collect(),
+            // Read on every hit: decompressing each time would cost more than it saves.
+            uncompressed: true,
+            ..SetOptions::default()
+        };
+        if let Err(e) = self.engine.set(&key, stored.encode(), options) {
+            tracing::debug!(key, error = %e, "response not cached");
+        }
+    }
+
+    /// Replaces the stored response at `key` (after a revalidation).
+    pub(crate) fn restore(&self, key: &str, stored: &Stored, keep: Duration) {
+        self.store(key, &HeaderMap::new(), &[], stored, keep);
+    }
+
+    /// Purges the cached responses of a path with query (every variant). Returns how many.
+    pub(crate) fn purge_url(&self, target: &str) -> usize {
+        let uri: http::Uri = match target.parse() {
+            Ok(u) => u,
+            Err(_) => return 0,
+        };
+        let primary = key::KeyTemplate::default().primary(&uri, &HeaderMap::new());
+        let exact = usize::from(self.engine.delete(&primary));
+        exact + self.purge_glob(&format!("{} *", escape_glob(&primary)))
+    }
+
+    /// Purges every cached response whose path (with query) matches the glob `pattern`.
+    pub(crate) fn purge_pattern(&self, pattern: &str) -> usize {
+        self.purge_glob(&format!("{}{pattern}", key::PREFIX))
+    }
+
+    /// Purges every cached response tagged `tag` by the upstream.
+    pub(crate) fn purge_tag(&self, tag: &str) -> usize {
+        self.engine.invalidate_tag(&format!("{TAG_PREFIX}{tag}"))
+    }
+
+    fn purge_glob(&self, pattern: &str) -> usize {
+        let glob = Glob::new(pattern);
+        let mut cursor: Option<String> = None;
+        let mut deleted = 0;
+        loop {
+            let (removed, next) = self.engine.delete_matching(&glob, cursor.as_deref(), 1000);
+            deleted += removed;
+            match next {
+                Some(next) => cursor = Some(next),
+                None => return deleted,
+            }
+        }
+    }
+}
+
+/// `text` with the glob's special characters escaped.
+fn escape_glob(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}

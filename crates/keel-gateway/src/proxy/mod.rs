@@ -1,0 +1,273 @@
+//! One request through the gateway: find its route, apply the route's limits, then either
+//! answer from the response cache (`cached`) or pass the request upstream with the body
+//! streamed both ways, and purge what a successful write invalidates.
+//!
+//! The steps run as plain functions rather than a stack of tower layers: each request's policies
+//! come from the route it matched, known only once the request is seen, and fixed functions keep
+//! the hot path free of boxed services and per-layer futures.
+
+mod cached;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use http::header::{self, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
+use http_body_util::Limited;
+use tokio::time::Instant;
+
+use crate::body::Watched;
+use crate::cache::ResponseCache;
+use crate::error::GatewayError;
+use crate::forwarded::{TrustedProxies, strip_hop_by_hop};
+use crate::request_id::{RequestIds, X_REQUEST_ID};
+use crate::routes::{Route, RouteTable};
+use crate::upgrade;
+use crate::upstream::Upstream;
+
+/// The client's address as the gateway resolved it (see `trusted_proxies`), for the app.
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+/// How the cache answered: `HIT`, `MISS`, `STALE`, `BYPASS` or `REVALIDATED`.
+pub(crate) static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
+/// Everything a request needs, shared by all connections.
+pub(crate) struct Proxy {
+    pub(crate) routes: RouteTable,
+    pub(crate) upstream: Upstream,
+    pub(crate) trusted: TrustedProxies,
+    pub(crate) request_ids: RequestIds,
+    pub(crate) preserve_host: bool,
+    /// The upstream's authority as a `Host` value, for `preserve_host = false`.
+    pub(crate) upstream_host: HeaderValue,
+    pub(crate) cache: ResponseCache,
+    /// Response headers carrying cache tags.
+    pub(crate) tag_headers: Vec<HeaderName>,
+}
+
+/// What one request carries through the steps.
+pub(crate) struct Exchange {
+    pub(crate) route: Arc<Route>,
+    pub(crate) peer: SocketAddr,
+    pub(crate) request_id: HeaderValue,
+    pub(crate) started: Instant,
+}
+
+impl Proxy {
+    /// Answers one request from `peer`.
+    pub(crate) async fn handle(
+        self: Arc<Self>,
+        request: Request<Body>,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        let exchange = Exchange {
+            route: self
+                .routes
+                .find(request.method(), request.uri().path())
+                .clone(),
+            peer,
+            request_id: self.request_ids.for_request(request.headers()),
+            started: Instant::now(),
+        };
+        let mut response = match self.serve(request, &exchange).await {
+            Ok(response) => response,
+            Err(e) => {
+                let id = exchange.request_id.to_str().unwrap_or_default();
+                tracing::debug!(route = %exchange.route.name, request_id = id, error = %e, "gateway answered itself");
+                e.into_problem(id)
+            }
+        };
+        let headers = response.headers_mut();
+        headers.insert(X_REQUEST_ID.clone(), exchange.request_id);
+        if exchange.route.security_headers {
+            add_security_headers(headers);
+        }
+        response
+    }
+
+    async fn serve(
+        self: &Arc<Self>,
+        request: Request<Body>,
+        exchange: &Exchange,
+    ) -> Result<Response<Body>, GatewayError> {
+        let route = &exchange.route;
+        let permit =
+            match &route.concurrency {
+                Some(slots) => Some(slots.clone().try_acquire_owned().map_err(|_| {
+                    GatewayError::Overloaded {
+                        route: route.name.clone(),
+                        max: route.max_concurrent.unwrap_or_default(),
+                    }
+                })?),
+                None => None,
+            };
+        if content_length(request.headers()).is_some_and(|len| len > route.max_body) {
+            return Err(GatewayError::BodyTooLarge {
+                limit: route.max_body,
+            });
+        }
+        let method = request.method().clone();
+        let cacheable_method = method == Method::GET || method == Method::HEAD;
+        if let Some(policy) = &route.cache
+            && cacheable_method
+            && upgrade::requested(&request).is_none()
+        {
+            return cached::serve(self, request, exchange, policy, permit).await;
+        }
+        let mut response = self.pass(request, exchange, permit).await?;
+        if route.cache.is_some() {
+            response
+                .headers_mut()
+                .insert(X_CACHE.clone(), HeaderValue::from_static("BYPASS"));
+        }
+        if !cacheable_method
+            && !route.purge.is_empty()
+            && (response.status().is_success() || response.status().is_redirection())
+        {
+            for pattern in &route.purge {
+                let purged = self.cache.purge_pattern(pattern);
+                tracing::debug!(route = %route.name, pattern, purged, "purged after a write");
+            }
+        }
+        Ok(response)
+    }
+
+    /// Passes the request to the upstream and streams the response back.
+    async fn pass(
+        &self,
+        mut request: Request<Body>,
+        exchange: &Exchange,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Result<Response<Body>, GatewayError> {
+        let route = &exchange.route;
+        let upgrade = upgrade::requested(&request)
+            .map(|protocol| (protocol, hyper::upgrade::on(&mut request)));
+        let (mut parts, body) = request.into_parts();
+        self.rewrite_for_upstream(&mut parts, exchange)?;
+        if let Some((protocol, _)) = &upgrade {
+            let headers = &mut parts.headers;
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(header::UPGRADE, protocol.clone());
+        }
+        let limit = usize::try_from(route.max_body).unwrap_or(usize::MAX);
+        let body = Body::new(Limited::new(body, limit));
+        let wait = headers_wait(route, exchange.started);
+        let mut response = self
+            .upstream
+            .send(Request::from_parts(parts, body), wait, route.max_body)
+            .await?;
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            return match upgrade {
+                Some((_, client)) => Ok(upgrade::tunnel(client, &mut response)),
+                None => Err(GatewayError::Upstream(
+                    "the upstream switched protocols without being asked to".to_owned(),
+                )),
+            };
+        }
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        self.strip_tag_headers(&mut parts.headers);
+        let body = Watched::new(
+            body,
+            route.read_timeout,
+            route.timeout,
+            exchange.started,
+            permit,
+        );
+        Ok(Response::from_parts(parts, Body::new(body)))
+    }
+
+    /// Turns a client's request head into the upstream's: upstream URI, HTTP/1.1, hop-by-hop
+    /// headers out, forwarding headers and the request id in, `Host` as configured.
+    fn rewrite_for_upstream(
+        &self,
+        parts: &mut Parts,
+        exchange: &Exchange,
+    ) -> Result<(), GatewayError> {
+        let uri = self
+            .upstream
+            .addr
+            .uri_for(&parts.uri)
+            .map_err(|e| GatewayError::Upstream(e.to_string()))?;
+        let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        let headers = &mut parts.headers;
+        strip_hop_by_hop(headers);
+        let peer = exchange.peer.ip();
+        let client_ip = self.trusted.client_ip(peer, headers);
+        self.trusted.set_forwarded(peer, host.clone(), headers);
+        if let Ok(ip) = HeaderValue::from_str(&client_ip.to_string()) {
+            headers.insert(X_REAL_IP.clone(), ip);
+        }
+        headers.insert(X_REQUEST_ID.clone(), exchange.request_id.clone());
+        match host {
+            Some(host) if self.preserve_host => headers.insert(header::HOST, host),
+            _ => headers.insert(header::HOST, self.upstream_host.clone()),
+        };
+        parts.uri = uri;
+        // The upstream speaks HTTP/1.1 whatever the client spoke.
+        parts.version = Version::HTTP_11;
+        Ok(())
+    }
+
+    /// Removes the cache-tag headers (for keel, not for clients); returns the tags.
+    fn strip_tag_headers(&self, headers: &mut HeaderMap) -> Vec<String> {
+        let mut tags = Vec::new();
+        for name in &self.tag_headers {
+            for value in headers.get_all(name) {
+                if let Ok(value) = value.to_str() {
+                    tags.extend(
+                        value
+                            .split(|c: char| c == ',' || c.is_ascii_whitespace())
+                            .filter(|t| !t.is_empty())
+                            .map(str::to_owned),
+                    );
+                }
+            }
+            headers.remove(name);
+        }
+        tags
+    }
+}
+
+/// How long to wait for the response headers: the read timeout, or less if the total timeout
+/// ends sooner.
+fn headers_wait(route: &Route, started: Instant) -> Duration {
+    if route.timeout.is_zero() {
+        return route.read_timeout;
+    }
+    let left = route.timeout.saturating_sub(started.elapsed());
+    left.min(route.read_timeout)
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// The security headers, where the upstream did not set its own.
+fn add_security_headers(headers: &mut HeaderMap) {
+    for (name, value) in [
+        (
+            header::STRICT_TRANSPORT_SECURITY,
+            "max-age=31536000; includeSubDomains",
+        ),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "strict-origin-when-cross-origin"),
+    ] {
+        headers
+            .entry(name)
+            .or_insert_with(|| HeaderValue::from_static(value));
+    }
+}
