@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# The gateway side by side with nginx (Debian's package, one worker) in front of the same
+# upstream (a second nginx serving a 14 KB JSON file), keel with one worker thread, wrk on
+# loopback, alternating rounds:
+#   cache hit     keel route cache vs nginx proxy_cache         → rps ratio, p99 of each
+#   pass-through  keel without cache vs nginx proxy_pass        → rps ratio, CPU µs per request
+#
+# Usage: bench/gateway.sh [rounds]     (default 5; DURATION=10s CONNECTIONS=50)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. bench/lib.sh
+ROUNDS=${1:-5}
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-50}
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need nginx || ! need wrk; then
+  apt-get update -qq && apt-get install -y -qq nginx-light wrk >/dev/null
+fi
+cargo build --release -q -p keel-server
+KEEL=$PWD/target/release/keel
+WORK=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+# The upstream: 14 KB of JSON under /cached/ and /pass/.
+UP_PORT=$(free_port)
+mkdir -p "$WORK/www/cached" "$WORK/www/pass" "$WORK/up" "$WORK/ng" "$WORK/ngcache"
+python3 - "$WORK/www/cached/data.json" <<'PY'
+import json, sys
+items = [{"id": i, "name": f"habit number {i}", "done": i % 3 == 0, "streak": i * 7 % 31,
+          "tags": ["health", "daily"]} for i in range(150)]
+text = json.dumps({"habits": items})
+while len(text) < 14 * 1024:
+    items.append(dict(items[-1], id=len(items)))
+    text = json.dumps({"habits": items})
+open(sys.argv[1], "w").write(text)
+PY
+cp "$WORK/www/cached/data.json" "$WORK/www/pass/data.json"
+BYTES=$(stat -c %s "$WORK/www/cached/data.json")
+cat > "$WORK/up/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $WORK/up/nginx.pid;
+error_log stderr warn;
+user root;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  default_type application/json;
+  server { listen 127.0.0.1:$UP_PORT; root $WORK/www; }
+}
+CONF
+nginx -c "$WORK/up/nginx.conf" -p "$WORK/up" &
+
+# nginx as the proxy: one worker, upstream keepalive, proxy_cache on /cached/.
+NG_PORT=$(free_port)
+cat > "$WORK/ng/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $WORK/ng/nginx.pid;
+error_log stderr warn;
+user root;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  sendfile on;
+  tcp_nopush on;
+  proxy_cache_path $WORK/ngcache levels=1:2 keys_zone=bench:10m max_size=100m inactive=60m use_temp_path=off;
+  upstream app { server 127.0.0.1:$UP_PORT; keepalive 64; }
+  server {
+    listen 127.0.0.1:$NG_PORT;
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    location /cached/ { proxy_pass http://app; proxy_cache bench; proxy_cache_valid 200 1h; }
+    location /pass/ { proxy_pass http://app; }
+  }
+}
+CONF
+nginx -c "$WORK/ng/nginx.conf" -p "$WORK/ng" &
+
+# keel as the proxy: one worker thread, the same two routes.
+KEEL_PORT=$(free_port); API_PORT=$(free_port)
+write_bench_config "$WORK/keel.toml"
+cat >> "$WORK/keel.toml" <<CONF
+
+[gateway]
+upstream = "http://127.0.0.1:$UP_PORT"
+
+[[gateway.routes]]
+prefix = "/cached/"
+cache = { ttl = "1h" }
+
+[[gateway.routes]]
+prefix = "/pass/"
+cache = { enabled = false }
+CONF
+KEEL_SERVER_WORKER_THREADS=1 "$KEEL" serve --config "$WORK/keel.toml" --listen "127.0.0.1:$API_PORT" \
+  --gateway-listen "127.0.0.1:$KEEL_PORT" --data-dir "$WORK/keel" >/dev/null 2>&1 &
+KEEL_PID=$!
+for _ in $(seq 100); do
+  curl -fs "http://127.0.0.1:$KEEL_PORT/cached/data.json" >/dev/null 2>&1 \
+    && curl -fs "http://127.0.0.1:$NG_PORT/cached/data.json" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+NG_PIDS="$(cat "$WORK/ng/nginx.pid") $(pgrep -P "$(cat "$WORK/ng/nginx.pid")" | tr '\n' ' ')"
+curl -fsI "http://127.0.0.1:$KEEL_PORT/cached/data.json" | grep -qi '^x-cache: HIT' \
+  || { echo "keel is not answering /cached/ from its cache" >&2; exit 1; }
+
+# CPU time (user + system) of processes, in clock ticks.
+ticks() { for p in "$@"; do awk '{print $14 + $15}' "/proc/$p/stat"; done | awk '{s += $1} END {print s}'; }
+HZ=$(getconf CLK_TCK)
+# One wrk run against $1 for the processes $2…: prints "rps p99_ms cpu_us_per_request".
+measure() {
+  local url=$1; shift
+  local before after out
+  before=$(ticks "$@")
+  out=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "$url")
+  after=$(ticks "$@")
+  echo "$out" | awk -v b="$before" -v a="$after" -v hz="$HZ" '
+    /Requests\/sec/ {rps = $2}
+    / 99%/ {v = $2; if (v ~ /us$/) {sub(/us/, "", v); v /= 1000} else if (v ~ /ms$/) {sub(/ms/, "", v)} else if (v ~ /s$/) {sub(/s/, "", v); v *= 1000}; p99 = v}
+    /requests in/ {n = $1}
+    END {printf "%s %.3f %.1f\n", rps, p99, (a - b) * 1e6 / hz / n}'
+}
+
+echo "== $BYTES-byte JSON, wrk -t1 -c$CONNECTIONS -d$DURATION, $ROUNDS alternating rounds"
+for scenario in cached pass; do
+  k_rps=(); n_rps=(); k_p99=(); n_p99=(); k_cpu=(); n_cpu=()
+  for i in $(seq "$ROUNDS"); do
+    read -r r p c <<<"$(measure "http://127.0.0.1:$NG_PORT/$scenario/data.json" $NG_PIDS)"
+    n_rps+=("$r"); n_p99+=("$p"); n_cpu+=("$c")
+    read -r r p c <<<"$(measure "http://127.0.0.1:$KEEL_PORT/$scenario/data.json" "$KEEL_PID")"
+    k_rps+=("$r"); k_p99+=("$p"); k_cpu+=("$c")
+    printf '%s round %d: nginx %s rps p99 %s ms %s µs/req | keel %s rps p99 %s ms %s µs/req\n' \
+      "$scenario" "$i" "${n_rps[-1]}" "${n_p99[-1]}" "${n_cpu[-1]}" "${k_rps[-1]}" "${k_p99[-1]}" "${k_cpu[-1]}"
+  done
+  nr=$(median "${n_rps[@]}"); kr=$(median "${k_rps[@]}")
+  printf '%s median: nginx %s rps, p99 %s ms, %s µs CPU/req | keel %s rps, p99 %s ms, %s µs CPU/req | keel/nginx rps %s\n' \
+    "$scenario" "$nr" "$(median "${n_p99[@]}")" "$(median "${n_cpu[@]}")" \
+    "$kr" "$(median "${k_p99[@]}")" "$(median "${k_cpu[@]}")" "$(ratio "$kr" "$nr")"
+done
