@@ -173,6 +173,61 @@ pub struct RoutePolicy {
     /// Unset everywhere = a standard shared cache that stores what the upstream allows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache: Option<CachePolicy>,
+    /// Response compression; a rule's `compress` replaces the default rule's as a whole. Unset
+    /// everywhere = compressible responses of 1 KiB and more are compressed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compress: Option<CompressPolicy>,
+}
+
+/// How a route compresses responses for clients that accept it (`Accept-Encoding`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct CompressPolicy {
+    /// Compress this route's responses; false = pass them as the upstream sent them.
+    pub enabled: bool,
+    /// Smaller responses are sent as they are.
+    pub min_size: ByteSize,
+    /// Content types compressed (`type/subtype`, or `type/*`); others are sent as they are.
+    pub types: Vec<String>,
+    /// Encodings offered, in order of preference when a client accepts several equally:
+    /// `br`, `zstd`, `gzip`.
+    pub encodings: Vec<String>,
+    /// gzip level, 1 (fastest) to 9 (smallest).
+    pub gzip_level: u32,
+    /// Brotli quality, 0 (fastest) to 11 (smallest).
+    pub br_level: u32,
+    /// zstd level, 1 (fastest) to 19 (smallest).
+    pub zstd_level: i32,
+}
+
+impl Default for CompressPolicy {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            min_size: ByteSize::kib(1),
+            types: [
+                "text/*",
+                "application/json",
+                "application/javascript",
+                "application/xml",
+                "application/xhtml+xml",
+                "application/rss+xml",
+                "application/atom+xml",
+                "application/ld+json",
+                "application/manifest+json",
+                "application/problem+json",
+                "application/graphql-response+json",
+                "application/wasm",
+                "image/svg+xml",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+            encodings: ["br", "zstd", "gzip"].map(str::to_owned).to_vec(),
+            gzip_level: 6,
+            br_level: 4,
+            zstd_level: 3,
+        }
+    }
 }
 
 /// How a route caches responses (GET and HEAD; HEAD is answered from the cached GET).

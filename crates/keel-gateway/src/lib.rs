@@ -18,6 +18,7 @@
 
 mod body;
 mod cache;
+mod compress;
 mod config;
 mod error;
 mod forwarded;
@@ -28,6 +29,8 @@ mod routes;
 mod upgrade;
 mod upstream;
 
-pub use config::{CachePolicy, GatewayConfig, GatewayConfigError, RoutePolicy, RouteRule};
+pub use config::{
+    CachePolicy, CompressPolicy, GatewayConfig, GatewayConfigError, RoutePolicy, RouteRule,
+};
 pub use error::{ErrorSource, GatewayError};
 pub use gateway::{Gateway, Purge, Warmed};

@@ -12,7 +12,8 @@ use tokio::sync::Semaphore;
 use http::HeaderValue;
 
 use crate::cache::key::KeyTemplate;
-use crate::config::{CachePolicy, GatewayConfig, GatewayConfigError, RouteRule};
+use crate::compress::Compression;
+use crate::config::{CachePolicy, CompressPolicy, GatewayConfig, GatewayConfigError, RouteRule};
 
 /// How a rule matches a path.
 #[derive(Debug)]
@@ -55,6 +56,8 @@ pub(crate) struct Route {
     pub(crate) cache: Option<RouteCache>,
     /// Path globs purged when an unsafe request to this route succeeds.
     pub(crate) purge: Vec<String>,
+    /// How the route compresses; `None` = it does not.
+    pub(crate) compress: Option<Compression>,
 }
 
 /// A route's cache policy, compiled.
@@ -218,6 +221,20 @@ impl RouteTable {
             cache_policy.unwrap_or(&CachePolicy::default()),
             &cache_field,
         )?;
+        let compress_field = |f: &str| {
+            if rule.compress.is_some() {
+                format!("{path}.{f}")
+            } else {
+                format!("gateway.default.{f}")
+            }
+        };
+        let compress = Compression::compile(
+            rule.compress
+                .as_ref()
+                .or(fallback.compress.as_ref())
+                .unwrap_or(&CompressPolicy::default()),
+            &compress_field,
+        )?;
         let max_concurrent = rule.max_concurrent.or(fallback.max_concurrent);
         if max_concurrent == Some(0) {
             return Err(err(
@@ -256,6 +273,7 @@ impl RouteTable {
                 .unwrap_or(false),
             cache,
             purge,
+            compress,
         })
     }
 

@@ -67,7 +67,7 @@ impl ResponseCache {
 
     /// Stores `stored` for a request with primary key `primary`; a response that varies on
     /// `vary` goes under its variant key with a marker at the primary key. Kept in the engine
-    /// for `keep`.
+    /// for `keep`. Returns the key it went under.
     pub(crate) fn store(
         &self,
         primary: &str,
@@ -75,7 +75,7 @@ impl ResponseCache {
         vary: &[HeaderName],
         stored: &Stored,
         keep: Duration,
-    ) {
+    ) -> String {
         let ttl = keep.max(Duration::from_millis(1));
         let key = if vary.is_empty() {
             primary.to_owned()
@@ -105,11 +105,20 @@ impl ResponseCache {
         if let Err(e) = self.engine.set(&key, stored.encode(), options) {
             tracing::debug!(key, error = %e, "response not cached");
         }
+        key
     }
 
-    /// Replaces the stored response at `key` (after a revalidation).
-    pub(crate) fn restore(&self, key: &str, stored: &Stored, keep: Duration) {
+    /// Stores `stored` at exactly `key` (a revalidated copy, an encoded variant).
+    pub(crate) fn store_at(&self, key: &str, stored: &Stored, keep: Duration) {
         self.store(key, &HeaderMap::new(), &[], stored, keep);
+    }
+
+    /// The response stored at exactly `key`.
+    pub(crate) fn get_at(&self, key: &str) -> Option<Stored> {
+        match Entry::decode(self.engine.get(key)?.bytes)? {
+            Entry::Response(stored) => Some(stored),
+            Entry::Vary(_) => None,
+        }
     }
 
     /// Purges the cached responses of a path with query (every variant). Returns how many.

@@ -20,6 +20,7 @@ use crate::body::Watched;
 use crate::cache::control::{ResponseDirectives, age, http_date};
 use crate::cache::flights::Joined;
 use crate::cache::stored::{Stored, Times};
+use crate::compress::{Compression, Encoding, vary_on_accept_encoding};
 use crate::error::GatewayError;
 use crate::forwarded::strip_hop_by_hop;
 use crate::routes::RouteCache;
@@ -67,8 +68,8 @@ impl Outcome {
 
 /// What a fetch through the cache produced.
 enum Fetched {
-    /// A response now stored (or a stale one served), to answer from.
-    Stored(Stored, Outcome),
+    /// A response now stored (or a stale one served) and its key, to answer from.
+    Stored(String, Stored, Outcome),
     /// A response that is not stored, streaming.
     Passed(Response<Body>),
 }
@@ -94,22 +95,42 @@ pub(super) async fn serve(
     }
     let cache = &proxy.cache;
     let primary = policy.key.primary(&uri, &headers);
+    // The encoding this client gets, if the route compresses (HEAD answers carry no body).
+    let encoding = exchange
+        .route
+        .compress
+        .as_ref()
+        .filter(|_| !head)
+        .and_then(|c| c.negotiate(&headers).map(|e| (c, e)));
+    if let Some((_, encoding)) = encoding
+        && let Some(encoded) = cache.get_at(&encoded_key(&primary, encoding))
+    {
+        // The common case first: a fresh encoded copy of a response that does not vary.
+        let now = cache.now_ms();
+        if now < encoded.times.fresh_until {
+            return Ok(answer(&encoded, Outcome::Hit, now, head, &headers, policy));
+        }
+    }
+    let reply = |key: &str, stored: &Stored, outcome: Outcome| {
+        let now = cache.now_ms();
+        match encoding {
+            Some((compression, encoding)) => {
+                let encoded = encode_stored(cache, compression, encoding, key, stored, now);
+                answer(&encoded, outcome, now, head, &headers, policy)
+            }
+            None => answer(stored, outcome, now, head, &headers, policy),
+        }
+    };
     let mut stale = None;
     if let Some((key, stored)) = cache.lookup(&primary, &headers) {
         let now = cache.now_ms();
         if now < stored.times.fresh_until {
-            return Ok(answer(&stored, Outcome::Hit, now, head, &headers, policy));
+            return Ok(reply(&key, &stored, Outcome::Hit));
         }
         if now < stored.times.stale_while_revalidate_until {
-            refresh_in_background(
-                proxy,
-                exchange,
-                &uri,
-                &headers,
-                &primary,
-                (key, stored.clone()),
-            );
-            return Ok(answer(&stored, Outcome::Stale, now, head, &headers, policy));
+            let response = reply(&key, &stored, Outcome::Stale);
+            refresh_in_background(proxy, exchange, &uri, &headers, &primary, (key, stored));
+            return Ok(response);
         }
         stale = Some((key, stored));
     }
@@ -123,8 +144,8 @@ pub(super) async fn serve(
             flight.landed().await;
             let now = cache.now_ms();
             match cache.lookup(&primary, &headers) {
-                Some((_, stored)) if now < stored.times.fresh_until => {
-                    Fetched::Stored(stored, Outcome::Hit)
+                Some((key, stored)) if now < stored.times.fresh_until => {
+                    Fetched::Stored(key, stored, Outcome::Hit)
                 }
                 // What the leader got was not stored (or another variant): fetch it ourselves.
                 _ => fetch(proxy, exchange, &uri, &headers, &primary, stale, permit).await?,
@@ -132,12 +153,12 @@ pub(super) async fn serve(
         }
     };
     Ok(match fetched {
-        Fetched::Stored(stored, outcome) => {
-            answer(&stored, outcome, cache.now_ms(), head, &headers, policy)
-        }
+        Fetched::Stored(key, stored, outcome) => reply(&key, &stored, outcome),
         Fetched::Passed(mut response) => {
             if head {
                 *response.body_mut() = Body::empty();
+            } else if let Some((compression, encoding)) = encoding {
+                response = super::compress_streaming(response, compression, encoding);
             }
             response
                 .headers_mut()
@@ -145,6 +166,61 @@ pub(super) async fn serve(
             response
         }
     })
+}
+
+/// Where the `encoding` copy of the response stored at `key` is kept.
+fn encoded_key(key: &str, encoding: Encoding) -> String {
+    format!("{key} e:{}", encoding.token())
+}
+
+/// The `encoding` copy of `stored` (kept at `key`): from the cache when it was made from this
+/// very copy, else compressed now — once, then served to everyone — and stored beside it.
+/// `stored` itself when it is not worth compressing.
+fn encode_stored(
+    cache: &crate::cache::ResponseCache,
+    compression: &Compression,
+    encoding: Encoding,
+    key: &str,
+    stored: &Stored,
+    now: u64,
+) -> Stored {
+    let len = stored.body.len() as u64;
+    if !compression.worth_it(stored.status, &stored.headers, Some(len)) {
+        return stored.clone();
+    }
+    let variant_key = encoded_key(key, encoding);
+    if let Some(encoded) = cache.get_at(&variant_key)
+        && encoded.times == stored.times
+    {
+        return encoded;
+    }
+    let body = match compression.compress(encoding, &stored.body) {
+        Ok(body) if body.len() < stored.body.len() => Bytes::from(body),
+        _ => return stored.clone(),
+    };
+    let mut headers = stored.headers.clone();
+    headers.insert(
+        header::CONTENT_ENCODING,
+        HeaderValue::from_static(encoding.token()),
+    );
+    super::weaken_etag(&mut headers);
+    vary_on_accept_encoding(&mut headers);
+    let encoded = Stored {
+        status: stored.status,
+        headers,
+        body,
+        times: stored.times,
+        tags: stored.tags.clone(),
+    };
+    let t = &stored.times;
+    let last = t
+        .fresh_until
+        .max(t.stale_while_revalidate_until)
+        .max(t.stale_if_error_until);
+    // As long as the copy it was made from may be served; a minute more for revalidation.
+    let keep = Duration::from_millis(last.saturating_sub(now)) + Duration::from_secs(60);
+    cache.store_at(&variant_key, &encoded, keep);
+    encoded
 }
 
 /// The client's request as a plain GET or HEAD without a body.
@@ -239,22 +315,21 @@ async fn fetch(
         .await;
     let cache = &proxy.cache;
     let now = cache.now_ms();
-    let usable_stale = |stale: Option<(String, Stored)>| {
-        stale.and_then(|(_, s)| (now < s.times.stale_if_error_until).then_some(s))
-    };
+    let usable_stale =
+        |stale: Option<(String, Stored)>| stale.filter(|(_, s)| now < s.times.stale_if_error_until);
     let response = match sent {
         Ok(response) => response,
         Err(e) => {
             return match usable_stale(stale) {
-                Some(stored) => Ok(Fetched::Stored(stored, Outcome::Stale)),
+                Some((key, stored)) => Ok(Fetched::Stored(key, stored, Outcome::Stale)),
                 None => Err(e),
             };
         }
     };
     if response.status().is_server_error()
-        && let Some(stored) = usable_stale(stale.clone())
+        && let Some((key, stored)) = usable_stale(stale.clone())
     {
-        return Ok(Fetched::Stored(stored, Outcome::Stale));
+        return Ok(Fetched::Stored(key, stored, Outcome::Stale));
     }
     if response.status() == StatusCode::NOT_MODIFIED
         && let Some((key, mut stored)) = stale
@@ -274,11 +349,11 @@ async fn fetch(
         }
         let directives = ResponseDirectives::parse(&stored.headers);
         let Some(plan) = plan(policy, &directives, &stored.headers, now) else {
-            return Ok(Fetched::Stored(stored, Outcome::Revalidated));
+            return Ok(Fetched::Stored(key, stored, Outcome::Revalidated));
         };
         stored.times = plan.times;
-        cache.restore(&key, &stored, plan.keep);
-        return Ok(Fetched::Stored(stored, Outcome::Revalidated));
+        cache.store_at(&key, &stored, plan.keep);
+        return Ok(Fetched::Stored(key, stored, Outcome::Revalidated));
     }
     store_or_pass(
         proxy,
@@ -375,10 +450,10 @@ async fn store_or_pass(
         times: plan.times,
         tags,
     };
-    proxy
+    let key = proxy
         .cache
         .store(primary, client_headers, &vary, &stored, plan.keep);
-    Ok(Fetched::Stored(stored, Outcome::Miss))
+    Ok(Fetched::Stored(key, stored, Outcome::Miss))
 }
 
 /// The request headers a response varies on (sorted, without `Accept-Encoding`, which keel

@@ -21,6 +21,8 @@ use tokio::time::Instant;
 
 use crate::body::Watched;
 use crate::cache::ResponseCache;
+use crate::compress::stream::Compressing;
+use crate::compress::{Compression, Encoding, vary_on_accept_encoding};
 use crate::error::GatewayError;
 use crate::forwarded::{TrustedProxies, strip_hop_by_hop};
 use crate::request_id::{RequestIds, X_REQUEST_ID};
@@ -142,6 +144,11 @@ impl Proxy {
         permit: Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> Result<Response<Body>, GatewayError> {
         let route = &exchange.route;
+        let encoding = route
+            .compress
+            .as_ref()
+            .filter(|_| request.method() != Method::HEAD)
+            .and_then(|c| c.negotiate(request.headers()).map(|e| (c, e)));
         let upgrade = upgrade::requested(&request)
             .map(|protocol| (protocol, hyper::upgrade::on(&mut request)));
         let (mut parts, body) = request.into_parts();
@@ -176,7 +183,11 @@ impl Proxy {
             exchange.started,
             permit,
         );
-        Ok(Response::from_parts(parts, Body::new(body)))
+        let response = Response::from_parts(parts, Body::new(body));
+        Ok(match encoding {
+            Some((compression, encoding)) => compress_streaming(response, compression, encoding),
+            None => response,
+        })
     }
 
     /// Turns a client's request head into the upstream's: upstream URI, HTTP/1.1, hop-by-hop
@@ -233,6 +244,49 @@ impl Proxy {
             headers.remove(name);
         }
         tags
+    }
+}
+
+/// `response` compressed on the way through, if it is worth it (else as it is).
+fn compress_streaming(
+    response: Response<Body>,
+    compression: &Compression,
+    encoding: Encoding,
+) -> Response<Body> {
+    let len = content_length(response.headers());
+    if !compression.worth_it(response.status(), response.headers(), len) {
+        return response;
+    }
+    let encoder = match compression.encoder(encoding) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start a compressor; sending the response as is");
+            return response;
+        }
+    };
+    let (mut parts, body) = response.into_parts();
+    let headers = &mut parts.headers;
+    headers.remove(header::CONTENT_LENGTH);
+    headers.insert(
+        header::CONTENT_ENCODING,
+        HeaderValue::from_static(encoding.token()),
+    );
+    weaken_etag(headers);
+    vary_on_accept_encoding(headers);
+    Response::from_parts(parts, Body::new(Compressing::new(body, encoder)))
+}
+
+/// A strong `ETag` made weak: the compressed bytes are another representation of the same
+/// resource (as nginx does), so a strong validator would lie.
+fn weaken_etag(headers: &mut HeaderMap) {
+    if let Some(etag) = headers.get(header::ETAG)
+        && !etag.as_bytes().starts_with(b"W/")
+    {
+        let mut weak = b"W/".to_vec();
+        weak.extend_from_slice(etag.as_bytes());
+        if let Ok(weak) = HeaderValue::from_bytes(&weak) {
+            headers.insert(header::ETAG, weak);
+        }
     }
 }
 
