@@ -177,6 +177,91 @@ pub struct RoutePolicy {
     /// everywhere = compressible responses of 1 KiB and more are compressed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compress: Option<CompressPolicy>,
+    /// Rate limiting. Routes that leave it out share the default rule's limiter (one budget
+    /// per key across all of them); unset everywhere = no rate limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitPolicy>,
+    /// A circuit breaker toward the upstream. Routes that leave it out share the default
+    /// rule's breaker (one for the upstream); unset everywhere = no breaker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<BreakerPolicy>,
+}
+
+/// A GCRA rate limit: on average `rate` requests per `per` for each key, with bursts of
+/// `burst`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitPolicy {
+    /// Requests per `per`, on average (at least 1).
+    pub rate: u32,
+    /// The period of `rate`, e.g. `"1s"` or `"1m"`.
+    pub per: HumanDuration,
+    /// Requests allowed back to back after a quiet spell; unset = `rate`.
+    pub burst: Option<u32>,
+    /// What a budget belongs to: `ip` (the client's address; see `trusted_proxies`),
+    /// `header:<name>` (e.g. an API key header), `user` (the subject of a credential keel
+    /// verifies with `[auth]`, else the address) or `route` (one budget for everyone).
+    pub key: String,
+    /// IPv6 clients are counted per network of this prefix length (one budget per /64 by
+    /// default: a host usually holds a whole /64).
+    pub ipv6_prefix: u8,
+    /// Requests whose credential (verified with `[auth]`) has one of these roles are not
+    /// limited, e.g. `["admin"]`.
+    pub bypass_roles: Vec<String>,
+    /// Requests whose credential's subject (token name or JWT `sub`) is listed are not limited.
+    pub bypass_subjects: Vec<String>,
+}
+
+impl Default for RateLimitPolicy {
+    fn default() -> Self {
+        Self {
+            rate: 100,
+            per: HumanDuration::from_secs(1),
+            burst: None,
+            key: "ip".to_owned(),
+            ipv6_prefix: 64,
+            bypass_roles: Vec::new(),
+            bypass_subjects: Vec::new(),
+        }
+    }
+}
+
+/// When the breaker toward the upstream opens: the failure (or slow-call) rate over recent
+/// calls. Failures are connection errors, timeouts and 5xx answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct BreakerPolicy {
+    /// The window is the last this many calls (unless `window` is set).
+    pub window_calls: u32,
+    /// The window is the calls of this last period instead, e.g. `"30s"`.
+    pub window: Option<HumanDuration>,
+    /// Fewer calls in the window never open the breaker.
+    pub minimum_calls: u32,
+    /// Share of failed calls (0–1] that opens the breaker.
+    pub failure_rate: f64,
+    /// A call slower than this counts as slow, e.g. `"2s"`; unset = none are.
+    pub slow_call: Option<HumanDuration>,
+    /// Share of slow calls (0–1] that opens the breaker.
+    pub slow_rate: f64,
+    /// How long the breaker stays open: requests get a stale cached copy or 503 at once.
+    pub open_for: HumanDuration,
+    /// Trial requests let through after `open_for`; all must succeed to close it.
+    pub half_open_probes: u32,
+}
+
+impl Default for BreakerPolicy {
+    fn default() -> Self {
+        Self {
+            window_calls: 20,
+            window: None,
+            minimum_calls: 10,
+            failure_rate: 0.5,
+            slow_call: None,
+            slow_rate: 1.0,
+            open_for: HumanDuration::from_secs(30),
+            half_open_probes: 1,
+        }
+    }
 }
 
 /// How a route compresses responses for clients that accept it (`Accept-Encoding`).
@@ -329,7 +414,7 @@ impl GatewayConfig {
                 "must be between 8KiB and 1MiB",
             ));
         }
-        crate::routes::RouteTable::compile(self)?;
+        crate::routes::RouteTable::compile(self, keel_core::Clock::system())?;
         Ok(())
     }
 }

@@ -34,6 +34,20 @@ pub enum GatewayError {
         /// Its cap.
         max: usize,
     },
+    /// The client is over the route's rate limit.
+    #[error("too many requests: over the rate limit of this route; retry in {}s", crate::ratelimit::seconds_up(*retry_after))]
+    RateLimited {
+        /// When the same request would be allowed.
+        retry_after: Duration,
+    },
+    /// The breaker toward the upstream is open (and no stale copy could be served).
+    #[error("the upstream is failing and its breaker {name} is open; retry in {}s", crate::ratelimit::seconds_up(*retry_after))]
+    BreakerOpen {
+        /// The breaker's name.
+        name: String,
+        /// When it lets trials through.
+        retry_after: Duration,
+    },
     /// No connection to the upstream could be made.
     #[error("the upstream cannot be reached: {0}")]
     Connect(String),
@@ -52,8 +66,8 @@ impl GatewayError {
     /// Which side it came from.
     pub fn source(&self) -> ErrorSource {
         match self {
-            Self::BodyTooLarge { .. } => ErrorSource::Downstream,
-            Self::Overloaded { .. } => ErrorSource::Internal,
+            Self::BodyTooLarge { .. } | Self::RateLimited { .. } => ErrorSource::Downstream,
+            Self::Overloaded { .. } | Self::BreakerOpen { .. } => ErrorSource::Internal,
             Self::Connect(_) | Self::ConnectTimeout(_) | Self::Timeout(_) | Self::Upstream(_) => {
                 ErrorSource::Upstream
             }
@@ -69,7 +83,8 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Overloaded { .. } | Self::BreakerOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Connect(_) | Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::ConnectTimeout(_) | Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -79,6 +94,8 @@ impl GatewayError {
         match self {
             Self::BodyTooLarge { .. } => "body-too-large",
             Self::Overloaded { .. } => "route-overloaded",
+            Self::RateLimited { .. } => "rate-limited",
+            Self::BreakerOpen { .. } => "breaker-open",
             Self::Connect(_) => "upstream-unreachable",
             Self::ConnectTimeout(_) | Self::Timeout(_) => "upstream-timeout",
             Self::Upstream(_) => "upstream-failed",
@@ -86,18 +103,24 @@ impl GatewayError {
     }
 
     /// The problem+json response, tagged with the request id.
-    pub fn into_problem(self, request_id: &str) -> Response {
+    pub fn to_problem(&self, request_id: &str) -> Response {
         let status = self.status();
         let title = status.canonical_reason().unwrap_or("Error");
         let mut response = Problem::new(status, self.kind(), title)
             .with_detail(self.to_string())
             .with_extension("request_id", request_id)
             .into_response();
-        if self.retryable() && status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(
-                http::header::RETRY_AFTER,
-                http::HeaderValue::from_static("1"),
-            );
+        let retry_after = match self {
+            Self::RateLimited { retry_after } | Self::BreakerOpen { retry_after, .. } => {
+                Some(crate::ratelimit::seconds_up(*retry_after).max(1))
+            }
+            Self::Overloaded { .. } => Some(1),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(seconds));
         }
         response
     }

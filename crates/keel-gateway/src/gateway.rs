@@ -10,10 +10,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use keel_auth::Authenticator;
 use keel_cache::Cache;
 use keel_core::Clock;
 use tokio::net::TcpListener;
 
+use crate::breaker::BreakerStatus;
 use crate::cache::ResponseCache;
 use crate::config::{GatewayConfig, GatewayConfigError};
 use crate::forwarded::TrustedProxies;
@@ -52,10 +54,12 @@ pub struct Gateway {
 impl Gateway {
     /// Builds the gateway; `config.upstream` must be set. Responses are cached in `cache`
     /// (under `gw:` keys, sharing its memory bound and statistics); freshness reads `clock`.
+    /// `auth` verifies credentials where a rate limit is per user or has bypasses.
     pub fn new(
         config: &GatewayConfig,
         cache: Cache,
         clock: Clock,
+        auth: Option<Arc<Authenticator>>,
     ) -> Result<Self, GatewayConfigError> {
         config.validate()?;
         let url = config.upstream.as_deref().ok_or_else(|| {
@@ -66,7 +70,7 @@ impl Gateway {
         let upstream_host = HeaderValue::from_str(addr.authority.as_str())
             .map_err(|e| GatewayConfigError::new("gateway.upstream", e.to_string()))?;
         let proxy = Proxy {
-            routes: RouteTable::compile(config)?,
+            routes: RouteTable::compile(config, clock.clone())?,
             upstream: Upstream::new(addr, config),
             trusted: TrustedProxies::parse(&config.trusted_proxies)?,
             request_ids: RequestIds::new(),
@@ -78,6 +82,7 @@ impl Gateway {
                 .iter()
                 .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
                 .collect(),
+            auth,
         };
         Ok(Self {
             proxy: Arc::new(proxy),
@@ -121,6 +126,17 @@ impl Gateway {
         })
     }
 
+    /// Every breaker's state: the default rule's (shared by the routes without their own), then
+    /// each rule's own.
+    pub fn breakers(&self) -> Vec<BreakerStatus> {
+        self.proxy
+            .routes
+            .breakers
+            .iter()
+            .map(|b| b.status())
+            .collect()
+    }
+
     /// The names of the route rules, in order, then `default`.
     pub fn route_names(&self) -> Vec<String> {
         self.proxy.routes.all().map(|r| r.name.clone()).collect()
@@ -141,6 +157,17 @@ impl Gateway {
             .max_buf_size(self.max_header_size)
             .header_read_timeout(Duration::from_secs(30));
         let graceful = GracefulShutdown::new();
+        // Rate limiters forget clients back at a full budget, so memory follows active clients.
+        let proxy = self.proxy.clone();
+        let sweeper = tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                every.tick().await;
+                for limiter in &proxy.routes.limiters {
+                    limiter.forget_idle();
+                }
+            }
+        });
         let mut stop_accepting = std::pin::pin!(stop_accepting);
         loop {
             let (stream, peer) = tokio::select! {
@@ -175,6 +202,7 @@ impl Gateway {
             });
         }
         drop(listener);
+        sweeper.abort();
         graceful.shutdown().await;
     }
 }

@@ -17,6 +17,7 @@
 //! See `docs/gateway.md` for configuration and behaviour.
 
 mod body;
+mod breaker;
 mod cache;
 mod compress;
 mod config;
@@ -24,13 +25,16 @@ mod error;
 mod forwarded;
 mod gateway;
 mod proxy;
+mod ratelimit;
 mod request_id;
 mod routes;
 mod upgrade;
 mod upstream;
 
+pub use breaker::BreakerStatus;
 pub use config::{
-    CachePolicy, CompressPolicy, GatewayConfig, GatewayConfigError, RoutePolicy, RouteRule,
+    BreakerPolicy, CachePolicy, CompressPolicy, GatewayConfig, GatewayConfigError, RateLimitPolicy,
+    RoutePolicy, RouteRule,
 };
 pub use error::{ErrorSource, GatewayError};
 pub use gateway::{Gateway, Purge, Warmed};

@@ -12,8 +12,12 @@ use tokio::sync::Semaphore;
 use http::HeaderValue;
 
 use crate::cache::key::KeyTemplate;
+use keel_core::Clock;
+
+use crate::breaker::RouteBreaker;
 use crate::compress::Compression;
 use crate::config::{CachePolicy, CompressPolicy, GatewayConfig, GatewayConfigError, RouteRule};
+use crate::ratelimit::RouteLimiter;
 
 /// How a rule matches a path.
 #[derive(Debug)]
@@ -58,6 +62,10 @@ pub(crate) struct Route {
     pub(crate) purge: Vec<String>,
     /// How the route compresses; `None` = it does not.
     pub(crate) compress: Option<Compression>,
+    /// The rate limit the route's requests count against.
+    pub(crate) limiter: Option<Arc<RouteLimiter>>,
+    /// The breaker guarding the route's upstream calls.
+    pub(crate) breaker: Option<Arc<RouteBreaker>>,
 }
 
 /// A route's cache policy, compiled.
@@ -122,20 +130,62 @@ impl Route {
 pub(crate) struct RouteTable {
     routes: Vec<Arc<Route>>,
     default: Arc<Route>,
+    /// Every distinct limiter and breaker (the default's shared ones first).
+    pub(crate) limiters: Vec<Arc<RouteLimiter>>,
+    pub(crate) breakers: Vec<Arc<RouteBreaker>>,
+}
+
+/// The default rule's limiter and breaker, shared by the rules without their own.
+struct Shared {
+    limiter: Option<Arc<RouteLimiter>>,
+    breaker: Option<Arc<RouteBreaker>>,
+    clock: Clock,
 }
 
 impl RouteTable {
-    /// Compiles the config's rules, naming the rule and field of the first error.
-    pub(crate) fn compile(config: &GatewayConfig) -> Result<Self, GatewayConfigError> {
+    /// Compiles the config's rules, naming the rule and field of the first error. Limits and
+    /// breakers read `clock`.
+    pub(crate) fn compile(
+        config: &GatewayConfig,
+        clock: Clock,
+    ) -> Result<Self, GatewayConfigError> {
+        let default_field = |f: &str| format!("gateway.default.{f}");
+        let shared = Shared {
+            limiter: config
+                .default
+                .rate_limit
+                .as_ref()
+                .map(|p| {
+                    RouteLimiter::compile("default", p, clock.clone(), &default_field).map(Arc::new)
+                })
+                .transpose()?,
+            breaker: config
+                .default
+                .breaker
+                .as_ref()
+                .map(|p| {
+                    RouteBreaker::compile("default", p, clock.clone(), &default_field).map(Arc::new)
+                })
+                .transpose()?,
+            clock,
+        };
+        let mut limiters: Vec<Arc<RouteLimiter>> = shared.limiter.iter().cloned().collect();
+        let mut breakers: Vec<Arc<RouteBreaker>> = shared.breaker.iter().cloned().collect();
         let default = RouteRule {
             policy: config.default.clone(),
             ..RouteRule::default()
         };
-        let default = Self::route(config, &default, None, "gateway.default")?;
+        let default = Self::route(config, &default, None, "gateway.default", &shared)?;
         let mut routes = Vec::with_capacity(config.routes.len());
         for (i, rule) in config.routes.iter().enumerate() {
             let path = format!("gateway.routes[{i}]");
-            let route = Self::route(config, rule, Some(i), &path)?;
+            let route = Self::route(config, rule, Some(i), &path, &shared)?;
+            if rule.policy.rate_limit.is_some() {
+                limiters.extend(route.limiter.clone());
+            }
+            if rule.policy.breaker.is_some() {
+                breakers.extend(route.breaker.clone());
+            }
             if routes.iter().any(|r: &Arc<Route>| r.name == route.name) {
                 return Err(GatewayConfigError::new(
                     format!("{path}.name"),
@@ -147,6 +197,8 @@ impl RouteTable {
         Ok(Self {
             routes,
             default: Arc::new(default),
+            limiters,
+            breakers,
         })
     }
 
@@ -155,6 +207,7 @@ impl RouteTable {
         rule: &RouteRule,
         index: Option<usize>,
         path: &str,
+        shared: &Shared,
     ) -> Result<Route, GatewayConfigError> {
         let err = |f: &str, reason: String| GatewayConfigError::new(format!("{path}.{f}"), reason);
         let matcher = match (&rule.prefix, &rule.glob, &rule.regex) {
@@ -235,6 +288,25 @@ impl RouteTable {
                 .unwrap_or(&CompressPolicy::default()),
             &compress_field,
         )?;
+        let own_field = |f: &str| format!("{path}.{f}");
+        let limiter = match &rule.rate_limit {
+            Some(p) if index.is_some() => Some(Arc::new(RouteLimiter::compile(
+                &name,
+                p,
+                shared.clock.clone(),
+                &own_field,
+            )?)),
+            _ => shared.limiter.clone(),
+        };
+        let breaker = match &rule.breaker {
+            Some(p) if index.is_some() => Some(Arc::new(RouteBreaker::compile(
+                &name,
+                p,
+                shared.clock.clone(),
+                &own_field,
+            )?)),
+            _ => shared.breaker.clone(),
+        };
         let max_concurrent = rule.max_concurrent.or(fallback.max_concurrent);
         if max_concurrent == Some(0) {
             return Err(err(
@@ -274,6 +346,8 @@ impl RouteTable {
             cache,
             purge,
             compress,
+            limiter,
+            breaker,
         })
     }
 
@@ -305,11 +379,13 @@ mod tests {
     fn table(routes: Vec<RouteRule>) -> RouteTable {
         let mut config = GatewayConfig::default();
         config.routes = routes;
-        RouteTable::compile(&config).unwrap()
+        RouteTable::compile(&config, Clock::system()).unwrap()
     }
 
     fn error(config: GatewayConfig) -> String {
-        RouteTable::compile(&config).unwrap_err().to_string()
+        RouteTable::compile(&config, Clock::system())
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -340,7 +416,7 @@ mod tests {
             r.prefix = Some("/a".into());
             r.policy.max_concurrent = Some(2);
         })];
-        let t = RouteTable::compile(&config).unwrap();
+        let t = RouteTable::compile(&config, Clock::system()).unwrap();
         let a = t.find(&Method::GET, "/a");
         assert_eq!(a.max_concurrent, Some(2));
         assert_eq!(a.timeout, Duration::from_secs(9));

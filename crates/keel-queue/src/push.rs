@@ -97,6 +97,7 @@ impl Delivery {
             BreakerConfig {
                 failure_threshold: settings.breaker_failures,
                 cool_down: settings.breaker_cool_down.get(),
+                ..BreakerConfig::default()
             },
             clock.clone(),
         );

@@ -39,6 +39,7 @@ async fn main() -> std::io::Result<()> {
         BreakerConfig {
             failure_threshold: 5,
             cool_down: Duration::from_secs(30),
+            ..BreakerConfig::default()
         },
         clock,
     ));

@@ -254,6 +254,7 @@ mod tests {
         let config = BreakerConfig {
             failure_threshold: 2,
             cool_down: Duration::from_secs(5),
+            ..BreakerConfig::default()
         };
         let breaker = Arc::new(CircuitBreaker::new(config, clock));
         let status = Arc::new(AtomicU16::new(500));

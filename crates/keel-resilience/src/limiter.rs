@@ -105,7 +105,13 @@ impl RateLimiter {
             u32::try_from(left.as_nanos() / interval.as_nanos().max(1)).unwrap_or(u32::MAX)
         };
         if ahead <= tolerance {
-            shard.insert(key.into(), new_tat);
+            // An existing key is updated in place: no allocation on the hot path.
+            match shard.get_mut(key) {
+                Some(t) => *t = new_tat,
+                None => {
+                    shard.insert(key.into(), new_tat);
+                }
+            }
             Decision {
                 allowed: true,
                 limit: self.quota.burst,

@@ -106,14 +106,16 @@ impl AppBuilder {
         } else {
             Some(admin_token::ensure(&data_dir)?)
         };
-        let authenticator =
-            Authenticator::new(&config.auth, admin_token.as_ref().map(|t| &t.token))?;
+        let authenticator = Arc::new(Authenticator::new(
+            &config.auth,
+            admin_token.as_ref().map(|t| &t.token),
+        )?);
 
         let shutdown = Shutdown::new();
         let state = AdminStateBuilder {
             health: HealthRegistry::new(config.health.check_timeout.get()),
             metrics: Metrics::new(&keel_core::BuildInfo::current()),
-            authenticator: Arc::new(authenticator),
+            authenticator: authenticator.clone(),
             public_health: config.auth.public_health,
             public_metrics: config.auth.public_metrics,
             sample_interval: config.system.sample_interval.get(),
@@ -141,6 +143,7 @@ impl AppBuilder {
                 &config.gateway,
                 cache.clone(),
                 self.clock.clone(),
+                Some(authenticator),
             )?),
             None => None,
         };

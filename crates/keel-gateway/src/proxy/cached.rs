@@ -15,7 +15,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::{Exchange, Proxy, X_CACHE, headers_wait};
+use super::{Exchange, Proxy, X_CACHE};
 use crate::body::Watched;
 use crate::cache::control::{ResponseDirectives, age, http_date};
 use crate::cache::flights::Joined;
@@ -253,6 +253,7 @@ fn refresh_in_background(
     let exchange = Exchange {
         route: exchange.route.clone(),
         peer: exchange.peer,
+        client_ip: exchange.client_ip,
         request_id: exchange.request_id.clone(),
         started: tokio::time::Instant::now(),
     };
@@ -308,10 +309,8 @@ async fn fetch(
     *request.headers_mut() = headers;
     let (mut parts, body) = request.into_parts();
     proxy.rewrite_for_upstream(&mut parts, exchange)?;
-    let wait = headers_wait(route, exchange.started);
     let sent = proxy
-        .upstream
-        .send(Request::from_parts(parts, body), wait, route.max_body)
+        .send_upstream(Request::from_parts(parts, body), exchange)
         .await;
     let cache = &proxy.cache;
     let now = cache.now_ms();

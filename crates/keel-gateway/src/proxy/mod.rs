@@ -47,12 +47,16 @@ pub(crate) struct Proxy {
     pub(crate) cache: ResponseCache,
     /// Response headers carrying cache tags.
     pub(crate) tag_headers: Vec<HeaderName>,
+    /// Verifies credentials for per-user rate limits and bypasses.
+    pub(crate) auth: Option<Arc<keel_auth::Authenticator>>,
 }
 
 /// What one request carries through the steps.
 pub(crate) struct Exchange {
     pub(crate) route: Arc<Route>,
     pub(crate) peer: SocketAddr,
+    /// The client's address (the peer's, or from `X-Forwarded-For` of a trusted proxy).
+    pub(crate) client_ip: std::net::IpAddr,
     pub(crate) request_id: HeaderValue,
     pub(crate) started: Instant,
 }
@@ -70,17 +74,32 @@ impl Proxy {
                 .find(request.method(), request.uri().path())
                 .clone(),
             peer,
+            client_ip: self.trusted.client_ip(peer.ip(), request.headers()),
             request_id: self.request_ids.for_request(request.headers()),
             started: Instant::now(),
         };
-        let mut response = match self.serve(request, &exchange).await {
+        let limited = exchange.route.limiter.as_ref().and_then(|limiter| {
+            let decision =
+                limiter.check(exchange.client_ip, request.headers(), self.auth.as_deref())?;
+            Some((limiter, decision))
+        });
+        let result = match &limited {
+            Some((_, decision)) if !decision.allowed => Err(GatewayError::RateLimited {
+                retry_after: decision.retry_after,
+            }),
+            _ => self.serve(request, &exchange).await,
+        };
+        let mut response = match result {
             Ok(response) => response,
             Err(e) => {
                 let id = exchange.request_id.to_str().unwrap_or_default();
                 tracing::debug!(route = %exchange.route.name, request_id = id, error = %e, "gateway answered itself");
-                e.into_problem(id)
+                e.to_problem(id)
             }
         };
+        if let Some((limiter, decision)) = &limited {
+            limiter.set_headers(response.headers_mut(), decision);
+        }
         let headers = response.headers_mut();
         headers.insert(X_REQUEST_ID.clone(), exchange.request_id);
         if exchange.route.security_headers {
@@ -160,10 +179,8 @@ impl Proxy {
         }
         let limit = usize::try_from(route.max_body).unwrap_or(usize::MAX);
         let body = Body::new(Limited::new(body, limit));
-        let wait = headers_wait(route, exchange.started);
         let mut response = self
-            .upstream
-            .send(Request::from_parts(parts, body), wait, route.max_body)
+            .send_upstream(Request::from_parts(parts, body), exchange)
             .await?;
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             return match upgrade {
@@ -190,6 +207,36 @@ impl Proxy {
         })
     }
 
+    /// Sends a request upstream through the route's breaker (refused at once while it is open)
+    /// and reports the outcome to it: connection errors, timeouts and 5xx are failures.
+    pub(crate) async fn send_upstream(
+        &self,
+        request: Request<Body>,
+        exchange: &Exchange,
+    ) -> Result<Response<hyper::body::Incoming>, GatewayError> {
+        let route = &exchange.route;
+        if let Some(b) = &route.breaker {
+            b.breaker
+                .try_acquire()
+                .map_err(|retry_after| GatewayError::BreakerOpen {
+                    name: b.name.clone(),
+                    retry_after,
+                })?;
+        }
+        let wait = headers_wait(route, exchange.started);
+        let sent = Instant::now();
+        let result = self.upstream.send(request, wait, route.max_body).await;
+        if let Some(b) = &route.breaker {
+            let failed = match &result {
+                Ok(response) => response.status().is_server_error(),
+                // A body over the limit is the client's doing, not the upstream's.
+                Err(e) => e.source() == crate::error::ErrorSource::Upstream,
+            };
+            b.record(failed, sent.elapsed());
+        }
+        result
+    }
+
     /// Turns a client's request head into the upstream's: upstream URI, HTTP/1.1, hop-by-hop
     /// headers out, forwarding headers and the request id in, `Host` as configured.
     fn rewrite_for_upstream(
@@ -211,9 +258,8 @@ impl Proxy {
         let headers = &mut parts.headers;
         strip_hop_by_hop(headers);
         let peer = exchange.peer.ip();
-        let client_ip = self.trusted.client_ip(peer, headers);
         self.trusted.set_forwarded(peer, host.clone(), headers);
-        if let Ok(ip) = HeaderValue::from_str(&client_ip.to_string()) {
+        if let Ok(ip) = HeaderValue::from_str(&exchange.client_ip.to_string()) {
             headers.insert(X_REAL_IP.clone(), ip);
         }
         headers.insert(X_REQUEST_ID.clone(), exchange.request_id.clone());

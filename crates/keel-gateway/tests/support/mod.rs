@@ -264,7 +264,9 @@ async fn start(
     config.upstream = Some(upstream.to_owned());
     configure(&mut config);
     let cache = Cache::with_clock(CacheConfig::default(), clock.clone());
-    let gateway = Gateway::new(&config, cache.clone(), clock).expect("valid gateway config");
+    let auth = keel_auth::Authenticator::new(&auth_config(), None).expect("test credentials");
+    let gateway = Gateway::new(&config, cache.clone(), clock, Some(Arc::new(auth)))
+        .expect("valid gateway config");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(gateway.clone().serve(listener, std::future::pending()));
@@ -289,4 +291,23 @@ pub fn rss() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
     let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
     pages * 4096
+}
+
+/// Two API tokens: `admin-token-0123456789` (admin) and `user-token-0123456789abc` (viewer,
+/// named `alice`).
+pub fn auth_config() -> keel_auth::AuthConfig {
+    let mut config = keel_auth::AuthConfig::default();
+    config.tokens = vec![
+        keel_auth::TokenConfig {
+            name: "ops".into(),
+            token: keel_core::Secret::new("admin-token-0123456789"),
+            role: keel_auth::Role::Admin,
+        },
+        keel_auth::TokenConfig {
+            name: "alice".into(),
+            token: keel_core::Secret::new("user-token-0123456789abc"),
+            role: keel_auth::Role::Viewer,
+        },
+    ];
+    config
 }

@@ -1,0 +1,314 @@
+//! A route's rate limit: which budget a request spends (client address, a header, the verified
+//! user, or the route), who bypasses it, and the headers that tell clients where they stand.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use ipnet::Ipv6Net;
+use keel_auth::{Authenticator, Principal, Role};
+use keel_core::Clock;
+use keel_resilience::{Decision, Quota, RateLimiter};
+
+use crate::config::{GatewayConfigError, RateLimitPolicy};
+
+/// What a budget belongs to.
+#[derive(Debug)]
+enum LimitKey {
+    Ip,
+    Header(HeaderName),
+    User,
+    Route,
+}
+
+/// A compiled rate limit, shared by the routes it applies to.
+pub(crate) struct RouteLimiter {
+    /// The policy's name in `RateLimit-Policy`/`RateLimit` (the rule's name, or `default`).
+    pub(crate) name: String,
+    limiter: RateLimiter,
+    key: LimitKey,
+    ipv6_prefix: u8,
+    bypass_roles: Vec<Role>,
+    bypass_subjects: Vec<String>,
+    /// `RateLimit-Policy`, the same for every response.
+    policy_header: HeaderValue,
+}
+
+impl std::fmt::Debug for RouteLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteLimiter")
+            .field("name", &self.name)
+            .field("quota", &self.limiter.quota())
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+/// The outcome for one request: `None` when it bypasses the limit.
+pub(crate) type Checked = Option<Decision>;
+
+impl RouteLimiter {
+    pub(crate) fn compile(
+        name: &str,
+        policy: &RateLimitPolicy,
+        clock: Clock,
+        field: &dyn Fn(&str) -> String,
+    ) -> Result<Self, GatewayConfigError> {
+        let err = |f: &str, reason: String| GatewayConfigError::new(field(f), reason);
+        if policy.rate == 0 {
+            return Err(err("rate_limit.rate", "must be at least 1".to_owned()));
+        }
+        if policy.per.get().is_zero() {
+            return Err(err("rate_limit.per", "must be greater than 0".to_owned()));
+        }
+        if policy.burst == Some(0) {
+            return Err(err(
+                "rate_limit.burst",
+                "must be at least 1 (leave it out for `rate`)".to_owned(),
+            ));
+        }
+        if policy.ipv6_prefix > 128 {
+            return Err(err("rate_limit.ipv6_prefix", "must be 0 to 128".to_owned()));
+        }
+        let key = match policy.key.as_str() {
+            "ip" => LimitKey::Ip,
+            "user" => LimitKey::User,
+            "route" => LimitKey::Route,
+            other => match other.strip_prefix("header:") {
+                Some(h) => {
+                    LimitKey::Header(HeaderName::from_bytes(h.trim().as_bytes()).map_err(|_| {
+                        err("rate_limit.key", format!("\"{h}\" is not a header name"))
+                    })?)
+                }
+                None => {
+                    return Err(err(
+                        "rate_limit.key",
+                        format!("\"{other}\" is not one of ip, header:<name>, user, route"),
+                    ));
+                }
+            },
+        };
+        let bypass_roles = policy
+            .bypass_roles
+            .iter()
+            .map(|r| {
+                r.parse::<Role>().map_err(|_| {
+                    err(
+                        "rate_limit.bypass_roles",
+                        format!("\"{r}\" is not one of viewer, worker, admin"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let quota = Quota {
+            max: policy.rate,
+            per: policy.per.get(),
+            burst: policy.burst.unwrap_or(policy.rate),
+        };
+        let window = policy.per.get().as_secs().max(1);
+        let policy_header =
+            HeaderValue::from_str(&format!("\"{name}\";q={};w={window}", policy.rate)).map_err(
+                |_| {
+                    err(
+                        "name",
+                        "must be printable ASCII to name a rate limit policy".to_owned(),
+                    )
+                },
+            )?;
+        Ok(Self {
+            name: name.to_owned(),
+            limiter: RateLimiter::new(quota, clock),
+            key,
+            ipv6_prefix: policy.ipv6_prefix,
+            bypass_roles,
+            bypass_subjects: policy.bypass_subjects.clone(),
+            policy_header,
+        })
+    }
+
+    /// Spends one request of the right budget; `None` when the request bypasses the limit.
+    pub(crate) fn check(
+        &self,
+        client: IpAddr,
+        headers: &HeaderMap,
+        auth: Option<&Authenticator>,
+    ) -> Checked {
+        let needs_principal = matches!(self.key, LimitKey::User)
+            || !self.bypass_roles.is_empty()
+            || !self.bypass_subjects.is_empty();
+        let principal = if needs_principal {
+            principal(headers, auth)
+        } else {
+            None
+        };
+        if let Some(p) = &principal
+            && (self.bypass_roles.contains(&p.role)
+                || self.bypass_subjects.iter().any(|s| **s == *p.subject))
+        {
+            return None;
+        }
+        let key = match &self.key {
+            LimitKey::Route => String::new(),
+            LimitKey::Ip => self.ip_key(client),
+            LimitKey::Header(name) => match headers.get(name) {
+                // A separate space from addresses, so a header value cannot take an address's budget.
+                Some(v) => format!("h:{}", String::from_utf8_lossy(v.as_bytes())),
+                None => self.ip_key(client),
+            },
+            LimitKey::User => match &principal {
+                Some(p) => format!("u:{}", p.subject),
+                None => self.ip_key(client),
+            },
+        };
+        Some(self.limiter.check(&key, 1))
+    }
+
+    /// The client's address, IPv6 grouped by the configured prefix.
+    fn ip_key(&self, client: IpAddr) -> String {
+        match client {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => Ipv6Net::new(v6, self.ipv6_prefix)
+                .map(|n| n.trunc().to_string())
+                .unwrap_or_else(|_| v6.to_string()),
+        }
+    }
+
+    /// `RateLimit-Policy`, `RateLimit` (IETF httpapi draft), `X-RateLimit-Limit`,
+    /// `-Remaining` and `-Reset`.
+    pub(crate) fn set_headers(&self, headers: &mut HeaderMap, decision: &Decision) {
+        let reset = seconds_up(decision.reset_after);
+        headers.insert(
+            HeaderName::from_static("ratelimit-policy"),
+            self.policy_header.clone(),
+        );
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "\"{}\";r={};t={reset}",
+            self.name, decision.remaining
+        )) {
+            headers.insert(HeaderName::from_static("ratelimit"), v);
+        }
+        headers.insert(
+            HeaderName::from_static("x-ratelimit-limit"),
+            HeaderValue::from(decision.limit),
+        );
+        headers.insert(
+            HeaderName::from_static("x-ratelimit-remaining"),
+            HeaderValue::from(decision.remaining),
+        );
+        headers.insert(
+            HeaderName::from_static("x-ratelimit-reset"),
+            HeaderValue::from(reset),
+        );
+    }
+
+    /// Forgets keys back at a full budget; returns how many are left.
+    pub(crate) fn forget_idle(&self) -> usize {
+        self.limiter.forget_idle()
+    }
+}
+
+fn principal(headers: &HeaderMap, auth: Option<&Authenticator>) -> Option<Principal> {
+    let header = headers.get(http::header::AUTHORIZATION)?;
+    auth?.authenticate(Some(header.as_bytes())).ok()
+}
+
+/// Whole seconds, rounded up.
+pub(crate) fn seconds_up(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limiter(f: impl FnOnce(&mut RateLimitPolicy)) -> (RouteLimiter, keel_core::MockClock) {
+        let mut p = RateLimitPolicy {
+            rate: 2,
+            per: keel_core::HumanDuration::from_secs(10),
+            ..RateLimitPolicy::default()
+        };
+        f(&mut p);
+        let (clock, time) = Clock::mock();
+        (
+            RouteLimiter::compile("api", &p, clock, &|f| f.to_owned()).unwrap(),
+            time,
+        )
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv6_clients_share_a_budget_per_prefix() {
+        let (l, _) = limiter(|_| {});
+        let h = HeaderMap::new();
+        assert!(l.check(ip("2001:db8::1"), &h, None).unwrap().allowed);
+        assert!(l.check(ip("2001:db8::ffff"), &h, None).unwrap().allowed);
+        assert!(
+            !l.check(ip("2001:db8::2"), &h, None).unwrap().allowed,
+            "same /64"
+        );
+        assert!(
+            l.check(ip("2001:db8:0:1::1"), &h, None).unwrap().allowed,
+            "another /64"
+        );
+        assert!(l.check(ip("10.0.0.1"), &h, None).unwrap().allowed);
+    }
+
+    #[test]
+    fn a_header_key_falls_back_to_the_address() {
+        let (l, _) = limiter(|p| p.key = "header:x-api-key".into());
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", HeaderValue::from_static("k1"));
+        let from = |a| l.check(ip(a), &h, None).unwrap().allowed;
+        assert!(from("10.0.0.1") && from("10.0.0.2"));
+        assert!(
+            !from("10.0.0.3"),
+            "one budget per key, whatever the address"
+        );
+        assert!(
+            l.check(ip("10.0.0.1"), &HeaderMap::new(), None)
+                .unwrap()
+                .allowed
+        );
+    }
+
+    #[test]
+    fn headers_say_where_the_client_stands() {
+        let (l, time) = limiter(|_| {});
+        let h = HeaderMap::new();
+        let d = l.check(ip("10.0.0.1"), &h, None).unwrap();
+        let mut out = HeaderMap::new();
+        l.set_headers(&mut out, &d);
+        assert_eq!(out["ratelimit-policy"], "\"api\";q=2;w=10");
+        assert_eq!(out["ratelimit"], "\"api\";r=1;t=5");
+        assert_eq!(out["x-ratelimit-limit"], "2");
+        assert_eq!(out["x-ratelimit-remaining"], "1");
+        assert_eq!(out["x-ratelimit-reset"], "5");
+        assert!(l.check(ip("10.0.0.1"), &h, None).unwrap().allowed);
+        let refused = l.check(ip("10.0.0.1"), &h, None).unwrap();
+        assert!(!refused.allowed);
+        assert_eq!(refused.retry_after, Duration::from_secs(5));
+        time.advance(Duration::from_secs(5));
+        assert!(l.check(ip("10.0.0.1"), &h, None).unwrap().allowed);
+    }
+
+    #[test]
+    fn bad_policies_name_the_field() {
+        let bad = |f: fn(&mut RateLimitPolicy)| {
+            let mut p = RateLimitPolicy::default();
+            f(&mut p);
+            RouteLimiter::compile("r", &p, Clock::system(), &|f| format!("x.{f}"))
+                .unwrap_err()
+                .field
+        };
+        assert_eq!(bad(|p| p.rate = 0), "x.rate_limit.rate");
+        assert_eq!(bad(|p| p.key = "cookie".into()), "x.rate_limit.key");
+        assert_eq!(
+            bad(|p| p.bypass_roles = vec!["root".into()]),
+            "x.rate_limit.bypass_roles"
+        );
+        assert_eq!(bad(|p| p.burst = Some(0)), "x.rate_limit.burst");
+    }
+}
