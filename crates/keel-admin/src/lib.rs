@@ -28,6 +28,9 @@
 //!   `POST /api/v1/queues/{q}/pause|resume`.
 //!
 //! The gateway, when mounted with [`gateway_api::routes`]:
+//! - `GET /api/v1/gateway/routes` — each route's policies and statistics.
+//! - `GET /api/v1/gateway/slow` — the newest requests over `gateway.slow_threshold`.
+//! - `GET /api/v1/gateway/breakers` — each breaker's state.
 //! - `POST /api/v1/gateway/purge` — purge cached responses by `url`, `pattern` or `tag`.
 //! - `POST /api/v1/gateway/warm` — fetch paths through the cache.
 //!
@@ -41,7 +44,7 @@
 //! - [`cache_api`]: the cache routes, metrics, health check and stats section.
 //! - [`fast_path`]: answers authenticated cache reads ahead of the inner layers.
 //! - [`queue_api`]: the job queue routes.
-//! - [`gateway_api`]: the gateway's purge and warm routes.
+//! - [`gateway_api`]: the gateway's routes, metrics, health check and stats section.
 //! - [`json`]: [`json::ApiJson`], a JSON extractor whose rejections are problem+json.
 //! - `routes`: the handlers.
 

@@ -112,3 +112,54 @@ where
         self.inner.size_hint()
     }
 }
+
+/// A body whose data bytes are added to one of a route's counters as they pass.
+pub(crate) struct Counted<B> {
+    inner: B,
+    stats: std::sync::Arc<crate::stats::RouteStats>,
+    counter: fn(&crate::stats::RouteStats) -> &std::sync::atomic::AtomicU64,
+}
+
+impl<B> Counted<B> {
+    pub(crate) fn new(
+        inner: B,
+        stats: std::sync::Arc<crate::stats::RouteStats>,
+        counter: fn(&crate::stats::RouteStats) -> &std::sync::atomic::AtomicU64,
+    ) -> Self {
+        Self {
+            inner,
+            stats,
+            counter,
+        }
+    }
+}
+
+impl<B> Body for Counted<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            crate::stats::RouteStats::add((this.counter)(&this.stats), data.len() as u64);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

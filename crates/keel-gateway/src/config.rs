@@ -37,6 +37,9 @@ pub struct GatewayConfig {
     pub pool_idle_timeout: HumanDuration,
     /// Send the client's `Host` header upstream (true) or the upstream's own host and port.
     pub preserve_host: bool,
+    /// Requests taking longer than this (to the response headers) are listed in
+    /// `GET /api/v1/gateway/slow`.
+    pub slow_threshold: HumanDuration,
     /// Response headers whose space-separated (or comma-separated) values tag a cached response
     /// for purging by tag; removed before the response reaches the client.
     pub tag_headers: Vec<String>,
@@ -60,6 +63,7 @@ impl Default for GatewayConfig {
             pool_max_idle: 256,
             pool_idle_timeout: HumanDuration::from_secs(90),
             preserve_host: true,
+            slow_threshold: HumanDuration::from_secs(1),
             tag_headers: vec!["surrogate-key".to_owned(), "cache-tag".to_owned()],
             default: RoutePolicy::default(),
             routes: Vec::new(),

@@ -22,6 +22,7 @@ use crate::forwarded::TrustedProxies;
 use crate::proxy::Proxy;
 use crate::request_id::RequestIds;
 use crate::routes::RouteTable;
+use crate::stats::{SlowLog, SlowRequest, StatsSnapshot};
 use crate::upstream::{Upstream, UpstreamAddr};
 
 /// What to purge from the gateway's response cache.
@@ -42,6 +43,28 @@ pub struct Warmed {
     pub status: u16,
     /// The `X-Cache` outcome: `MISS` when it was fetched, `HIT` when already cached, …
     pub cache: String,
+}
+
+/// One route as the API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RouteStatus {
+    /// The rule's name (`default` for the default rule).
+    pub name: String,
+    /// How it matches paths: `prefix …`, `glob …`, `regex …`, or `*`.
+    pub matches: String,
+    /// Methods matched; empty = all.
+    pub methods: Vec<String>,
+    /// Whether it caches.
+    pub cache: bool,
+    /// Whether it compresses.
+    pub compress: bool,
+    /// The rate limit it counts against, if any.
+    pub rate_limit: Option<String>,
+    /// Its breaker, if any.
+    pub breaker: Option<BreakerStatus>,
+    /// Its statistics.
+    #[serde(flatten)]
+    pub stats: StatsSnapshot,
 }
 
 /// A reverse proxy in front of one upstream app. Cheap to clone.
@@ -76,13 +99,16 @@ impl Gateway {
             request_ids: RequestIds::new(),
             preserve_host: config.preserve_host,
             upstream_host,
-            cache: ResponseCache::new(cache, clock),
+            cache: ResponseCache::new(cache, clock.clone()),
             tag_headers: config
                 .tag_headers
                 .iter()
                 .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
                 .collect(),
             auth,
+            slow_threshold: config.slow_threshold.get(),
+            slow_log: SlowLog::default(),
+            clock: clock.clone(),
         };
         Ok(Self {
             proxy: Arc::new(proxy),
@@ -135,6 +161,39 @@ impl Gateway {
             .iter()
             .map(|b| b.status())
             .collect()
+    }
+
+    /// Each route's statistics: the rules in order, then the default rule.
+    pub fn routes(&self) -> Vec<RouteStatus> {
+        self.proxy
+            .routes
+            .all()
+            .map(|r| RouteStatus {
+                name: r.name.clone(),
+                matches: r.matches.clone(),
+                methods: r.methods.iter().map(|m| m.to_string()).collect(),
+                cache: r.cache.is_some(),
+                compress: r.compress.is_some(),
+                rate_limit: r.limiter.as_ref().map(|l| l.name.clone()),
+                breaker: r.breaker.as_ref().map(|b| b.status()),
+                stats: r.stats.snapshot(),
+            })
+            .collect()
+    }
+
+    /// The newest requests slower than `gateway.slow_threshold`, newest first.
+    pub fn slow(&self, limit: usize) -> Vec<SlowRequest> {
+        self.proxy.slow_log.newest(limit)
+    }
+
+    /// `gateway.slow_threshold`.
+    pub fn slow_threshold(&self) -> Duration {
+        self.proxy.slow_threshold
+    }
+
+    /// The upstream's `host:port`, for health checks.
+    pub fn upstream_authority(&self) -> String {
+        self.proxy.upstream.addr.authority.to_string()
     }
 
     /// The names of the route rules, in order, then `default`.

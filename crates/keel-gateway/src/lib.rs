@@ -28,6 +28,7 @@ mod proxy;
 mod ratelimit;
 mod request_id;
 mod routes;
+mod stats;
 mod upgrade;
 mod upstream;
 
@@ -37,4 +38,5 @@ pub use config::{
     RoutePolicy, RouteRule,
 };
 pub use error::{ErrorSource, GatewayError};
-pub use gateway::{Gateway, Purge, Warmed};
+pub use gateway::{Gateway, Purge, RouteStatus, Warmed};
+pub use stats::{CacheCounts, Percentiles, SlowRequest, StatsSnapshot, StatusClasses};

@@ -18,6 +18,7 @@ use crate::breaker::RouteBreaker;
 use crate::compress::Compression;
 use crate::config::{CachePolicy, CompressPolicy, GatewayConfig, GatewayConfigError, RouteRule};
 use crate::ratelimit::RouteLimiter;
+use crate::stats::RouteStats;
 
 /// How a rule matches a path.
 #[derive(Debug)]
@@ -47,7 +48,7 @@ pub(crate) struct Route {
     pub(crate) name: String,
     matcher: PathMatch,
     /// Empty = every method.
-    methods: Vec<Method>,
+    pub(crate) methods: Vec<Method>,
     pub(crate) max_body: u64,
     /// Zero = no limit.
     pub(crate) timeout: Duration,
@@ -66,6 +67,10 @@ pub(crate) struct Route {
     pub(crate) limiter: Option<Arc<RouteLimiter>>,
     /// The breaker guarding the route's upstream calls.
     pub(crate) breaker: Option<Arc<RouteBreaker>>,
+    /// The route's own statistics.
+    pub(crate) stats: Arc<RouteStats>,
+    /// How the rule matches, for the API (`prefix /api/`, `glob …`, `regex …`, `*`).
+    pub(crate) matches: String,
 }
 
 /// A route's cache policy, compiled.
@@ -260,6 +265,7 @@ impl RouteTable {
             }
         }
         let purge = rule.purge.clone();
+        let rule_match = (rule.prefix.clone(), rule.glob.clone(), rule.regex.clone());
         let fallback = &config.default;
         let rule = &rule.policy;
         let cache_policy = rule.cache.as_ref().or(fallback.cache.as_ref());
@@ -348,6 +354,13 @@ impl RouteTable {
             compress,
             limiter,
             breaker,
+            stats: Arc::new(RouteStats::new(shared.clock.clone())),
+            matches: match (&rule_match.0, &rule_match.1, &rule_match.2) {
+                (Some(p), _, _) => format!("prefix {p}"),
+                (_, Some(g), _) => format!("glob {g}"),
+                (_, _, Some(r)) => format!("regex {r}"),
+                _ => "*".to_owned(),
+            },
         })
     }
 
@@ -360,7 +373,7 @@ impl RouteTable {
     }
 
     /// Every rule, then the default.
-    pub(crate) fn all(&self) -> impl Iterator<Item = &Arc<Route>> {
+    pub(crate) fn all(&self) -> impl Iterator<Item = &Arc<Route>> + '_ {
         self.routes.iter().chain(std::iter::once(&self.default))
     }
 }

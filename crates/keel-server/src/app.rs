@@ -147,6 +147,9 @@ impl AppBuilder {
             )?),
             None => None,
         };
+        if let Some(gateway) = &gateway {
+            keel_admin::gateway_api::observe(&state, gateway);
+        }
         let mut api = vec![
             keel_admin::cache_api::routes(cache.clone()),
             keel_admin::queue_api::routes(queues.clone()),

@@ -400,6 +400,9 @@ async fn every_route_is_in_the_openapi_document() {
         ("/api/v1/queues/{queue}/schedules", &["post", "get"]),
         ("/api/v1/queues/{queue}/schedules/{name}", &["delete"]),
         ("/api/v1/events", &["get"]),
+        ("/api/v1/gateway/routes", &["get"]),
+        ("/api/v1/gateway/slow", &["get"]),
+        ("/api/v1/gateway/breakers", &["get"]),
         ("/api/v1/gateway/purge", &["post"]),
         ("/api/v1/gateway/warm", &["post"]),
     ];

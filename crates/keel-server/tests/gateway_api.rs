@@ -130,3 +130,87 @@ async fn without_a_gateway_the_routes_say_how_to_configure_one() {
         "{p}"
     );
 }
+
+#[tokio::test]
+async fn routes_slow_breakers_metrics_and_health() {
+    let (upstream, _) = start_app().await;
+    let server = TestServer::start_with(
+        |c| {
+            c.gateway.upstream = Some(upstream);
+            c.gateway.slow_threshold = keel_core::HumanDuration::from_secs(0);
+            c.gateway.default.breaker = Some(keel_gateway::BreakerPolicy::default());
+        },
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(x_cache(&server, "/api/one").await, "MISS");
+    assert_eq!(x_cache(&server, "/api/one").await, "HIT");
+
+    let routes: Value = server
+        .get("/api/v1/gateway/routes")
+        .sent()
+        .await
+        .json()
+        .await
+        .unwrap();
+    let default = &routes["routes"][0];
+    assert_eq!(default["name"], "default");
+    assert_eq!(default["requests"]["2xx"], 2);
+    assert_eq!(default["cache"]["hits"], 1);
+    assert_eq!(default["cache_hit_ratio"], 0.5);
+    assert_eq!(default["breaker"]["state"], "closed");
+    assert!(default["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+
+    let slow: Value = server
+        .get("/api/v1/gateway/slow?limit=1")
+        .sent()
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(slow["threshold_ms"], 0);
+    assert_eq!(slow["requests"].as_array().unwrap().len(), 1);
+    assert_eq!(slow["requests"][0]["path"], "/api/one");
+    let (status, _) = problem(server.get("/api/v1/gateway/slow?limit=0").sent().await).await;
+    assert_eq!(status, 400);
+
+    let breakers: Value = server
+        .get("/api/v1/gateway/breakers")
+        .sent()
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(breakers["breakers"][0]["name"], "default");
+    assert_eq!(breakers["breakers"][0]["state"], "closed");
+
+    let metrics = server.public("/metrics").await.text().await.unwrap();
+    for line in [
+        "keel_gateway_requests_total{route=\"default\",class=\"2xx\"} 2",
+        "keel_gateway_cache_total{route=\"default\",result=\"hit\"} 1",
+        "keel_gateway_breaker_state{breaker=\"default\"} 0",
+    ] {
+        assert!(metrics.contains(line), "{line} not in metrics");
+    }
+    assert!(
+        metrics
+            .contains("keel_gateway_request_duration_seconds{route=\"default\",quantile=\"0.99\"}")
+    );
+
+    let health: Value = server
+        .public("/health/detailed")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let check = &health["checks"]["gateway:upstream"][0];
+    assert_eq!(check["status"], "pass", "{health}");
+    let stats: Value = server
+        .get("/api/v1/stats")
+        .sent()
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["gateway"]["routes"][0]["name"], "default");
+}

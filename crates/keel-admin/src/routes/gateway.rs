@@ -1,17 +1,16 @@
-//! `/api/v1/gateway/…`: purging and warming the gateway's response cache.
-//!
-//! Both need `worker` (they change what clients are served). Without a gateway configured
-//! (`gateway.upstream` unset) they answer 404.
+//! `/api/v1/gateway/…`: the gateway's routes, slow requests and breakers (`viewer`), and
+//! purging and warming its response cache (`worker`: they change what clients are served).
+//! Without a gateway configured (`gateway.upstream` unset) they answer 404.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use futures_util::StreamExt;
 use keel_cache::Glob;
 use keel_core::Problem;
 use keel_gateway::{Gateway, Purge};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{Authorized, WorkerRole};
+use crate::auth::{Authorized, ViewerRole, WorkerRole};
 use crate::json::ApiJson;
 
 /// Most paths in one warm request.
@@ -151,4 +150,81 @@ pub(crate) async fn warm(
         .collect()
         .await;
     Ok(Json(Warmed { results }))
+}
+
+/// Every route with its statistics.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct Routes {
+    /// The rules in order, then `default`: name, match, methods, policies, requests by status
+    /// class, latency and upstream latency percentiles (ms, last one to two minutes), cache
+    /// outcomes and hit ratio, bytes in/out/saved, rate-limited count, breaker.
+    #[schema(value_type = Vec<Object>)]
+    routes: Vec<keel_gateway::RouteStatus>,
+}
+
+#[utoipa::path(get, path = "/gateway/routes", tag = "gateway", security(("bearer" = [])),
+    responses((status = 200, body = Routes), (status = 404, body = Problem)))]
+pub(crate) async fn routes(
+    _: Authorized<ViewerRole>,
+    State(state): State<Option<Gateway>>,
+) -> Result<Json<Routes>, Problem> {
+    Ok(Json(Routes {
+        routes: gateway(&state)?.routes(),
+    }))
+}
+
+/// `?limit=` for the slow list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(crate) struct SlowQuery {
+    /// Most entries (1–100, default 50).
+    limit: Option<usize>,
+}
+
+/// The newest slow requests.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct Slow {
+    /// `gateway.slow_threshold` in milliseconds.
+    threshold_ms: u64,
+    /// Newest first: `at`, `route`, `method`, `path`, `status`, `duration_ms`, `upstream_ms`,
+    /// `request_id`.
+    #[schema(value_type = Vec<Object>)]
+    requests: Vec<keel_gateway::SlowRequest>,
+}
+
+#[utoipa::path(get, path = "/gateway/slow", tag = "gateway", security(("bearer" = [])), params(SlowQuery),
+    responses((status = 200, body = Slow), (status = 400, body = Problem), (status = 404, body = Problem)))]
+pub(crate) async fn slow(
+    _: Authorized<ViewerRole>,
+    State(state): State<Option<Gateway>>,
+    Query(query): Query<SlowQuery>,
+) -> Result<Json<Slow>, Problem> {
+    let gateway = gateway(&state)?;
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=100).contains(&limit) {
+        return Err(Problem::bad_request("limit: give 1 to 100"));
+    }
+    Ok(Json(Slow {
+        threshold_ms: u64::try_from(gateway.slow_threshold().as_millis()).unwrap_or(u64::MAX),
+        requests: gateway.slow(limit),
+    }))
+}
+
+/// Every breaker toward the upstream.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct Breakers {
+    /// `name`, `state` (`closed`, `open`, `half_open`), `open_for_seconds`, the window's
+    /// `window_calls`/`window_failed`/`window_slow`, `times_opened`.
+    #[schema(value_type = Vec<Object>)]
+    breakers: Vec<keel_gateway::BreakerStatus>,
+}
+
+#[utoipa::path(get, path = "/gateway/breakers", tag = "gateway", security(("bearer" = [])),
+    responses((status = 200, body = Breakers), (status = 404, body = Problem)))]
+pub(crate) async fn breakers(
+    _: Authorized<ViewerRole>,
+    State(state): State<Option<Gateway>>,
+) -> Result<Json<Breakers>, Problem> {
+    Ok(Json(Breakers {
+        breakers: gateway(&state)?.breakers(),
+    }))
 }

@@ -83,6 +83,10 @@ pub(crate) struct Compressing<B> {
     inner: B,
     /// `None` once finished.
     encoder: Option<Encoder>,
+    /// Bytes in and out so far, and where the difference is counted at the end.
+    read: u64,
+    written: u64,
+    stats: Option<std::sync::Arc<crate::stats::RouteStats>>,
 }
 
 impl<B> Compressing<B> {
@@ -90,6 +94,24 @@ impl<B> Compressing<B> {
         Self {
             inner,
             encoder: Some(encoder),
+            read: 0,
+            written: 0,
+            stats: None,
+        }
+    }
+
+    /// Counts the bytes compression saved in `stats` when the body ends.
+    pub(crate) fn saving_into(mut self, stats: std::sync::Arc<crate::stats::RouteStats>) -> Self {
+        self.stats = Some(stats);
+        self
+    }
+
+    fn finished(&mut self) {
+        if let Some(stats) = self.stats.take() {
+            crate::stats::RouteStats::add(
+                &stats.bytes_saved,
+                self.read.saturating_sub(self.written),
+            );
         }
     }
 }
@@ -131,6 +153,8 @@ where
                 }
                 Poll::Ready(None) => {
                     let rest = this.encoder.take().expect("checked above").finish()?;
+                    this.written += rest.len() as u64;
+                    this.finished();
                     if !rest.is_empty() {
                         return Poll::Ready(Some(Ok(Frame::data(Bytes::from(rest)))));
                     }

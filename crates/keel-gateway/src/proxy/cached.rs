@@ -24,6 +24,7 @@ use crate::compress::{Compression, Encoding, vary_on_accept_encoding};
 use crate::error::GatewayError;
 use crate::forwarded::strip_hop_by_hop;
 use crate::routes::RouteCache;
+use crate::stats::RouteStats;
 
 /// Request headers that make the upstream answer conditionally or partially; the cache wants
 /// the whole response, and answers the client's conditions itself.
@@ -116,6 +117,8 @@ pub(super) async fn serve(
         match encoding {
             Some((compression, encoding)) => {
                 let encoded = encode_stored(cache, compression, encoding, key, stored, now);
+                let saved = stored.body.len().saturating_sub(encoded.body.len());
+                RouteStats::add(&exchange.route.stats.bytes_saved, saved as u64);
                 answer(&encoded, outcome, now, head, &headers, policy)
             }
             None => answer(stored, outcome, now, head, &headers, policy),
@@ -158,7 +161,12 @@ pub(super) async fn serve(
             if head {
                 *response.body_mut() = Body::empty();
             } else if let Some((compression, encoding)) = encoding {
-                response = super::compress_streaming(response, compression, encoding);
+                response = super::compress_streaming(
+                    response,
+                    compression,
+                    encoding,
+                    &exchange.route.stats,
+                );
             }
             response
                 .headers_mut()
@@ -256,6 +264,7 @@ fn refresh_in_background(
         client_ip: exchange.client_ip,
         request_id: exchange.request_id.clone(),
         started: tokio::time::Instant::now(),
+        upstream_us: std::sync::atomic::AtomicU64::new(0),
     };
     tokio::spawn(async move {
         let _leader = leader;

@@ -19,7 +19,9 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use http_body_util::Limited;
 use tokio::time::Instant;
 
-use crate::body::Watched;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::body::{Counted, Watched};
 use crate::cache::ResponseCache;
 use crate::compress::stream::Compressing;
 use crate::compress::{Compression, Encoding, vary_on_accept_encoding};
@@ -27,6 +29,7 @@ use crate::error::GatewayError;
 use crate::forwarded::{TrustedProxies, strip_hop_by_hop};
 use crate::request_id::{RequestIds, X_REQUEST_ID};
 use crate::routes::{Route, RouteTable};
+use crate::stats::{CacheResult, RouteStats, SlowLog, SlowRequest};
 use crate::upgrade;
 use crate::upstream::Upstream;
 
@@ -49,6 +52,10 @@ pub(crate) struct Proxy {
     pub(crate) tag_headers: Vec<HeaderName>,
     /// Verifies credentials for per-user rate limits and bypasses.
     pub(crate) auth: Option<Arc<keel_auth::Authenticator>>,
+    /// Requests slower than `slow_threshold` go in `slow_log`.
+    pub(crate) slow_threshold: Duration,
+    pub(crate) slow_log: SlowLog,
+    pub(crate) clock: keel_core::Clock,
 }
 
 /// What one request carries through the steps.
@@ -59,6 +66,8 @@ pub(crate) struct Exchange {
     pub(crate) client_ip: std::net::IpAddr,
     pub(crate) request_id: HeaderValue,
     pub(crate) started: Instant,
+    /// Microseconds the upstream took to answer; 0 = not called (yet).
+    pub(crate) upstream_us: AtomicU64,
 }
 
 impl Proxy {
@@ -77,7 +86,9 @@ impl Proxy {
             client_ip: self.trusted.client_ip(peer.ip(), request.headers()),
             request_id: self.request_ids.for_request(request.headers()),
             started: Instant::now(),
+            upstream_us: AtomicU64::new(0),
         };
+        let (method, path) = (request.method().clone(), request.uri().path().to_owned());
         let limited = exchange.route.limiter.as_ref().and_then(|limiter| {
             let decision =
                 limiter.check(exchange.client_ip, request.headers(), self.auth.as_deref())?;
@@ -99,13 +110,56 @@ impl Proxy {
         };
         if let Some((limiter, decision)) = &limited {
             limiter.set_headers(response.headers_mut(), decision);
+            if !decision.allowed {
+                RouteStats::add(&exchange.route.stats.rate_limited, 1);
+            }
         }
+        self.account(&mut response, &exchange, &method, &path);
         let headers = response.headers_mut();
         headers.insert(X_REQUEST_ID.clone(), exchange.request_id);
         if exchange.route.security_headers {
             add_security_headers(headers);
         }
         response
+    }
+
+    /// Counts the response in its route's statistics (and the slow log), and its body bytes as
+    /// they go out.
+    fn account(
+        &self,
+        response: &mut Response<Body>,
+        exchange: &Exchange,
+        method: &Method,
+        path: &str,
+    ) {
+        let stats = &exchange.route.stats;
+        let took = exchange.started.elapsed();
+        let cache = response
+            .headers()
+            .get(&X_CACHE)
+            .and_then(|v| CacheResult::from_header(v.as_bytes()));
+        stats.response(response.status().as_u16(), took, cache);
+        match http_body::Body::size_hint(response.body()).exact() {
+            Some(len) => RouteStats::add(&stats.bytes_out, len),
+            None => {
+                let body = std::mem::take(response.body_mut());
+                *response.body_mut() =
+                    Body::new(Counted::new(body, stats.clone(), |s| &s.bytes_out));
+            }
+        }
+        if took >= self.slow_threshold {
+            let upstream_us = exchange.upstream_us.load(Ordering::Relaxed);
+            self.slow_log.push(SlowRequest {
+                at: self.clock.unix_ms(),
+                route: exchange.route.name.clone(),
+                method: method.to_string(),
+                path: path.to_owned(),
+                status: response.status().as_u16(),
+                duration_ms: took.as_secs_f64() * 1000.0,
+                upstream_ms: (upstream_us > 0).then(|| upstream_us as f64 / 1000.0),
+                request_id: exchange.request_id.to_str().unwrap_or_default().to_owned(),
+            });
+        }
     }
 
     async fn serve(
@@ -178,6 +232,7 @@ impl Proxy {
             headers.insert(header::UPGRADE, protocol.clone());
         }
         let limit = usize::try_from(route.max_body).unwrap_or(usize::MAX);
+        let body = Counted::new(body, route.stats.clone(), |s| &s.bytes_in);
         let body = Body::new(Limited::new(body, limit));
         let mut response = self
             .send_upstream(Request::from_parts(parts, body), exchange)
@@ -202,7 +257,9 @@ impl Proxy {
         );
         let response = Response::from_parts(parts, Body::new(body));
         Ok(match encoding {
-            Some((compression, encoding)) => compress_streaming(response, compression, encoding),
+            Some((compression, encoding)) => {
+                compress_streaming(response, compression, encoding, &route.stats)
+            }
             None => response,
         })
     }
@@ -226,13 +283,19 @@ impl Proxy {
         let wait = headers_wait(route, exchange.started);
         let sent = Instant::now();
         let result = self.upstream.send(request, wait, route.max_body).await;
+        let took = sent.elapsed();
+        route.stats.upstream(took);
+        exchange.upstream_us.store(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1),
+            Ordering::Relaxed,
+        );
         if let Some(b) = &route.breaker {
             let failed = match &result {
                 Ok(response) => response.status().is_server_error(),
                 // A body over the limit is the client's doing, not the upstream's.
                 Err(e) => e.source() == crate::error::ErrorSource::Upstream,
             };
-            b.record(failed, sent.elapsed());
+            b.record(failed, took);
         }
         result
     }
@@ -298,6 +361,7 @@ fn compress_streaming(
     response: Response<Body>,
     compression: &Compression,
     encoding: Encoding,
+    stats: &Arc<RouteStats>,
 ) -> Response<Body> {
     let len = content_length(response.headers());
     if !compression.worth_it(response.status(), response.headers(), len) {
@@ -319,7 +383,8 @@ fn compress_streaming(
     );
     weaken_etag(headers);
     vary_on_accept_encoding(headers);
-    Response::from_parts(parts, Body::new(Compressing::new(body, encoder)))
+    let compressing = Compressing::new(body, encoder).saving_into(stats.clone());
+    Response::from_parts(parts, Body::new(compressing))
 }
 
 /// A strong `ETag` made weak: the compressed bytes are another representation of the same

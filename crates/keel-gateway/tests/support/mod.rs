@@ -278,10 +278,14 @@ async fn start(
     }
 }
 
-/// A client that keeps no connections (each test sees fresh ones).
+/// A client that keeps no connections (each test sees fresh ones) and asks for no encoding
+/// unless a test sets `Accept-Encoding` itself (then it gets the bytes as sent).
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .pool_max_idle_per_host(0)
+        .no_gzip()
+        .no_brotli()
+        .no_zstd()
         .build()
         .unwrap()
 }
