@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# The gateway side by side with nginx (Debian's package, one worker) in front of the same
-# upstream (a second nginx serving a 14 KB JSON file), keel with one worker thread, wrk on
-# loopback, alternating rounds:
-#   cache hit     keel route cache vs nginx proxy_cache         → rps ratio, p99 of each
-#   pass-through  keel without cache vs nginx proxy_pass        → rps ratio, CPU µs per request
+# The gateway side by side with nginx (Debian's package, one worker, sendfile, upstream
+# keepalive) in front of the same upstream (a second nginx serving a 14 KB JSON file), keel with
+# one worker thread, wrk on loopback, alternating rounds:
+#   cached     keel route cache vs nginx proxy_cache              → rps ratio, p99, CPU µs/request
+#   pass       keel without cache vs nginx proxy_pass             → rps ratio, p99, CPU µs/request
+#   ratelimit  keel cache hits with a rate limit never reached vs without → rps ratio
+#   gzip       keel cache hits compressed (gzip) vs identity hits         → rps ratio
+#              (nginx proxy_cache + gzip level 1, compressing every hit, alongside for reference)
 #
 # Usage: bench/gateway.sh [rounds]     (default 5; DURATION=10s CONNECTIONS=50)
 set -euo pipefail
@@ -24,7 +27,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 # The upstream: 14 KB of JSON under /cached/ and /pass/.
 UP_PORT=$(free_port)
-mkdir -p "$WORK/www/cached" "$WORK/www/pass" "$WORK/up" "$WORK/ng" "$WORK/ngcache"
+mkdir -p "$WORK/www/cached" "$WORK/www/pass" "$WORK/www/limited" "$WORK/www/gz" "$WORK/up" "$WORK/ng" "$WORK/ngcache"
 python3 - "$WORK/www/cached/data.json" <<'PY'
 import json, sys
 items = [{"id": i, "name": f"habit number {i}", "done": i % 3 == 0, "streak": i * 7 % 31,
@@ -35,7 +38,7 @@ while len(text) < 14 * 1024:
     text = json.dumps({"habits": items})
 open(sys.argv[1], "w").write(text)
 PY
-cp "$WORK/www/cached/data.json" "$WORK/www/pass/data.json"
+for d in pass limited gz; do cp "$WORK/www/cached/data.json" "$WORK/www/$d/data.json"; done
 BYTES=$(stat -c %s "$WORK/www/cached/data.json")
 cat > "$WORK/up/nginx.conf" <<CONF
 worker_processes 1;
@@ -75,6 +78,10 @@ http {
     proxy_set_header Connection "";
     location /cached/ { proxy_pass http://app; proxy_cache bench; proxy_cache_valid 200 1h; }
     location /pass/ { proxy_pass http://app; }
+    location /gz/ {
+      proxy_pass http://app; proxy_cache bench; proxy_cache_valid 200 1h;
+      gzip on; gzip_types application/json; gzip_comp_level 1;
+    }
   }
 }
 CONF
@@ -95,6 +102,11 @@ cache = { ttl = "1h" }
 [[gateway.routes]]
 prefix = "/pass/"
 cache = { enabled = false }
+
+[[gateway.routes]]
+prefix = "/limited/"
+cache = { ttl = "1h" }
+rate_limit = { rate = 1000000000, per = "1s", key = "ip" }
 CONF
 KEEL_SERVER_WORKER_THREADS=1 "$KEEL" serve --config "$WORK/keel.toml" --listen "127.0.0.1:$API_PORT" \
   --gateway-listen "127.0.0.1:$KEEL_PORT" --data-dir "$WORK/keel" >/dev/null 2>&1 &
@@ -112,11 +124,14 @@ curl -fsI "http://127.0.0.1:$KEEL_PORT/cached/data.json" | grep -qi '^x-cache: H
 ticks() { for p in "$@"; do awk '{print $14 + $15}' "/proc/$p/stat"; done | awk '{s += $1} END {print s}'; }
 HZ=$(getconf CLK_TCK)
 # One wrk run against $1 for the processes $2…: prints "rps p99_ms cpu_us_per_request".
+# ACCEPT, when set, is sent as Accept-Encoding.
 measure() {
   local url=$1; shift
   local before after out
+  local header=()
+  [ -n "${ACCEPT:-}" ] && header=(-H "Accept-Encoding: $ACCEPT")
   before=$(ticks "$@")
-  out=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "$url")
+  out=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "${header[@]}" "$url")
   after=$(ticks "$@")
   echo "$out" | awk -v b="$before" -v a="$after" -v hz="$HZ" '
     /Requests\/sec/ {rps = $2}
@@ -140,4 +155,28 @@ for scenario in cached pass; do
   printf '%s median: nginx %s rps, p99 %s ms, %s µs CPU/req | keel %s rps, p99 %s ms, %s µs CPU/req | keel/nginx rps %s\n' \
     "$scenario" "$nr" "$(median "${n_p99[@]}")" "$(median "${n_cpu[@]}")" \
     "$kr" "$(median "${k_p99[@]}")" "$(median "${k_cpu[@]}")" "$(ratio "$kr" "$nr")"
+done
+
+echo "== keel against itself: what a rate limit (never reached) and gzip cost on cache hits"
+for scenario in ratelimit gzip; do
+  base=(); with=(); base_cpu=(); with_cpu=(); ng=()
+  for i in $(seq "$ROUNDS"); do
+    read -r r _ c <<<"$(measure "http://127.0.0.1:$KEEL_PORT/cached/data.json" "$KEEL_PID")"
+    base+=("$r"); base_cpu+=("$c")
+    if [ "$scenario" = ratelimit ]; then
+      read -r r _ c <<<"$(measure "http://127.0.0.1:$KEEL_PORT/limited/data.json" "$KEEL_PID")"
+    else
+      read -r r _ c <<<"$(ACCEPT=gzip measure "http://127.0.0.1:$KEEL_PORT/cached/data.json" "$KEEL_PID")"
+      read -r n _ _ <<<"$(ACCEPT=gzip measure "http://127.0.0.1:$NG_PORT/gz/data.json" $NG_PIDS)"
+      ng+=("$n")
+    fi
+    with+=("$r"); with_cpu+=("$c")
+    printf '%s round %d: keel plain hits %s rps %s µs/req, with %s %s rps %s µs/req%s\n' "$scenario" "$i" \
+      "${base[-1]}" "${base_cpu[-1]}" "$scenario" "${with[-1]}" "${with_cpu[-1]}" \
+      "$([ "$scenario" = gzip ] && printf ' (nginx gzip hits %s rps)' "${ng[-1]}")"
+  done
+  b=$(median "${base[@]}"); w=$(median "${with[@]}")
+  printf '%s median: keel plain hits %s rps %s µs/req, with %s %s rps %s µs/req, rps ratio %s%s\n' "$scenario" \
+    "$b" "$(median "${base_cpu[@]}")" "$scenario" "$w" "$(median "${with_cpu[@]}")" "$(ratio "$w" "$b")" \
+    "$([ "$scenario" = gzip ] && printf ' (nginx gzip hits %s rps)' "$(median "${ng[@]}")")"
 done

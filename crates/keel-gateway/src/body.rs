@@ -28,7 +28,9 @@ pub(crate) enum BodyCutOff {
 pub(crate) struct Watched<B> {
     inner: B,
     idle: Duration,
-    idle_timer: Pin<Box<Sleep>>,
+    /// Armed only while the upstream keeps us waiting: a body that arrives without a pause
+    /// (most do) never touches the timer wheel.
+    idle_timer: Option<Pin<Box<Sleep>>>,
     deadline: Option<(Duration, Pin<Box<Sleep>>)>,
     /// Held for the body's lifetime: the route's concurrency slot.
     _permit: Option<OwnedSemaphorePermit>,
@@ -48,7 +50,7 @@ impl<B> Watched<B> {
         Self {
             inner,
             idle,
-            idle_timer: Box::pin(tokio::time::sleep(idle)),
+            idle_timer: None,
             deadline: (!total.is_zero())
                 .then(|| (total, Box::pin(tokio::time::sleep_until(started + total)))),
             _permit: permit,
@@ -75,8 +77,7 @@ where
         }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                let idle = this.idle;
-                this.idle_timer.as_mut().reset(Instant::now() + idle);
+                this.idle_timer = None;
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
@@ -95,7 +96,11 @@ where
                     this.done = true;
                     return Poll::Ready(Some(Err(Box::new(BodyCutOff::Deadline(*total)))));
                 }
-                if this.idle_timer.as_mut().poll(cx).is_ready() {
+                let idle = this.idle;
+                let timer = this
+                    .idle_timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                if timer.as_mut().poll(cx).is_ready() {
                     this.done = true;
                     return Poll::Ready(Some(Err(Box::new(BodyCutOff::Idle(this.idle)))));
                 }

@@ -37,6 +37,11 @@ pub struct GatewayConfig {
     pub pool_idle_timeout: HumanDuration,
     /// Send the client's `Host` header upstream (true) or the upstream's own host and port.
     pub preserve_host: bool,
+    /// The app's own JWTs, verified so rate limits keyed by `user` count per user and
+    /// `bypass_roles` can use the role in `role_claim`. Apart from `[auth]`: these tokens grant
+    /// nothing in keel's API. Tokens without the role claim count as `viewer` unless
+    /// `default_role` says otherwise. Unset = only keel's own credentials (`[auth]`) count.
+    pub jwt: keel_auth::JwtConfig,
     /// Requests taking longer than this (to the response headers) are listed in
     /// `GET /api/v1/gateway/slow`.
     pub slow_threshold: HumanDuration,
@@ -63,11 +68,34 @@ impl Default for GatewayConfig {
             pool_max_idle: 256,
             pool_idle_timeout: HumanDuration::from_secs(90),
             preserve_host: true,
+            jwt: keel_auth::JwtConfig::default(),
             slow_threshold: HumanDuration::from_secs(1),
             tag_headers: vec!["surrogate-key".to_owned(), "cache-tag".to_owned()],
             default: RoutePolicy::default(),
             routes: Vec::new(),
         }
+    }
+}
+
+impl GatewayConfig {
+    /// The verifier of the app's JWTs (`gateway.jwt`), when configured.
+    pub(crate) fn app_jwt(&self) -> Result<Option<keel_auth::Authenticator>, GatewayConfigError> {
+        if !self.jwt.enabled() {
+            return Ok(None);
+        }
+        let auth = keel_auth::AuthConfig {
+            jwt: keel_auth::JwtConfig {
+                default_role: self.jwt.default_role.or(Some(keel_auth::Role::Viewer)),
+                ..self.jwt.clone()
+            },
+            ..keel_auth::AuthConfig::default()
+        };
+        keel_auth::Authenticator::new(&auth, None)
+            .map(Some)
+            .map_err(|e| {
+                let field = e.field.replacen("auth.jwt", "gateway.jwt", 1);
+                GatewayConfigError::new(field, e.reason)
+            })
     }
 }
 
@@ -399,6 +427,7 @@ impl GatewayConfig {
         crate::upstream::UpstreamAddr::parse(self.upstream.as_deref().unwrap_or("http://x"))
             .map_err(|reason| GatewayConfigError::new("gateway.upstream", reason))?;
         crate::forwarded::TrustedProxies::parse(&self.trusted_proxies)?;
+        self.app_jwt()?;
         if self.connect_timeout.get().is_zero() {
             return Err(GatewayConfigError::new(
                 "gateway.connect_timeout",

@@ -111,32 +111,36 @@ impl TrustedProxies {
     /// Sets `X-Forwarded-For`, `-Proto` and `-Host` on a request going upstream. From a trusted
     /// peer the existing chain is extended and its `-Proto`/`-Host` kept; from anyone else they
     /// are replaced, so an app behind keel can believe them.
+    /// `peer_value` is the peer's address as a header value (made once per connection).
     pub(crate) fn set_forwarded(
         &self,
         peer: IpAddr,
+        peer_value: &HeaderValue,
         host: Option<HeaderValue>,
         headers: &mut HeaderMap,
     ) {
         let peer = canonical(peer);
         let trusted = !self.0.is_empty() && self.trusts(peer);
-        let peer_text = peer.to_string();
-        let chain = if trusted {
-            let earlier: Vec<&str> = headers
+        let earlier: Vec<&str> = if trusted {
+            headers
                 .get_all(&X_FORWARDED_FOR)
                 .iter()
                 .filter_map(|v| v.to_str().ok())
-                .collect();
-            if earlier.is_empty() {
-                peer_text
-            } else {
-                format!("{}, {peer_text}", earlier.join(", "))
-            }
+                .collect()
         } else {
-            peer_text
+            Vec::new()
         };
-        if let Ok(value) = HeaderValue::from_str(&chain) {
-            headers.insert(X_FORWARDED_FOR.clone(), value);
-        }
+        let chain = if earlier.is_empty() {
+            peer_value.clone()
+        } else {
+            let chain = format!(
+                "{}, {}",
+                earlier.join(", "),
+                peer_value.to_str().unwrap_or_default()
+            );
+            HeaderValue::from_str(&chain).unwrap_or_else(|_| peer_value.clone())
+        };
+        headers.insert(X_FORWARDED_FOR.clone(), chain);
         if !trusted || !headers.contains_key(&X_FORWARDED_PROTO) {
             headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
         }
@@ -204,14 +208,24 @@ mod tests {
         let host = Some(HeaderValue::from_static("shop.example"));
         let mut h = xff("6.6.6.6");
         h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
-        t.set_forwarded(ip("8.8.8.8"), host.clone(), &mut h);
+        t.set_forwarded(
+            ip("8.8.8.8"),
+            &HeaderValue::from_static("8.8.8.8"),
+            host.clone(),
+            &mut h,
+        );
         assert_eq!(h[&X_FORWARDED_FOR], "8.8.8.8");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
         assert_eq!(h[&X_FORWARDED_HOST], "shop.example");
 
         let mut h = xff("1.2.3.4");
         h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
-        t.set_forwarded(ip("10.0.0.9"), host, &mut h);
+        t.set_forwarded(
+            ip("10.0.0.9"),
+            &HeaderValue::from_static("10.0.0.9"),
+            host,
+            &mut h,
+        );
         assert_eq!(h[&X_FORWARDED_FOR], "1.2.3.4, 10.0.0.9");
         assert_eq!(h[&X_FORWARDED_PROTO], "https");
     }

@@ -105,7 +105,12 @@ impl Gateway {
                 .iter()
                 .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
                 .collect(),
-            auth,
+            auth: config
+                .app_jwt()?
+                .map(Arc::new)
+                .into_iter()
+                .chain(auth)
+                .collect(),
             slow_threshold: config.slow_threshold.get(),
             slow_log: SlowLog::default(),
             clock: clock.clone(),
@@ -139,7 +144,8 @@ impl Gateway {
         let mut request = http::Request::new(axum::body::Body::empty());
         *request.uri_mut() = uri;
         let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-        let response = self.proxy.clone().handle(request, peer).await;
+        let peer_value = HeaderValue::from_static("127.0.0.1");
+        let response = self.proxy.clone().handle(request, peer, peer_value).await;
         let cache = response
             .headers()
             .get(&crate::proxy::X_CACHE)
@@ -243,11 +249,14 @@ impl Gateway {
             };
             let _ = stream.set_nodelay(true);
             let proxy = self.proxy.clone();
+            let peer_value =
+                HeaderValue::from_str(&crate::forwarded::canonical(peer.ip()).to_string())
+                    .expect("an IP address is a valid header value");
             let service = service_fn(move |request| {
-                let proxy = proxy.clone();
+                let (proxy, peer_value) = (proxy.clone(), peer_value.clone());
                 async move {
                     let request = request.map(axum::body::Body::new);
-                    Ok::<_, Infallible>(proxy.handle(request, peer).await)
+                    Ok::<_, Infallible>(proxy.handle(request, peer, peer_value).await)
                 }
             });
             let connection = builder

@@ -131,7 +131,7 @@ impl RouteLimiter {
         &self,
         client: IpAddr,
         headers: &HeaderMap,
-        auth: Option<&Authenticator>,
+        auth: &[std::sync::Arc<Authenticator>],
     ) -> Checked {
         let needs_principal = matches!(self.key, LimitKey::User)
             || !self.bypass_roles.is_empty()
@@ -146,6 +146,19 @@ impl RouteLimiter {
                 || self.bypass_subjects.iter().any(|s| **s == *p.subject))
         {
             return None;
+        }
+        if let LimitKey::Ip = self.key
+            && let IpAddr::V4(v4) = client
+        {
+            // The common case, without allocating: the address's text on the stack.
+            let mut buf = [0u8; 15];
+            let len = {
+                let mut cursor = std::io::Cursor::new(&mut buf[..]);
+                let _ = std::io::Write::write_fmt(&mut cursor, format_args!("{v4}"));
+                cursor.position() as usize
+            };
+            let key = std::str::from_utf8(&buf[..len]).unwrap_or_default();
+            return Some(self.limiter.check(key, 1));
         }
         let key = match &self.key {
             LimitKey::Route => String::new(),
@@ -207,9 +220,12 @@ impl RouteLimiter {
     }
 }
 
-fn principal(headers: &HeaderMap, auth: Option<&Authenticator>) -> Option<Principal> {
+/// The credential's principal, by the first verifier that accepts it (the app's JWTs, then
+/// keel's own credentials).
+fn principal(headers: &HeaderMap, auth: &[std::sync::Arc<Authenticator>]) -> Option<Principal> {
     let header = headers.get(http::header::AUTHORIZATION)?;
-    auth?.authenticate(Some(header.as_bytes())).ok()
+    auth.iter()
+        .find_map(|a| a.authenticate(Some(header.as_bytes())).ok())
 }
 
 /// Whole seconds, rounded up.
@@ -243,17 +259,17 @@ mod tests {
     fn ipv6_clients_share_a_budget_per_prefix() {
         let (l, _) = limiter(|_| {});
         let h = HeaderMap::new();
-        assert!(l.check(ip("2001:db8::1"), &h, None).unwrap().allowed);
-        assert!(l.check(ip("2001:db8::ffff"), &h, None).unwrap().allowed);
+        assert!(l.check(ip("2001:db8::1"), &h, &[]).unwrap().allowed);
+        assert!(l.check(ip("2001:db8::ffff"), &h, &[]).unwrap().allowed);
         assert!(
-            !l.check(ip("2001:db8::2"), &h, None).unwrap().allowed,
+            !l.check(ip("2001:db8::2"), &h, &[]).unwrap().allowed,
             "same /64"
         );
         assert!(
-            l.check(ip("2001:db8:0:1::1"), &h, None).unwrap().allowed,
+            l.check(ip("2001:db8:0:1::1"), &h, &[]).unwrap().allowed,
             "another /64"
         );
-        assert!(l.check(ip("10.0.0.1"), &h, None).unwrap().allowed);
+        assert!(l.check(ip("10.0.0.1"), &h, &[]).unwrap().allowed);
     }
 
     #[test]
@@ -261,14 +277,14 @@ mod tests {
         let (l, _) = limiter(|p| p.key = "header:x-api-key".into());
         let mut h = HeaderMap::new();
         h.insert("x-api-key", HeaderValue::from_static("k1"));
-        let from = |a| l.check(ip(a), &h, None).unwrap().allowed;
+        let from = |a| l.check(ip(a), &h, &[]).unwrap().allowed;
         assert!(from("10.0.0.1") && from("10.0.0.2"));
         assert!(
             !from("10.0.0.3"),
             "one budget per key, whatever the address"
         );
         assert!(
-            l.check(ip("10.0.0.1"), &HeaderMap::new(), None)
+            l.check(ip("10.0.0.1"), &HeaderMap::new(), &[])
                 .unwrap()
                 .allowed
         );
@@ -278,7 +294,7 @@ mod tests {
     fn headers_say_where_the_client_stands() {
         let (l, time) = limiter(|_| {});
         let h = HeaderMap::new();
-        let d = l.check(ip("10.0.0.1"), &h, None).unwrap();
+        let d = l.check(ip("10.0.0.1"), &h, &[]).unwrap();
         let mut out = HeaderMap::new();
         l.set_headers(&mut out, &d);
         assert_eq!(out["ratelimit-policy"], "\"api\";q=2;w=10");
@@ -286,12 +302,12 @@ mod tests {
         assert_eq!(out["x-ratelimit-limit"], "2");
         assert_eq!(out["x-ratelimit-remaining"], "1");
         assert_eq!(out["x-ratelimit-reset"], "5");
-        assert!(l.check(ip("10.0.0.1"), &h, None).unwrap().allowed);
-        let refused = l.check(ip("10.0.0.1"), &h, None).unwrap();
+        assert!(l.check(ip("10.0.0.1"), &h, &[]).unwrap().allowed);
+        let refused = l.check(ip("10.0.0.1"), &h, &[]).unwrap();
         assert!(!refused.allowed);
         assert_eq!(refused.retry_after, Duration::from_secs(5));
         time.advance(Duration::from_secs(5));
-        assert!(l.check(ip("10.0.0.1"), &h, None).unwrap().allowed);
+        assert!(l.check(ip("10.0.0.1"), &h, &[]).unwrap().allowed);
     }
 
     #[test]

@@ -39,8 +39,14 @@ impl RequestIds {
             return given.clone();
         }
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{:08x}{n:016x}", self.prefix);
-        HeaderValue::from_str(&id).expect("hex digits are a valid header value")
+        // Hex digits written by hand: this runs for every request.
+        let mut id = [0u8; 24];
+        let digits = (u128::from(self.prefix) << 64) | u128::from(n);
+        for (i, byte) in id.iter_mut().enumerate() {
+            let nibble = (digits >> (4 * (23 - i))) as u8 & 0xf;
+            *byte = b"0123456789abcdef"[usize::from(nibble)];
+        }
+        HeaderValue::from_bytes(&id).expect("hex digits are a valid header value")
     }
 }
 
@@ -56,6 +62,8 @@ mod tests {
         let b = ids.for_request(&h);
         assert_ne!(a, b);
         assert_eq!(a.len(), 24);
+        assert_eq!(&a.to_str().unwrap()[..8], format!("{:08x}", ids.prefix));
+        assert_eq!(&a.to_str().unwrap()[8..], "0000000000000001");
         h.insert(&X_REQUEST_ID, HeaderValue::from_static("req-42"));
         assert_eq!(ids.for_request(&h), "req-42");
         h.insert(&X_REQUEST_ID, HeaderValue::from_static("has space"));

@@ -55,12 +55,17 @@ impl UpstreamAddr {
 
     /// The upstream URI for a request's path and query.
     pub(crate) fn uri_for(&self, request: &Uri) -> Result<Uri, http::Error> {
-        let path = request.path_and_query().map_or("/", |pq| pq.as_str());
-        Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(self.authority.clone())
-            .path_and_query(path)
-            .build()
+        // The request's path and query are reused as they are (a reference-counted clone).
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(Scheme::HTTP);
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(
+            request
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+        );
+        Ok(Uri::from_parts(parts)?)
     }
 }
 

@@ -146,6 +146,66 @@ async fn clients_behind_a_trusted_proxy_are_told_apart() {
     );
 }
 
+/// An HS256 token of the app, signed with `secret`.
+fn app_jwt(secret: &str, claims: serde_json::Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_app_s_own_jwts_give_per_user_budgets_and_bypass() {
+    const SECRET: &str = "the-app-s-own-jwt-secret-0123456789";
+    let app = App::start().await;
+    let gw = gateway_on_mock_clock(&app.url(), |c| {
+        limited(RateLimitPolicy {
+            rate: 1,
+            key: "user".into(),
+            bypass_roles: vec!["admin".into()],
+            ..two_per_10s()
+        })(c);
+        c.jwt.secret = Some(keel_core::Secret::new(SECRET));
+    })
+    .await;
+    let exp = 4_102_444_800u64; // 2100-01-01
+    let alice = app_jwt(SECRET, serde_json::json!({"sub": "alice", "exp": exp}));
+    let bob = app_jwt(SECRET, serde_json::json!({"sub": "bob", "exp": exp}));
+    let boss = app_jwt(
+        SECRET,
+        serde_json::json!({"sub": "boss", "role": "admin", "exp": exp}),
+    );
+    let forged = app_jwt(
+        "another-secret-entirely-0123456789",
+        serde_json::json!({"sub": "alice", "exp": exp}),
+    );
+    assert_eq!(
+        get(&gw, "/r/x", Some(&alice)).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(&gw, "/r/x", Some(&alice)).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(get(&gw, "/r/x", Some(&bob)).await.status(), StatusCode::OK);
+    for _ in 0..3 {
+        assert_eq!(get(&gw, "/r/x", Some(&boss)).await.status(), StatusCode::OK);
+    }
+    // A token keel cannot verify counts against the address, not against alice.
+    assert_eq!(
+        get(&gw, "/r/x", Some(&forged)).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(&gw, "/r/x", None).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Keel's own admin token still bypasses too.
+    assert_eq!(get(&gw, "/r/x", Some(ADMIN)).await.status(), StatusCode::OK);
+}
+
 fn breaking(cache: Option<CachePolicy>) -> impl FnOnce(&mut GatewayConfig) {
     move |c| {
         c.routes = vec![RouteRule {

@@ -198,6 +198,60 @@ async fn a_silent_upstream_is_a_504_after_the_read_timeout() {
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_body_that_stops_coming_is_cut_off_after_the_read_timeout() {
+    let app = App::start().await;
+    let gw = gateway(&app.url(), |c| {
+        c.read_timeout = keel_core::HumanDuration::from_secs(7);
+    })
+    .await;
+    let mut response = client()
+        .get(format!("http://{gw}/trickle"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.chunk().await.unwrap().unwrap(), "first piece");
+    assert!(
+        response.chunk().await.is_err(),
+        "the response is cut off, not left hanging"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_total_timeout_bounds_the_whole_exchange() {
+    let app = App::start().await;
+    let gw = gateway(&app.url(), |c| {
+        c.routes = vec![RouteRule {
+            prefix: Some("/trickle".into()),
+            policy: keel_gateway::RoutePolicy {
+                timeout: Some(keel_core::HumanDuration::from_secs(3)),
+                read_timeout: Some(keel_core::HumanDuration::from_secs(600)),
+                ..Default::default()
+            },
+            ..RouteRule::default()
+        }];
+    })
+    .await;
+    let mut response = client()
+        .get(format!("http://{gw}/trickle"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.chunk().await.unwrap().unwrap(), "first piece");
+    assert!(response.chunk().await.is_err());
+    let hang = client()
+        .get(format!("http://{gw}/hang"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        hang.status(),
+        StatusCode::GATEWAY_TIMEOUT,
+        "the default rule's 60s read timeout"
+    );
+}
+
 #[tokio::test]
 async fn a_route_at_its_concurrency_cap_answers_503_at_once() {
     let app = App::start().await;

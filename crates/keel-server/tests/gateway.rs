@@ -90,3 +90,28 @@ regex = "^/v[0-9+/"
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn the_complete_example_in_the_gateway_docs_is_valid() {
+    let doc_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/gateway.md");
+    let doc = std::fs::read_to_string(doc_path).unwrap();
+    let section = doc
+        .split("## A complete example")
+        .nth(1)
+        .expect("docs/gateway.md has a complete example");
+    let example = section
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|s| s.split("```").next())
+        .expect("a toml block");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keel.toml");
+    std::fs::write(&path, example).unwrap();
+    let (code, out, err) = run(&["config", "check", path.to_str().unwrap()], &[]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("habit-writes"), "{out}");
+    assert!(
+        !out.contains("replace-with-the-app"),
+        "the JWT secret is redacted: {out}"
+    );
+}

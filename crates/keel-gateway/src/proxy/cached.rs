@@ -109,29 +109,28 @@ pub(super) async fn serve(
         // The common case first: a fresh encoded copy of a response that does not vary.
         let now = cache.now_ms();
         if now < encoded.times.fresh_until {
-            return Ok(answer(&encoded, Outcome::Hit, now, head, &headers, policy));
+            return Ok(answer(encoded, Outcome::Hit, now, head, &headers, policy));
         }
     }
-    let reply = |key: &str, stored: &Stored, outcome: Outcome| {
+    let reply = |key: &str, stored: Stored, outcome: Outcome| {
         let now = cache.now_ms();
-        match encoding {
-            Some((compression, encoding)) => {
-                let encoded = encode_stored(cache, compression, encoding, key, stored, now);
-                let saved = stored.body.len().saturating_sub(encoded.body.len());
-                RouteStats::add(&exchange.route.stats.bytes_saved, saved as u64);
-                answer(&encoded, outcome, now, head, &headers, policy)
-            }
-            None => answer(stored, outcome, now, head, &headers, policy),
+        if let Some((compression, encoding)) = encoding
+            && let Some(encoded) = encode_stored(cache, compression, encoding, key, &stored, now)
+        {
+            let saved = stored.body.len().saturating_sub(encoded.body.len());
+            RouteStats::add(&exchange.route.stats.bytes_saved, saved as u64);
+            return answer(encoded, outcome, now, head, &headers, policy);
         }
+        answer(stored, outcome, now, head, &headers, policy)
     };
     let mut stale = None;
     if let Some((key, stored)) = cache.lookup(&primary, &headers) {
         let now = cache.now_ms();
         if now < stored.times.fresh_until {
-            return Ok(reply(&key, &stored, Outcome::Hit));
+            return Ok(reply(&key, stored, Outcome::Hit));
         }
         if now < stored.times.stale_while_revalidate_until {
-            let response = reply(&key, &stored, Outcome::Stale);
+            let response = reply(&key, stored.clone(), Outcome::Stale);
             refresh_in_background(proxy, exchange, &uri, &headers, &primary, (key, stored));
             return Ok(response);
         }
@@ -156,7 +155,7 @@ pub(super) async fn serve(
         }
     };
     Ok(match fetched {
-        Fetched::Stored(key, stored, outcome) => reply(&key, &stored, outcome),
+        Fetched::Stored(key, stored, outcome) => reply(&key, stored, outcome),
         Fetched::Passed(mut response) => {
             if head {
                 *response.body_mut() = Body::empty();
@@ -183,7 +182,7 @@ fn encoded_key(key: &str, encoding: Encoding) -> String {
 
 /// The `encoding` copy of `stored` (kept at `key`): from the cache when it was made from this
 /// very copy, else compressed now — once, then served to everyone — and stored beside it.
-/// `stored` itself when it is not worth compressing.
+/// `None` when it is not worth compressing.
 fn encode_stored(
     cache: &crate::cache::ResponseCache,
     compression: &Compression,
@@ -191,20 +190,20 @@ fn encode_stored(
     key: &str,
     stored: &Stored,
     now: u64,
-) -> Stored {
+) -> Option<Stored> {
     let len = stored.body.len() as u64;
     if !compression.worth_it(stored.status, &stored.headers, Some(len)) {
-        return stored.clone();
+        return None;
     }
     let variant_key = encoded_key(key, encoding);
     if let Some(encoded) = cache.get_at(&variant_key)
         && encoded.times == stored.times
     {
-        return encoded;
+        return Some(encoded);
     }
     let body = match compression.compress(encoding, &stored.body) {
         Ok(body) if body.len() < stored.body.len() => Bytes::from(body),
-        _ => return stored.clone(),
+        _ => return None,
     };
     let mut headers = stored.headers.clone();
     headers.insert(
@@ -228,7 +227,7 @@ fn encode_stored(
     // As long as the copy it was made from may be served; a minute more for revalidation.
     let keep = Duration::from_millis(last.saturating_sub(now)) + Duration::from_secs(60);
     cache.store_at(&variant_key, &encoded, keep);
-    encoded
+    Some(encoded)
 }
 
 /// The client's request as a plain GET or HEAD without a body.
@@ -262,6 +261,7 @@ fn refresh_in_background(
         route: exchange.route.clone(),
         peer: exchange.peer,
         client_ip: exchange.client_ip,
+        peer_value: exchange.peer_value.clone(),
         request_id: exchange.request_id.clone(),
         started: tokio::time::Instant::now(),
         upstream_us: std::sync::atomic::AtomicU64::new(0),
@@ -591,22 +591,27 @@ where
 /// The response for a client from a stored copy: `304` when the client's own validators match,
 /// else the stored response with `Age` and `X-Cache` (and no body for HEAD).
 fn answer(
-    stored: &Stored,
+    stored: Stored,
     outcome: Outcome,
     now: u64,
     head: bool,
     request: &HeaderMap,
     policy: &RouteCache,
 ) -> Response<Body> {
-    let mut headers = stored.headers.clone();
-    let age_secs =
-        now.saturating_sub(stored.times.stored_at) / 1000 + u64::from(stored.times.initial_age);
+    let Stored {
+        status,
+        mut headers,
+        body,
+        times,
+        ..
+    } = stored;
+    let age_secs = now.saturating_sub(times.stored_at) / 1000 + u64::from(times.initial_age);
     headers.insert(header::AGE, HeaderValue::from(age_secs));
     headers.insert(X_CACHE.clone(), outcome.header());
     if let Some(cc) = &policy.browser_cache_control {
         headers.insert(header::CACHE_CONTROL, cc.clone());
     }
-    if stored.status == StatusCode::OK && not_modified(request, &stored.headers) {
+    if status == StatusCode::OK && not_modified(request, &headers) {
         let mut response = Response::new(Body::empty());
         *response.status_mut() = StatusCode::NOT_MODIFIED;
         for name in [
@@ -626,13 +631,13 @@ fn answer(
         return response;
     }
     let body = if head {
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(stored.body.len()));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         Body::empty()
     } else {
-        Body::from(stored.body.clone())
+        Body::from(body)
     };
     let mut response = Response::new(body);
-    *response.status_mut() = stored.status;
+    *response.status_mut() = status;
     *response.headers_mut() = headers;
     response
 }

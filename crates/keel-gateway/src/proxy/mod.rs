@@ -50,8 +50,9 @@ pub(crate) struct Proxy {
     pub(crate) cache: ResponseCache,
     /// Response headers carrying cache tags.
     pub(crate) tag_headers: Vec<HeaderName>,
-    /// Verifies credentials for per-user rate limits and bypasses.
-    pub(crate) auth: Option<Arc<keel_auth::Authenticator>>,
+    /// Verify credentials for per-user rate limits and bypasses: the app's JWTs
+    /// (`gateway.jwt`), then keel's own credentials.
+    pub(crate) auth: Vec<Arc<keel_auth::Authenticator>>,
     /// Requests slower than `slow_threshold` go in `slow_log`.
     pub(crate) slow_threshold: Duration,
     pub(crate) slow_log: SlowLog,
@@ -64,6 +65,8 @@ pub(crate) struct Exchange {
     pub(crate) peer: SocketAddr,
     /// The client's address (the peer's, or from `X-Forwarded-For` of a trusted proxy).
     pub(crate) client_ip: std::net::IpAddr,
+    /// The peer's address as a header value, made once per connection.
+    pub(crate) peer_value: HeaderValue,
     pub(crate) request_id: HeaderValue,
     pub(crate) started: Instant,
     /// Microseconds the upstream took to answer; 0 = not called (yet).
@@ -76,6 +79,7 @@ impl Proxy {
         self: Arc<Self>,
         request: Request<Body>,
         peer: SocketAddr,
+        peer_value: HeaderValue,
     ) -> Response<Body> {
         let exchange = Exchange {
             route: self
@@ -84,14 +88,14 @@ impl Proxy {
                 .clone(),
             peer,
             client_ip: self.trusted.client_ip(peer.ip(), request.headers()),
+            peer_value,
             request_id: self.request_ids.for_request(request.headers()),
             started: Instant::now(),
             upstream_us: AtomicU64::new(0),
         };
         let (method, path) = (request.method().clone(), request.uri().path().to_owned());
         let limited = exchange.route.limiter.as_ref().and_then(|limiter| {
-            let decision =
-                limiter.check(exchange.client_ip, request.headers(), self.auth.as_deref())?;
+            let decision = limiter.check(exchange.client_ip, request.headers(), &self.auth)?;
             Some((limiter, decision))
         });
         let result = match &limited {
@@ -231,9 +235,14 @@ impl Proxy {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             headers.insert(header::UPGRADE, protocol.clone());
         }
-        let limit = usize::try_from(route.max_body).unwrap_or(usize::MAX);
-        let body = Counted::new(body, route.stats.clone(), |s| &s.bytes_in);
-        let body = Body::new(Limited::new(body, limit));
+        let body = if http_body::Body::is_end_stream(&body) {
+            // No body (most GETs): nothing to limit or count.
+            Body::empty()
+        } else {
+            let limit = usize::try_from(route.max_body).unwrap_or(usize::MAX);
+            let body = Counted::new(body, route.stats.clone(), |s| &s.bytes_in);
+            Body::new(Limited::new(body, limit))
+        };
         let mut response = self
             .send_upstream(Request::from_parts(parts, body), exchange)
             .await?;
@@ -321,8 +330,14 @@ impl Proxy {
         let headers = &mut parts.headers;
         strip_hop_by_hop(headers);
         let peer = exchange.peer.ip();
-        self.trusted.set_forwarded(peer, host.clone(), headers);
-        if let Ok(ip) = HeaderValue::from_str(&exchange.client_ip.to_string()) {
+        self.trusted
+            .set_forwarded(peer, &exchange.peer_value, host.clone(), headers);
+        let real_ip = if exchange.client_ip == crate::forwarded::canonical(peer) {
+            Some(exchange.peer_value.clone())
+        } else {
+            HeaderValue::from_str(&exchange.client_ip.to_string()).ok()
+        };
+        if let Some(ip) = real_ip {
             headers.insert(X_REAL_IP.clone(), ip);
         }
         headers.insert(X_REQUEST_ID.clone(), exchange.request_id.clone());

@@ -28,8 +28,8 @@ pub fn echo_json(
 }
 
 /// The upstream app: `/echo` (reports the request), `/upload` (counts a streamed body),
-/// `/download/{bytes}` (streams that many bytes), `/hang` (never answers), `/held` (answers
-/// once `release` is notified).
+/// `/download/{bytes}` (streams that many bytes), `/hang` (never answers), `/trickle` (sends
+/// one piece, then nothing), `/held` (answers once `release` is notified), `/r/…` (scripted).
 pub struct App {
     pub addr: SocketAddr,
     /// The scripted resource at `/r/...`.
@@ -55,6 +55,16 @@ impl App {
             .route("/upload", post(upload))
             .route("/download/{bytes}", get(download))
             .route("/hang", get(std::future::pending::<&'static str>))
+            .route(
+                "/trickle",
+                get(|| async {
+                    // One piece, then silence.
+                    let first = futures_util::stream::once(async {
+                        Ok::<_, std::io::Error>(Bytes::from_static(b"first piece"))
+                    });
+                    Body::from_stream(first.chain(futures_util::stream::pending()))
+                }),
+            )
             .route(
                 "/held",
                 get(move || {
