@@ -12,6 +12,12 @@ use keel_resilience::{Decision, Quota, RateLimiter};
 
 use crate::config::{GatewayConfigError, RateLimitPolicy};
 
+static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+static X_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+static X_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+static X_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
 /// What a budget belongs to.
 #[derive(Debug)]
 enum LimitKey {
@@ -30,8 +36,9 @@ pub(crate) struct RouteLimiter {
     ipv6_prefix: u8,
     bypass_roles: Vec<Role>,
     bypass_subjects: Vec<String>,
-    /// `RateLimit-Policy`, the same for every response.
+    /// `RateLimit-Policy` and `X-RateLimit-Limit`, the same for every response.
     policy_header: HeaderValue,
+    limit_header: HeaderValue,
 }
 
 impl std::fmt::Debug for RouteLimiter {
@@ -123,6 +130,7 @@ impl RouteLimiter {
             bypass_roles,
             bypass_subjects: policy.bypass_subjects.clone(),
             policy_header,
+            limit_header: HeaderValue::from(quota.burst),
         })
     }
 
@@ -190,28 +198,18 @@ impl RouteLimiter {
     /// `-Remaining` and `-Reset`.
     pub(crate) fn set_headers(&self, headers: &mut HeaderMap, decision: &Decision) {
         let reset = seconds_up(decision.reset_after);
-        headers.insert(
-            HeaderName::from_static("ratelimit-policy"),
-            self.policy_header.clone(),
+        let mut rate_limit = String::with_capacity(self.name.len() + 32);
+        let _ = std::fmt::Write::write_fmt(
+            &mut rate_limit,
+            format_args!("\"{}\";r={};t={reset}", self.name, decision.remaining),
         );
-        if let Ok(v) = HeaderValue::from_str(&format!(
-            "\"{}\";r={};t={reset}",
-            self.name, decision.remaining
-        )) {
-            headers.insert(HeaderName::from_static("ratelimit"), v);
+        headers.insert(RATELIMIT_POLICY.clone(), self.policy_header.clone());
+        if let Ok(v) = HeaderValue::from_str(&rate_limit) {
+            headers.insert(RATELIMIT.clone(), v);
         }
-        headers.insert(
-            HeaderName::from_static("x-ratelimit-limit"),
-            HeaderValue::from(decision.limit),
-        );
-        headers.insert(
-            HeaderName::from_static("x-ratelimit-remaining"),
-            HeaderValue::from(decision.remaining),
-        );
-        headers.insert(
-            HeaderName::from_static("x-ratelimit-reset"),
-            HeaderValue::from(reset),
-        );
+        headers.insert(X_LIMIT.clone(), self.limit_header.clone());
+        headers.insert(X_REMAINING.clone(), HeaderValue::from(decision.remaining));
+        headers.insert(X_RESET.clone(), HeaderValue::from(reset));
     }
 
     /// Forgets keys back at a full budget; returns how many are left.

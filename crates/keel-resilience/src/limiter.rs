@@ -16,7 +16,9 @@ use serde::Serialize;
 const SHARDS: usize = 64;
 
 /// Some keys and their theoretical arrival times.
-type Shard = Mutex<HashMap<Box<str>, Instant>>;
+/// foldhash, not SipHash: keys are hashed twice per check (the shard, then the map), and a
+/// per-process random seed still keeps them unpredictable.
+type Shard = Mutex<HashMap<Box<str>, Instant, foldhash::fast::RandomState>>;
 
 /// How much is allowed: on average `max` per `per`, with up to `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +63,7 @@ pub struct Decision {
 pub struct RateLimiter {
     quota: Quota,
     clock: Clock,
-    hasher: std::hash::RandomState,
+    hasher: foldhash::fast::RandomState,
     shards: Box<[Shard]>,
 }
 
@@ -75,8 +77,10 @@ impl RateLimiter {
                 ..quota
             },
             clock,
-            hasher: std::hash::RandomState::new(),
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: foldhash::fast::RandomState::default(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(HashMap::with_hasher(Default::default())))
+                .collect(),
         }
     }
 

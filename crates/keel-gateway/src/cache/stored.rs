@@ -122,7 +122,9 @@ impl Entry {
             initial_age: take_u32(&mut bytes)?,
         };
         let count = usize::from(take_u16(&mut bytes)?);
-        let mut headers = HeaderMap::with_capacity(count);
+        // Room for what an answer adds (Age, X-Cache, X-Request-Id, rate-limit and security headers)
+        // without growing the map.
+        let mut headers = HeaderMap::with_capacity(count + 16);
         for _ in 0..count {
             let len = usize::from(take_u16(&mut bytes)?);
             let name = HeaderName::from_bytes(&take(&mut bytes, len)?).ok()?;
