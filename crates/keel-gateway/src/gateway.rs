@@ -202,11 +202,6 @@ impl Gateway {
         self.proxy.upstream.addr.authority.to_string()
     }
 
-    /// The names of the route rules, in order, then `default`.
-    pub fn route_names(&self) -> Vec<String> {
-        self.proxy.routes.all().map(|r| r.name.clone()).collect()
-    }
-
     /// Serves clients on `listener` (HTTP/1.1, and HTTP/2 with prior knowledge) until
     /// `stop_accepting` resolves, then waits for open connections to finish their requests.
     /// The caller bounds that wait (keel's `server.shutdown_grace`).

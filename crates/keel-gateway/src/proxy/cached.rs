@@ -16,7 +16,6 @@ use hyper::body::Incoming;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::{Exchange, Proxy, X_CACHE};
-use crate::body::Watched;
 use crate::cache::control::{ResponseDirectives, age, http_date};
 use crate::cache::flights::Joined;
 use crate::cache::stored::{Stored, Times};
@@ -397,14 +396,9 @@ async fn store_or_pass(
         .as_ref()
         .filter(|_| may_store(policy, &directives, parts.status, &parts.headers))
         .and_then(|_| plan(policy, &directives, &parts.headers, now));
+    // Watched from here on, whether it is stored or passed through.
+    let body = exchange.watch(body, permit);
     let (Some(plan), Some(vary)) = (plan, vary) else {
-        let body = Watched::new(
-            body,
-            route.read_timeout,
-            route.timeout,
-            exchange.started,
-            permit,
-        );
         return Ok(Fetched::Passed(Response::from_parts(
             parts,
             Body::new(body),
@@ -417,25 +411,11 @@ async fn store_or_pass(
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
         .is_some_and(|len| len > max)
     {
-        let body = Watched::new(
-            body,
-            route.read_timeout,
-            route.timeout,
-            exchange.started,
-            permit,
-        );
         return Ok(Fetched::Passed(Response::from_parts(
             parts,
             Body::new(body),
         )));
     }
-    let body = Watched::new(
-        body,
-        route.read_timeout,
-        route.timeout,
-        exchange.started,
-        permit,
-    );
     let body = match read_up_to(body, max).await {
         Read::Whole(bytes) => bytes,
         Read::Partial(head, rest) => {

@@ -73,6 +73,24 @@ pub(crate) struct Exchange {
     pub(crate) upstream_us: AtomicU64,
 }
 
+impl Exchange {
+    /// The upstream's response body, cut off at the route's read and total timeouts, holding
+    /// the route's in-flight slot until it ends.
+    pub(crate) fn watch<B>(
+        &self,
+        body: B,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Watched<B> {
+        Watched::new(
+            body,
+            self.route.read_timeout,
+            self.route.timeout,
+            self.started,
+            permit,
+        )
+    }
+}
+
 impl Proxy {
     /// Answers one request from `peer`.
     pub(crate) async fn handle(
@@ -93,7 +111,8 @@ impl Proxy {
             started: Instant::now(),
             upstream_us: AtomicU64::new(0),
         };
-        let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+        // Kept for the slow log: cheap clones (the URI shares its bytes), no copy of the path.
+        let (method, uri) = (request.method().clone(), request.uri().clone());
         let limited = exchange.route.limiter.as_ref().and_then(|limiter| {
             let decision = limiter.check(exchange.client_ip, request.headers(), &self.auth)?;
             Some((limiter, decision))
@@ -118,7 +137,7 @@ impl Proxy {
                 RouteStats::add(&exchange.route.stats.rate_limited, 1);
             }
         }
-        self.account(&mut response, &exchange, &method, &path);
+        self.account(&mut response, &exchange, &method, uri.path());
         let headers = response.headers_mut();
         headers.insert(X_REQUEST_ID.clone(), exchange.request_id);
         if exchange.route.security_headers {
@@ -257,13 +276,7 @@ impl Proxy {
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         self.strip_tag_headers(&mut parts.headers);
-        let body = Watched::new(
-            body,
-            route.read_timeout,
-            route.timeout,
-            exchange.started,
-            permit,
-        );
+        let body = exchange.watch(body, permit);
         let response = Response::from_parts(parts, Body::new(body));
         Ok(match encoding {
             Some((compression, encoding)) => {
