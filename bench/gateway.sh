@@ -9,7 +9,8 @@
 #              (nginx proxy_cache + gzip level 1, compressing every hit, alongside for reference)
 #
 # Usage: bench/gateway.sh [rounds]     (default 5; DURATION=10s CONNECTIONS=50;
-#        SCENARIOS="cached pass ratelimit gzip" to run some of them)
+#        SCENARIOS="cached pass ratelimit gzip" to run some of them; KEEL_MALLOC_CONF="…" to
+#        start keel with that jemalloc configuration, e.g. "tcache_max:131072")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -111,7 +112,7 @@ prefix = "/limited/"
 cache = { ttl = "1h" }
 rate_limit = { rate = 1000000000, per = "1s", key = "ip" }
 CONF
-KEEL_SERVER_WORKER_THREADS=1 "$KEEL" serve --config "$WORK/keel.toml" --listen "127.0.0.1:$API_PORT" \
+_RJEM_MALLOC_CONF=${KEEL_MALLOC_CONF:-} KEEL_SERVER_WORKER_THREADS=1 "$KEEL" serve --config "$WORK/keel.toml" --listen "127.0.0.1:$API_PORT" \
   --gateway-listen "127.0.0.1:$KEEL_PORT" --data-dir "$WORK/keel" >/dev/null 2>&1 &
 KEEL_PID=$!
 for _ in $(seq 100); do
