@@ -9,15 +9,7 @@ cd "$(dirname "$0")/.."
 ROUNDS=${1:-5}
 DURATION=${DURATION:-10s}
 
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need nginx || ! need wrk; then
-  apt-get update -qq && apt-get install -y -qq nginx-light wrk >/dev/null
-fi
-
-cargo build --release -q -p keel-server
-KEEL=$PWD/target/release/keel
-WORK=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+prepare_nginx_comparison
 
 
 echo "== idle RSS and start-to-ready ($ROUNDS runs)"
@@ -25,25 +17,14 @@ python3 bench/startup_rss.py "$KEEL" "$WORK" "$ROUNDS"
 
 echo "== GET /alive throughput vs nginx static 1-byte file (wrk -t1 -c50 -d$DURATION, $ROUNDS rounds)"
 NGINX_PORT=$(free_port)
-mkdir -p "$WORK/www" "$WORK/nginx"
+mkdir -p "$WORK/www"
 printf 'x' > "$WORK/www/one"
-cat > "$WORK/nginx/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log stderr warn;
-user root;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
+start_nginx "$WORK/nginx" <<CONF
   server {
     listen 127.0.0.1:$NGINX_PORT;
     root $WORK/www;
   }
-}
 CONF
-nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
 KEEL_PORT=$(free_port)
 KEEL_SERVER_WORKER_THREADS=1 "$KEEL" serve --listen "127.0.0.1:$KEEL_PORT" --data-dir "$WORK/keel" >/dev/null 2>&1 &
 for _ in $(seq 100); do

@@ -20,18 +20,11 @@ CONNECTIONS=${CONNECTIONS:-50}
 SCENARIOS=${SCENARIOS:-cached pass ratelimit gzip}
 wanted() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need nginx || ! need wrk; then
-  apt-get update -qq && apt-get install -y -qq nginx-light wrk >/dev/null
-fi
-cargo build --release -q -p keel-server
-KEEL=$PWD/target/release/keel
-WORK=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+prepare_nginx_comparison
 
 # The upstream: 14 KB of JSON under /cached/ and /pass/.
 UP_PORT=$(free_port)
-mkdir -p "$WORK/www/cached" "$WORK/www/pass" "$WORK/www/limited" "$WORK/www/gz" "$WORK/up" "$WORK/ng" "$WORK/ngcache"
+mkdir -p "$WORK/www/cached" "$WORK/www/pass" "$WORK/www/limited" "$WORK/www/gz" "$WORK/ngcache"
 python3 - "$WORK/www/cached/data.json" <<'PY'
 import json, sys
 items = [{"id": i, "name": f"habit number {i}", "done": i % 3 == 0, "streak": i * 7 % 31,
@@ -44,34 +37,14 @@ open(sys.argv[1], "w").write(text)
 PY
 for d in pass limited gz; do cp "$WORK/www/cached/data.json" "$WORK/www/$d/data.json"; done
 BYTES=$(stat -c %s "$WORK/www/cached/data.json")
-cat > "$WORK/up/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $WORK/up/nginx.pid;
-error_log stderr warn;
-user root;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
+start_nginx "$WORK/up" <<CONF
   default_type application/json;
   server { listen 127.0.0.1:$UP_PORT; root $WORK/www; }
-}
 CONF
-nginx -c "$WORK/up/nginx.conf" -p "$WORK/up" &
 
 # nginx as the proxy: one worker, upstream keepalive, proxy_cache on /cached/.
 NG_PORT=$(free_port)
-cat > "$WORK/ng/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $WORK/ng/nginx.pid;
-error_log stderr warn;
-user root;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
+start_nginx "$WORK/ng" <<CONF
   sendfile on;
   tcp_nopush on;
   proxy_cache_path $WORK/ngcache levels=1:2 keys_zone=bench:10m max_size=100m inactive=60m use_temp_path=off;
@@ -87,9 +60,7 @@ http {
       gzip on; gzip_types application/json; gzip_comp_level 1;
     }
   }
-}
 CONF
-nginx -c "$WORK/ng/nginx.conf" -p "$WORK/ng" &
 
 # keel as the proxy: one worker thread, the same two routes.
 KEEL_PORT=$(free_port); API_PORT=$(free_port)

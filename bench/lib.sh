@@ -24,3 +24,24 @@ prepare_bullmq_comparison() {
   (cd bench/queue && npm install --no-audit --no-fund --silent)
   cargo build --release -q -p keel-server
 }
+# What the nginx comparisons need: nginx and wrk (from Debian if missing) and the release keel;
+# sets KEEL, and WORK (a temporary directory removed, with every background job, on exit).
+prepare_nginx_comparison() {
+  command -v nginx >/dev/null 2>&1 && command -v wrk >/dev/null 2>&1 \
+    || { apt-get update -qq && apt-get install -y -qq nginx-light wrk >/dev/null; }
+  cargo build --release -q -p keel-server
+  KEEL=$PWD/target/release/keel
+  WORK=$(mktemp -d)
+  trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+}
+# Starts an nginx with one worker in the foreground of a background job, from directory $1, with
+# the body of its `http` block on stdin (access log off and unlimited keep-alive come with it).
+start_nginx() {
+  local dir=$1
+  mkdir -p "$dir"
+  { printf 'worker_processes 1;\ndaemon off;\npid %s/nginx.pid;\nerror_log stderr warn;\nuser root;\n' "$dir"
+    printf 'events { worker_connections 4096; }\nhttp {\n  access_log off;\n  keepalive_requests 1000000;\n'
+    cat
+    printf '}\n'; } > "$dir/nginx.conf"
+  nginx -c "$dir/nginx.conf" -p "$dir" &
+}
