@@ -2,7 +2,7 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, OptionalFromRequest, Request};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use keel_core::Problem;
@@ -28,15 +28,43 @@ where
         let body = Bytes::from_request(req, state)
             .await
             .map_err(|e| Problem::status(e.status()).with_detail(e.body_text()))?;
-        // The plain parse first (axum's own tracks the path of every value, which costs on
-        // large bodies); only a body that fails is parsed again to say where it is wrong.
-        match serde_json::from_slice(&body) {
-            Ok(value) => Ok(Self(value)),
-            Err(_) => match axum::Json::<T>::from_bytes(&body) {
-                Ok(axum::Json(value)) => Ok(Self(value)),
-                Err(rejection) => Err(rejection_problem(&rejection)),
-            },
+        parse(&body).map(Self)
+    }
+}
+
+/// An optional body: a request without one gives `None`; one with a body must send JSON.
+impl<T, S> OptionalFromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Option<Self>, Self::Rejection> {
+        let json = is_json(req.headers());
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| Problem::status(e.status()).with_detail(e.body_text()))?;
+        if body.is_empty() {
+            return Ok(None);
         }
+        if !json {
+            return Err(Problem::status(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+                .with_detail("send the body as JSON with `Content-Type: application/json`"));
+        }
+        parse(&body).map(|value| Some(Self(value)))
+    }
+}
+
+/// The plain parse first (axum's own tracks the path of every value, which costs on large
+/// bodies); only a body that fails is parsed again to say where it is wrong.
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, Problem> {
+    match serde_json::from_slice(body) {
+        Ok(value) => Ok(value),
+        Err(_) => match axum::Json::<T>::from_bytes(body) {
+            Ok(axum::Json(value)) => Ok(value),
+            Err(rejection) => Err(rejection_problem(&rejection)),
+        },
     }
 }
 

@@ -34,6 +34,11 @@
 //! - `POST /api/v1/gateway/purge` — purge cached responses by `url`, `pattern` or `tag`.
 //! - `POST /api/v1/gateway/warm` — fetch paths through the cache.
 //!
+//! Locks and rate limit checks, when mounted with [`coordination_api::routes`]:
+//! - `POST /api/v1/locks/{name}` — take a lock (token + fencing number); `POST
+//!   /api/v1/locks/{name}/extend`; `DELETE /api/v1/locks/{name}` — release.
+//! - `POST /api/v1/ratelimit/check` — spend a key's budget under a quota.
+//!
 //! # Layout
 //! - [`state`]: [`AdminState`], what the handlers share.
 //! - [`router`]: assembles routes, auth gates and middleware.
@@ -45,11 +50,13 @@
 //! - [`fast_path`]: answers authenticated cache reads ahead of the inner layers.
 //! - [`queue_api`]: the job queue routes.
 //! - [`gateway_api`]: the gateway's routes, metrics, health check and stats section.
+//! - [`coordination_api`]: locks and rate limit checks, Redis's series and stats section.
 //! - [`json`]: [`json::ApiJson`], a JSON extractor whose rejections are problem+json.
 //! - `routes`: the handlers.
 
 pub mod auth;
 pub mod cache_api;
+pub mod coordination_api;
 pub mod fast_path;
 pub mod gateway_api;
 pub mod history;

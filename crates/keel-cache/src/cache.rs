@@ -280,7 +280,7 @@ impl Cache {
         options: SetOptions,
     ) -> Result<SetOutcome, CacheError> {
         self.validate(key, value.len(), &options)?;
-        Ok(self.insert(key, value, options))
+        Ok(self.insert(key, value, options).0)
     }
 
     /// Stores every entry, or none: all are validated first.
@@ -297,43 +297,37 @@ impl Cache {
         }
         Ok(entries
             .into_iter()
-            .map(|(k, v, o)| self.insert(&k, v, o))
+            .map(|(k, v, o)| self.insert(&k, v, o).0)
             .collect())
     }
 
-    fn insert(&self, key: &str, value: Bytes, options: SetOptions) -> SetOutcome {
-        let ttl = match options.ttl {
-            Some(t) if t.is_zero() => None,
-            Some(t) => Some(t),
-            None => Some(self.inner.config.default_ttl.get()).filter(|t| !t.is_zero()),
-        };
-        let logical_len = value.len();
-        let (data, compressed) = if options.uncompressed {
-            (value, false)
-        } else {
-            maybe_compress(value, self.inner.config.compress_min_bytes.bytes() as usize)
-        };
-        let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed);
+    /// Stores `value` under `key` and returns it as a read would (counting no hit): for a
+    /// tier below that fills this one on a miss.
+    pub fn fill(
+        &self,
+        key: &str,
+        value: Bytes,
+        options: SetOptions,
+    ) -> Result<CacheValue, CacheError> {
+        self.validate(key, value.len(), &options)?;
+        let (_, entry) = self.insert(key, value, options);
+        Ok(self.value_of(entry))
+    }
+
+    /// `value` as a read would return it after storing it with `options`, without storing it:
+    /// for a value from a tier below that must not be kept here.
+    pub fn detached(&self, value: Bytes, options: SetOptions) -> CacheValue {
+        let (entry, _) = self.entry_for(value, options, self.inner.clock.now());
+        self.value_of(Arc::new(entry))
+    }
+
+    /// Stores a write; returns its outcome and the stored entry.
+    fn insert(&self, key: &str, value: Bytes, options: SetOptions) -> (SetOutcome, Arc<Entry>) {
         let now = self.inner.clock.now();
         let now_nanos = self.nanos(now);
-        let mut tags: Vec<Arc<str>> = options.tags.iter().map(|t| Arc::from(t.as_str())).collect();
-        tags.sort();
-        tags.dedup();
-        let meta = (options.content_type.is_some() || !tags.is_empty()).then(|| {
-            Arc::new(Meta {
-                content_type: options.content_type.map(Bytes::from),
-                tags: tags.into_boxed_slice(),
-            })
-        });
-        let entry = Arc::new(Entry {
-            data,
-            expires_at: ttl.map(|t| now + t),
-            generation,
-            // Values are validated against max_value_size, which is below 2 GiB.
-            logical_len: u32::try_from(logical_len).unwrap_or(u32::MAX),
-            compressed,
-            meta,
-        });
+        let (entry, ttl) = self.entry_for(value, options, now);
+        let generation = entry.generation;
+        let entry = Arc::new(entry);
         let write = Slot {
             generation,
             expires: ttl.map_or(NEVER, |t| {
@@ -344,6 +338,7 @@ impl Cache {
         };
         let tagged = !entry.tags().is_empty();
         let tags = tagged.then(|| entry.clone());
+        let stored = entry.clone();
         let store = &self.inner.store;
         let (previous, key) = self
             .inner
@@ -356,7 +351,7 @@ impl Cache {
         }
         let c = &self.inner.counters;
         c.sets.fetch_add(1, Ordering::Relaxed);
-        match previous {
+        let outcome = match previous {
             Previous::None => {
                 self.sweep_some();
                 SetOutcome::Created
@@ -371,7 +366,48 @@ impl Cache {
                 SetOutcome::Created
             }
             Previous::Write { held: true, .. } => SetOutcome::Replaced,
-        }
+        };
+        (outcome, stored)
+    }
+
+    /// The entry a write stores (a new generation, compressed if worth it), and its TTL.
+    fn entry_for(
+        &self,
+        value: Bytes,
+        options: SetOptions,
+        now: Instant,
+    ) -> (Entry, Option<Duration>) {
+        let ttl = match options.ttl {
+            Some(t) if t.is_zero() => None,
+            Some(t) => Some(t),
+            None => Some(self.inner.config.default_ttl.get()).filter(|t| !t.is_zero()),
+        };
+        let logical_len = value.len();
+        let (data, compressed) = if options.uncompressed {
+            (value, false)
+        } else {
+            maybe_compress(value, self.inner.config.compress_min_bytes.bytes() as usize)
+        };
+        let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed);
+        let mut tags: Vec<Arc<str>> = options.tags.iter().map(|t| Arc::from(t.as_str())).collect();
+        tags.sort();
+        tags.dedup();
+        let meta = (options.content_type.is_some() || !tags.is_empty()).then(|| {
+            Arc::new(Meta {
+                content_type: options.content_type.map(Bytes::from),
+                tags: tags.into_boxed_slice(),
+            })
+        });
+        let entry = Entry {
+            data,
+            expires_at: ttl.map(|t| now + t),
+            generation,
+            // Values are validated against max_value_size, which is below 2 GiB.
+            logical_len: u32::try_from(logical_len).unwrap_or(u32::MAX),
+            compressed,
+            meta,
+        };
+        (entry, ttl)
     }
 
     /// Reads many keys; `None` for each miss.

@@ -19,6 +19,12 @@ pub struct CacheConfig {
     pub compress_min_bytes: ByteSize,
     /// Largest value accepted; larger writes are refused (413 over HTTP).
     pub max_value_size: ByteSize,
+    /// With Redis: how long a value read from Redis stays in memory at most (a write on
+    /// another instance removes it at once; this bounds how long a missed removal can last).
+    pub l1_max_ttl: HumanDuration,
+    /// With Redis: how long memory copies keep being served after the invalidation
+    /// subscription is lost; past it, reads go to Redis until it is back.
+    pub l1_staleness: HumanDuration,
 }
 
 impl Default for CacheConfig {
@@ -29,6 +35,8 @@ impl Default for CacheConfig {
             default_ttl: HumanDuration::from_secs(300),
             compress_min_bytes: ByteSize(1024),
             max_value_size: ByteSize::mib(8),
+            l1_max_ttl: HumanDuration::from_secs(60),
+            l1_staleness: HumanDuration::from_millis(100),
         }
     }
 }
@@ -67,6 +75,12 @@ impl CacheConfig {
                 "cache.max_entries",
                 "leaves under 64 bytes per entry; raise cache.max_memory or lower max_entries",
             );
+        }
+        if self.l1_max_ttl.get().is_zero() {
+            return err("cache.l1_max_ttl", "must be greater than 0");
+        }
+        if self.l1_staleness.get().is_zero() {
+            return err("cache.l1_staleness", "must be greater than 0");
         }
         Ok(())
     }

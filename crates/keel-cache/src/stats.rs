@@ -89,7 +89,7 @@ impl Recent {
 }
 
 /// A snapshot of the cache's statistics.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct CacheStats {
     /// Reads that found a live entry.
     pub hits: u64,
@@ -118,7 +118,7 @@ pub struct CacheStats {
 }
 
 /// Removals by cause.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct Evictions {
     /// Evicted to stay within `max_memory` (or `max_entries`).
     pub size: u64,

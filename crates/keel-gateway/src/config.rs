@@ -447,7 +447,9 @@ impl GatewayConfig {
                 "must be between 8KiB and 1MiB",
             ));
         }
-        crate::routes::RouteTable::compile(self, keel_core::Clock::system())?;
+        // Compiled only to find errors: local budgets will do.
+        let clock = keel_core::Clock::system();
+        crate::routes::RouteTable::compile(self, clock.clone(), keel_redis::Limits::Local(clock))?;
         Ok(())
     }
 }

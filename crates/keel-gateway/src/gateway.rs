@@ -13,6 +13,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use keel_auth::Authenticator;
 use keel_cache::Cache;
 use keel_core::Clock;
+pub use keel_redis::Limits;
 use tokio::net::TcpListener;
 
 use crate::breaker::BreakerStatus;
@@ -77,12 +78,25 @@ pub struct Gateway {
 impl Gateway {
     /// Builds the gateway; `config.upstream` must be set. Responses are cached in `cache`
     /// (under `gw:` keys, sharing its memory bound and statistics); freshness reads `clock`.
-    /// `auth` verifies credentials where a rate limit is per user or has bypasses.
+    /// `auth` verifies credentials where a rate limit is per user or has bypasses. Rate limit
+    /// budgets are kept in this process.
     pub fn new(
         config: &GatewayConfig,
         cache: Cache,
         clock: Clock,
         auth: Option<Arc<Authenticator>>,
+    ) -> Result<Self, GatewayConfigError> {
+        Self::with_limits(config, cache, clock.clone(), auth, Limits::Local(clock))
+    }
+
+    /// As [`Gateway::new`], with rate limit budgets in `limits` (in Redis, shared by every
+    /// instance, with [`Limits::Shared`]).
+    pub fn with_limits(
+        config: &GatewayConfig,
+        cache: Cache,
+        clock: Clock,
+        auth: Option<Arc<Authenticator>>,
+        limits: Limits,
     ) -> Result<Self, GatewayConfigError> {
         config.validate()?;
         let url = config.upstream.as_deref().ok_or_else(|| {
@@ -93,7 +107,7 @@ impl Gateway {
         let upstream_host = HeaderValue::from_str(addr.authority.as_str())
             .map_err(|e| GatewayConfigError::new("gateway.upstream", e.to_string()))?;
         let proxy = Proxy {
-            routes: RouteTable::compile(config, clock.clone())?,
+            routes: RouteTable::compile(config, clock.clone(), limits)?,
             upstream: Upstream::new(addr, config),
             trusted: TrustedProxies::parse(&config.trusted_proxies)?,
             request_ids: RequestIds::new(),

@@ -7,8 +7,8 @@ use std::time::Duration;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use ipnet::Ipv6Net;
 use keel_auth::{Authenticator, Principal, Role};
-use keel_core::Clock;
-use keel_resilience::{Decision, Quota, RateLimiter};
+use keel_redis::{Limiter, Limits};
+use keel_resilience::{Decision, Quota};
 
 use crate::config::{GatewayConfigError, RateLimitPolicy};
 
@@ -31,7 +31,7 @@ enum LimitKey {
 pub(crate) struct RouteLimiter {
     /// The policy's name in `RateLimit-Policy`/`RateLimit` (the rule's name, or `default`).
     pub(crate) name: String,
-    limiter: RateLimiter,
+    limiter: Limiter,
     key: LimitKey,
     ipv6_prefix: u8,
     bypass_roles: Vec<Role>,
@@ -58,7 +58,7 @@ impl RouteLimiter {
     pub(crate) fn compile(
         name: &str,
         policy: &RateLimitPolicy,
-        clock: Clock,
+        limits: &Limits,
         field: &dyn Fn(&str) -> String,
     ) -> Result<Self, GatewayConfigError> {
         let err = |f: &str, reason: String| GatewayConfigError::new(field(f), reason);
@@ -124,7 +124,8 @@ impl RouteLimiter {
             )?;
         Ok(Self {
             name: name.to_owned(),
-            limiter: RateLimiter::new(quota, clock),
+            // Shared budgets are per rule: `gw:<rule name>`.
+            limiter: limits.limiter(&format!("gw:{name}"), quota),
             key,
             ipv6_prefix: policy.ipv6_prefix,
             bypass_roles,
@@ -135,7 +136,7 @@ impl RouteLimiter {
     }
 
     /// Spends one request of the right budget; `None` when the request bypasses the limit.
-    pub(crate) fn check(
+    pub(crate) async fn check(
         &self,
         client: IpAddr,
         headers: &HeaderMap,
@@ -166,7 +167,7 @@ impl RouteLimiter {
                 cursor.position() as usize
             };
             let key = std::str::from_utf8(&buf[..len]).unwrap_or_default();
-            return Some(self.limiter.check(key, 1));
+            return Some(self.limiter.check(key, 1).await);
         }
         let key = match &self.key {
             LimitKey::Route => String::new(),
@@ -181,7 +182,7 @@ impl RouteLimiter {
                 None => self.ip_key(client),
             },
         };
-        Some(self.limiter.check(&key, 1))
+        Some(self.limiter.check(&key, 1).await)
     }
 
     /// The client's address, IPv6 grouped by the configured prefix.
@@ -242,9 +243,9 @@ mod tests {
             ..RateLimitPolicy::default()
         };
         f(&mut p);
-        let (clock, time) = Clock::mock();
+        let (clock, time) = keel_core::Clock::mock();
         (
-            RouteLimiter::compile("api", &p, clock, &|f| f.to_owned()).unwrap(),
+            RouteLimiter::compile("api", &p, &Limits::Local(clock), &|f| f.to_owned()).unwrap(),
             time,
         )
     }
@@ -253,46 +254,56 @@ mod tests {
         s.parse().unwrap()
     }
 
-    #[test]
-    fn ipv6_clients_share_a_budget_per_prefix() {
+    #[tokio::test]
+    async fn ipv6_clients_share_a_budget_per_prefix() {
         let (l, _) = limiter(|_| {});
         let h = HeaderMap::new();
-        assert!(l.check(ip("2001:db8::1"), &h, &[]).unwrap().allowed);
-        assert!(l.check(ip("2001:db8::ffff"), &h, &[]).unwrap().allowed);
+        assert!(l.check(ip("2001:db8::1"), &h, &[]).await.unwrap().allowed);
         assert!(
-            !l.check(ip("2001:db8::2"), &h, &[]).unwrap().allowed,
+            l.check(ip("2001:db8::ffff"), &h, &[])
+                .await
+                .unwrap()
+                .allowed
+        );
+        assert!(
+            !l.check(ip("2001:db8::2"), &h, &[]).await.unwrap().allowed,
             "same /64"
         );
         assert!(
-            l.check(ip("2001:db8:0:1::1"), &h, &[]).unwrap().allowed,
+            l.check(ip("2001:db8:0:1::1"), &h, &[])
+                .await
+                .unwrap()
+                .allowed,
             "another /64"
         );
-        assert!(l.check(ip("10.0.0.1"), &h, &[]).unwrap().allowed);
+        assert!(l.check(ip("10.0.0.1"), &h, &[]).await.unwrap().allowed);
     }
 
-    #[test]
-    fn a_header_key_falls_back_to_the_address() {
+    #[tokio::test]
+    async fn a_header_key_falls_back_to_the_address() {
         let (l, _) = limiter(|p| p.key = "header:x-api-key".into());
         let mut h = HeaderMap::new();
         h.insert("x-api-key", HeaderValue::from_static("k1"));
-        let from = |a| l.check(ip(a), &h, &[]).unwrap().allowed;
-        assert!(from("10.0.0.1") && from("10.0.0.2"));
-        assert!(
-            !from("10.0.0.3"),
-            "one budget per key, whatever the address"
-        );
+        for (address, allowed) in [("10.0.0.1", true), ("10.0.0.2", true), ("10.0.0.3", false)] {
+            let d = l.check(ip(address), &h, &[]).await.unwrap();
+            assert_eq!(
+                d.allowed, allowed,
+                "one budget per key, whatever the address"
+            );
+        }
         assert!(
             l.check(ip("10.0.0.1"), &HeaderMap::new(), &[])
+                .await
                 .unwrap()
                 .allowed
         );
     }
 
-    #[test]
-    fn headers_say_where_the_client_stands() {
+    #[tokio::test]
+    async fn headers_say_where_the_client_stands() {
         let (l, time) = limiter(|_| {});
         let h = HeaderMap::new();
-        let d = l.check(ip("10.0.0.1"), &h, &[]).unwrap();
+        let d = l.check(ip("10.0.0.1"), &h, &[]).await.unwrap();
         let mut out = HeaderMap::new();
         l.set_headers(&mut out, &d);
         assert_eq!(out["ratelimit-policy"], "\"api\";q=2;w=10");
@@ -300,12 +311,12 @@ mod tests {
         assert_eq!(out["x-ratelimit-limit"], "2");
         assert_eq!(out["x-ratelimit-remaining"], "1");
         assert_eq!(out["x-ratelimit-reset"], "5");
-        assert!(l.check(ip("10.0.0.1"), &h, &[]).unwrap().allowed);
-        let refused = l.check(ip("10.0.0.1"), &h, &[]).unwrap();
+        assert!(l.check(ip("10.0.0.1"), &h, &[]).await.unwrap().allowed);
+        let refused = l.check(ip("10.0.0.1"), &h, &[]).await.unwrap();
         assert!(!refused.allowed);
         assert_eq!(refused.retry_after, Duration::from_secs(5));
         time.advance(Duration::from_secs(5));
-        assert!(l.check(ip("10.0.0.1"), &h, &[]).unwrap().allowed);
+        assert!(l.check(ip("10.0.0.1"), &h, &[]).await.unwrap().allowed);
     }
 
     #[test]
@@ -313,9 +324,11 @@ mod tests {
         let bad = |f: fn(&mut RateLimitPolicy)| {
             let mut p = RateLimitPolicy::default();
             f(&mut p);
-            RouteLimiter::compile("r", &p, Clock::system(), &|f| format!("x.{f}"))
-                .unwrap_err()
-                .field
+            RouteLimiter::compile("r", &p, &Limits::Local(keel_core::Clock::system()), &|f| {
+                format!("x.{f}")
+            })
+            .unwrap_err()
+            .field
         };
         assert_eq!(bad(|p| p.rate = 0), "x.rate_limit.rate");
         assert_eq!(bad(|p| p.key = "cookie".into()), "x.rate_limit.key");

@@ -13,6 +13,7 @@ use http::HeaderValue;
 
 use crate::cache::key::KeyTemplate;
 use keel_core::Clock;
+use keel_redis::Limits;
 
 use crate::breaker::RouteBreaker;
 use crate::compress::Compression;
@@ -145,14 +146,16 @@ struct Shared {
     limiter: Option<Arc<RouteLimiter>>,
     breaker: Option<Arc<RouteBreaker>>,
     clock: Clock,
+    limits: Limits,
 }
 
 impl RouteTable {
-    /// Compiles the config's rules, naming the rule and field of the first error. Limits and
-    /// breakers read `clock`.
+    /// Compiles the config's rules, naming the rule and field of the first error. Rate limits
+    /// keep their budgets in `limits`; breakers read `clock`.
     pub(crate) fn compile(
         config: &GatewayConfig,
         clock: Clock,
+        limits: Limits,
     ) -> Result<Self, GatewayConfigError> {
         let default_field = |f: &str| format!("gateway.default.{f}");
         let shared = Shared {
@@ -160,9 +163,7 @@ impl RouteTable {
                 .default
                 .rate_limit
                 .as_ref()
-                .map(|p| {
-                    RouteLimiter::compile("default", p, clock.clone(), &default_field).map(Arc::new)
-                })
+                .map(|p| RouteLimiter::compile("default", p, &limits, &default_field).map(Arc::new))
                 .transpose()?,
             breaker: config
                 .default
@@ -173,6 +174,7 @@ impl RouteTable {
                 })
                 .transpose()?,
             clock,
+            limits,
         };
         let mut limiters: Vec<Arc<RouteLimiter>> = shared.limiter.iter().cloned().collect();
         let mut breakers: Vec<Arc<RouteBreaker>> = shared.breaker.iter().cloned().collect();
@@ -299,7 +301,7 @@ impl RouteTable {
             Some(p) if index.is_some() => Some(Arc::new(RouteLimiter::compile(
                 &name,
                 p,
-                shared.clock.clone(),
+                &shared.limits,
                 &own_field,
             )?)),
             _ => shared.limiter.clone(),
@@ -392,11 +394,11 @@ mod tests {
     fn table(routes: Vec<RouteRule>) -> RouteTable {
         let mut config = GatewayConfig::default();
         config.routes = routes;
-        RouteTable::compile(&config, Clock::system()).unwrap()
+        RouteTable::compile(&config, Clock::system(), Limits::Local(Clock::system())).unwrap()
     }
 
     fn error(config: GatewayConfig) -> String {
-        RouteTable::compile(&config, Clock::system())
+        RouteTable::compile(&config, Clock::system(), Limits::Local(Clock::system()))
             .unwrap_err()
             .to_string()
     }
@@ -429,7 +431,8 @@ mod tests {
             r.prefix = Some("/a".into());
             r.policy.max_concurrent = Some(2);
         })];
-        let t = RouteTable::compile(&config, Clock::system()).unwrap();
+        let t =
+            RouteTable::compile(&config, Clock::system(), Limits::Local(Clock::system())).unwrap();
         let a = t.find(&Method::GET, "/a");
         assert_eq!(a.max_concurrent, Some(2));
         assert_eq!(a.timeout, Duration::from_secs(9));

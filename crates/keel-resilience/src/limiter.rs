@@ -33,13 +33,43 @@ pub struct Quota {
 
 impl Quota {
     /// The time one request uses up at the steady rate.
-    fn interval(&self) -> Duration {
+    pub fn interval(&self) -> Duration {
         self.per / self.max.max(1)
     }
 
     /// How far ahead of now the TAT may run: the burst's worth of intervals.
-    fn tolerance(&self) -> Duration {
+    pub fn tolerance(&self) -> Duration {
         self.interval() * self.burst.max(1)
+    }
+
+    /// The decision for a request of `cost` when the key's TAT is `current` ahead of now
+    /// (zero for a key at a full burst): allowed when the new TAT stays within the tolerance.
+    /// Shared by every backend, so they answer alike.
+    pub fn decide(&self, current: Duration, cost: u32) -> Decision {
+        let interval = self.interval();
+        let tolerance = self.tolerance();
+        let ahead = current + interval * cost.max(1);
+        let remaining = |ahead: Duration| {
+            let left = tolerance.saturating_sub(ahead);
+            u32::try_from(left.as_nanos() / interval.as_nanos().max(1)).unwrap_or(u32::MAX)
+        };
+        if ahead <= tolerance {
+            Decision {
+                allowed: true,
+                limit: self.burst,
+                remaining: remaining(ahead),
+                retry_after: Duration::ZERO,
+                reset_after: ahead,
+            }
+        } else {
+            Decision {
+                allowed: false,
+                limit: self.burst,
+                remaining: remaining(current),
+                retry_after: ahead - tolerance,
+                reset_after: current,
+            }
+        }
     }
 }
 
@@ -104,10 +134,6 @@ impl RateLimiter {
         let tat = shard.get(key).copied().filter(|&t| t > now).unwrap_or(now);
         let new_tat = tat + interval * cost;
         let ahead = new_tat - now;
-        let remaining = |ahead: Duration| {
-            let left = tolerance.saturating_sub(ahead);
-            u32::try_from(left.as_nanos() / interval.as_nanos().max(1)).unwrap_or(u32::MAX)
-        };
         if ahead <= tolerance {
             // An existing key is updated in place: no allocation on the hot path.
             match shard.get_mut(key) {
@@ -116,23 +142,8 @@ impl RateLimiter {
                     shard.insert(key.into(), new_tat);
                 }
             }
-            Decision {
-                allowed: true,
-                limit: self.quota.burst,
-                remaining: remaining(ahead),
-                retry_after: Duration::ZERO,
-                reset_after: ahead,
-            }
-        } else {
-            let current = tat - now;
-            Decision {
-                allowed: false,
-                limit: self.quota.burst,
-                remaining: remaining(current),
-                retry_after: ahead - tolerance,
-                reset_after: current,
-            }
         }
+        self.quota.decide(tat - now, cost)
     }
 
     /// Forgets keys back at a full burst (their state equals a fresh key's); returns how many

@@ -15,12 +15,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
+use keel_admin::coordination_api::Coordination;
 use keel_admin::router::RouterOptions;
 use keel_admin::{AdminState, AdminStateBuilder};
 use keel_auth::{AuthConfigError, Authenticator};
 use keel_cache::Cache;
 use keel_core::{Clock, HealthRegistry, Metrics, Shutdown};
 use keel_queue::{Queues, SqliteStore};
+use keel_redis::{Limits, Locks, SharedLimits};
 use tokio::net::TcpListener;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -48,6 +50,9 @@ pub enum StartError {
     /// The job store in the data directory cannot be opened.
     #[error("queue store (server.data_dir/queue.db): {0}")]
     Queue(keel_queue::QueueError),
+    /// The `[redis]` section cannot be used.
+    #[error("redis.url: {0}")]
+    Redis(keel_redis::RedisError),
     /// The `[gateway]` section cannot be used.
     #[error("{}: {}", .0.field, .0.reason)]
     Gateway(#[from] keel_gateway::GatewayConfigError),
@@ -127,7 +132,31 @@ impl AppBuilder {
             effective_config: config.redacted_json(),
         }
         .build();
-        checks::register_builtin(&state, &data_dir, &config.health, &config.redis);
+        let redis = config
+            .redis
+            .options()
+            .map(|options| keel_redis::Redis::connect(&options, self.clock.clone()))
+            .transpose()
+            .map_err(StartError::Redis)?;
+        checks::register_builtin(&state, &data_dir, &config.health, redis.as_ref());
+        let shared_limits = redis.as_ref().map(|redis| {
+            SharedLimits::new(
+                redis.clone(),
+                config.redis.rate_limit_on_outage,
+                self.clock.clone(),
+            )
+        });
+        if let (Some(redis), Some(shared)) = (&redis, &shared_limits) {
+            keel_admin::coordination_api::observe_redis(&state, redis, shared);
+        }
+        let limits = match &shared_limits {
+            Some(shared) => Limits::Shared(shared.clone()),
+            None => Limits::Local(self.clock.clone()),
+        };
+        let locks = match &redis {
+            Some(redis) => Locks::in_redis(redis.clone()),
+            None => Locks::in_memory(self.clock.clone()),
+        };
         let cache = Cache::with_clock(config.cache.clone(), self.clock.clone());
         keel_admin::cache_api::observe(&state, &cache);
         let store = SqliteStore::open(
@@ -139,11 +168,12 @@ impl AppBuilder {
         let queues = Queues::with_clock(store, config.queue.clone(), self.clock.clone());
         keel_admin::queue_api::observe(&state, &queues);
         let gateway = match config.gateway.upstream {
-            Some(_) => Some(keel_gateway::Gateway::new(
+            Some(_) => Some(keel_gateway::Gateway::with_limits(
                 &config.gateway,
                 cache.clone(),
                 self.clock.clone(),
                 Some(authenticator),
+                limits.clone(),
             )?),
             None => None,
         };
@@ -154,6 +184,7 @@ impl AppBuilder {
             keel_admin::cache_api::routes(cache.clone()),
             keel_admin::queue_api::routes(queues.clone()),
             keel_admin::gateway_api::routes(gateway.clone()),
+            keel_admin::coordination_api::routes(Coordination::new(locks, limits)),
         ];
         api.extend(self.api);
         let router = keel_admin::router(

@@ -10,22 +10,21 @@
 //! | `redis:connection` | datastore | warn (not fail: keel falls back to memory) when unreachable |
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use keel_admin::AdminState;
+use keel_core::CheckOutcome;
 use keel_core::health::CheckSpec;
-use keel_core::{CheckOutcome, Secret};
-use tokio::sync::Mutex;
+use keel_redis::{Redis, RedisError};
 
-use crate::config::{HealthConfig, RedisConfig};
+use crate::config::HealthConfig;
 
 /// Registers every built-in check with the state's health registry.
 pub fn register_builtin(
     state: &AdminState,
     data_dir: &Path,
     health: &HealthConfig,
-    redis: &RedisConfig,
+    redis: Option<&Redis>,
 ) {
     let registry = state.health();
 
@@ -86,13 +85,13 @@ pub fn register_builtin(
         move || async move { CheckOutcome::pass().observed(started.elapsed().as_secs(), "s") },
     );
 
-    if let Some(url) = redis.connection_url() {
-        let probe = Arc::new(RedisProbe::new(url, redis.connect_timeout.get()));
+    if let Some(redis) = redis {
+        let redis = redis.clone();
         registry.register(
             CheckSpec::new("redis", "connection", "datastore"),
             move || {
-                let probe = probe.clone();
-                async move { probe.check().await }
+                let redis = redis.clone();
+                async move { redis_check(&redis).await }
             },
         );
     }
@@ -139,69 +138,17 @@ fn free_space(dir: &Path, min_free: u64) -> CheckOutcome {
     }
 }
 
-/// Pings Redis over one multiplexed connection, reconnecting after a failure.
-struct RedisProbe {
-    client: Option<redis::Client>,
-    timeout: Duration,
-    connection: Mutex<Option<redis::aio::MultiplexedConnection>>,
-}
-
-impl RedisProbe {
-    fn new(url: Secret, timeout: Duration) -> Self {
-        Self {
-            client: redis::Client::open(url.expose()).ok(),
-            timeout,
-            connection: Mutex::new(None),
+/// PINGs Redis through the shared connection: pass with the latency, warn (never fail: keel
+/// keeps serving from memory) when Redis cannot be reached or its breaker is open.
+async fn redis_check(redis: &Redis) -> CheckOutcome {
+    match redis.ping().await {
+        Ok(took) => {
+            let ms = (took.as_secs_f64() * 1000.0 * 100.0).round() / 100.0;
+            CheckOutcome::pass().observed(ms, "ms")
         }
-    }
-
-    async fn check(&self) -> CheckOutcome {
-        let Some(client) = &self.client else {
-            return CheckOutcome::warn("invalid Redis URL");
-        };
-        let started = Instant::now();
-        let result = tokio::time::timeout(self.timeout, async {
-            let mut slot = self.connection.lock().await;
-            if slot.is_none() {
-                *slot = Some(client.get_multiplexed_async_connection().await?);
-            }
-            let conn = slot.as_mut().expect("connection set above");
-            let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(conn).await;
-            if pong.is_err() {
-                *slot = None;
-            }
-            pong
-        })
-        .await;
-        match result {
-            Ok(Ok(_)) => {
-                let ms = (started.elapsed().as_secs_f64() * 1000.0 * 100.0).round() / 100.0;
-                CheckOutcome::pass().observed(ms, "ms")
-            }
-            Ok(Err(e)) => CheckOutcome::warn(format!(
-                "Redis unreachable ({}); serving from memory",
-                e.kind_name()
-            )),
-            Err(_) => CheckOutcome::warn("Redis did not answer PING in time; serving from memory"),
-        }
-    }
-}
-
-trait RedisErrorKind {
-    fn kind_name(&self) -> String;
-}
-
-impl RedisErrorKind for redis::RedisError {
-    /// The error's category and OS-level cause, never the URL.
-    fn kind_name(&self) -> String {
-        if self.is_connection_refusal() {
-            "connection refused".to_owned()
-        } else if self.is_timeout() {
-            "timed out".to_owned()
-        } else if self.is_connection_dropped() {
-            "connection dropped".to_owned()
-        } else {
-            format!("{:?}", self.kind())
-        }
+        Err(RedisError::Unavailable(_)) => CheckOutcome::warn(
+            "Redis keeps failing; keel is not calling it for now and serves from memory",
+        ),
+        Err(e) => CheckOutcome::warn(format!("{e}; serving from memory")),
     }
 }

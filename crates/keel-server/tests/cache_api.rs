@@ -405,6 +405,9 @@ async fn every_route_is_in_the_openapi_document() {
         ("/api/v1/gateway/breakers", &["get"]),
         ("/api/v1/gateway/purge", &["post"]),
         ("/api/v1/gateway/warm", &["post"]),
+        ("/api/v1/locks/{name}", &["post", "delete"]),
+        ("/api/v1/locks/{name}/extend", &["post"]),
+        ("/api/v1/ratelimit/check", &["post"]),
     ];
     for (path, methods) in expected {
         let item = paths

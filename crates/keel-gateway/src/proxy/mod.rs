@@ -113,10 +113,13 @@ impl Proxy {
         };
         // Kept for the slow log: cheap clones (the URI shares its bytes), no copy of the path.
         let (method, uri) = (request.method().clone(), request.uri().clone());
-        let limited = exchange.route.limiter.as_ref().and_then(|limiter| {
-            let decision = limiter.check(exchange.client_ip, request.headers(), &self.auth)?;
-            Some((limiter, decision))
-        });
+        let limited = match exchange.route.limiter.as_ref() {
+            Some(limiter) => limiter
+                .check(exchange.client_ip, request.headers(), &self.auth)
+                .await
+                .map(|decision| (limiter, decision)),
+            None => None,
+        };
         let result = match &limited {
             Some((_, decision)) if !decision.allowed => Err(GatewayError::RateLimited {
                 retry_after: decision.retry_after,

@@ -5,6 +5,7 @@
 use std::fmt::Write;
 
 use keel_core::{HumanDuration, Secret};
+use keel_redis::{FailureMode, RedisOptions};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -30,6 +31,23 @@ pub struct RedisConfig {
     pub key_prefix: String,
     /// How long connecting (and a health-check PING) may take.
     pub connect_timeout: HumanDuration,
+    /// How long one Redis operation may take, reconnecting included, before it fails (a cache
+    /// read then counts as a miss; nothing waits longer).
+    pub command_timeout: HumanDuration,
+    /// Multiplexed connections to Redis (each carries any number of concurrent commands).
+    pub pool_size: usize,
+    /// The first delay between reconnect attempts; it doubles up to `reconnect_max`.
+    pub reconnect_min: HumanDuration,
+    /// The longest delay between reconnect attempts.
+    pub reconnect_max: HumanDuration,
+    /// Redis failures in a row (timeouts, refused or dropped connections) after which keel
+    /// stops calling Redis for `breaker_cool_down`.
+    pub breaker_failures: u32,
+    /// How long keel stops calling a failing Redis before trying one command again.
+    pub breaker_cool_down: HumanDuration,
+    /// Shared rate limits while Redis cannot be asked: `open` admits requests, `closed`
+    /// refuses them (429). Either is counted in `keel_ratelimit_undecided_total`.
+    pub rate_limit_on_outage: FailureMode,
 }
 
 impl Default for RedisConfig {
@@ -42,6 +60,13 @@ impl Default for RedisConfig {
             db: 0,
             key_prefix: "keel:".to_owned(),
             connect_timeout: HumanDuration::from_secs(2),
+            command_timeout: HumanDuration::from_millis(250),
+            pool_size: 2,
+            reconnect_min: HumanDuration::from_millis(50),
+            reconnect_max: HumanDuration::from_secs(1),
+            breaker_failures: 5,
+            breaker_cool_down: HumanDuration::from_secs(1),
+            rate_limit_on_outage: FailureMode::Open,
         }
     }
 }
@@ -66,9 +91,32 @@ impl RedisConfig {
         Some(Secret::new(url))
     }
 
+    /// The connection options, if Redis is configured.
+    pub fn options(&self) -> Option<RedisOptions> {
+        let url = self.connection_url()?;
+        Some(RedisOptions {
+            url,
+            key_prefix: self.key_prefix.clone(),
+            connect_timeout: self.connect_timeout.get(),
+            command_timeout: self.command_timeout.get(),
+            pool_size: self.pool_size,
+            reconnect_min: self.reconnect_min.get(),
+            reconnect_max: self.reconnect_max.get(),
+            breaker_failures: self.breaker_failures,
+            breaker_cool_down: self.breaker_cool_down.get(),
+        })
+    }
+
     pub(crate) fn validate(&self) -> Result<(), FieldError> {
         if let Some(url) = &self.url {
             let u = url.expose();
+            if u.starts_with("rediss://") {
+                return Err(FieldError::new(
+                    "redis.url",
+                    "TLS (rediss://) is not supported by this build yet; reach Redis over \
+                     redis:// on a private network, or through a local TLS tunnel",
+                ));
+            }
             let scheme_ok = ["redis://", "rediss://", "unix://", "redis+unix://"]
                 .iter()
                 .any(|s| u.starts_with(s));
@@ -97,10 +145,33 @@ impl RedisConfig {
         if !(0..=65_535).contains(&self.db) {
             return Err(FieldError::new("redis.db", "must be between 0 and 65535"));
         }
-        if self.connect_timeout.get().is_zero() {
+        for (field, value) in [
+            ("redis.connect_timeout", &self.connect_timeout),
+            ("redis.command_timeout", &self.command_timeout),
+            ("redis.reconnect_min", &self.reconnect_min),
+            ("redis.reconnect_max", &self.reconnect_max),
+            ("redis.breaker_cool_down", &self.breaker_cool_down),
+        ] {
+            if value.get().is_zero() {
+                return Err(FieldError::new(field, "must be greater than 0"));
+            }
+        }
+        if self.reconnect_max.get() < self.reconnect_min.get() {
             return Err(FieldError::new(
-                "redis.connect_timeout",
-                "must be greater than 0",
+                "redis.reconnect_max",
+                "must not be below redis.reconnect_min",
+            ));
+        }
+        if !(1..=64).contains(&self.pool_size) {
+            return Err(FieldError::new(
+                "redis.pool_size",
+                "must be between 1 and 64",
+            ));
+        }
+        if self.breaker_failures == 0 {
+            return Err(FieldError::new(
+                "redis.breaker_failures",
+                "must be at least 1",
             ));
         }
         Ok(())

@@ -1,0 +1,154 @@
+//! What keel instances coordinate through: locks (`/api/v1/locks/{name}`) and rate limit
+//! checks (`POST /api/v1/ratelimit/check`); with Redis, also the `keel_redis_*` and
+//! `keel_ratelimit_*` series and a `redis` section in `/api/v1/stats`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use keel_core::Problem;
+use keel_core::metrics::{Kind, PullCollector, SeriesDef};
+use keel_core::sync::lock;
+use keel_redis::{Limiter, Limits, Locks, Redis, SharedLimits};
+use keel_resilience::Quota;
+use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::AdminState;
+use crate::routes::{locks, ratelimit};
+
+/// Distinct quotas `POST /ratelimit/check` keeps limiters for, at most.
+const MAX_QUOTAS: usize = 1024;
+/// A local limiter forgets idle keys once per this many checks.
+const FORGET_EVERY: u64 = 4096;
+
+/// The state of the lock and rate limit routes. Cheap to clone.
+#[derive(Clone)]
+pub struct Coordination {
+    pub(crate) locks: Arc<Locks>,
+    pub(crate) limits: Arc<ApiLimits>,
+}
+
+impl Coordination {
+    /// Locks in `locks`, rate limit budgets in `limits`.
+    pub fn new(locks: Locks, limits: Limits) -> Self {
+        Self {
+            locks: Arc::new(locks),
+            limits: Arc::new(ApiLimits {
+                limits,
+                limiters: Mutex::default(),
+                checks: AtomicU64::new(0),
+            }),
+        }
+    }
+}
+
+/// One limiter per quota asked for.
+pub(crate) struct ApiLimits {
+    limits: Limits,
+    limiters: Mutex<HashMap<(u32, Duration, u32), Arc<Limiter>>>,
+    checks: AtomicU64,
+}
+
+impl ApiLimits {
+    /// The limiter for `quota`, made on first use.
+    pub(crate) fn limiter(&self, quota: Quota) -> Result<Arc<Limiter>, Problem> {
+        let id = (quota.max, quota.per, quota.burst);
+        let limiter = {
+            let mut limiters = lock(&self.limiters);
+            match limiters.get(&id) {
+                Some(l) => l.clone(),
+                None => {
+                    if limiters.len() >= MAX_QUOTAS {
+                        return Err(Problem::new(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            "too-many-quotas",
+                            "Too many quotas",
+                        )
+                        .with_detail(format!(
+                            "keel keeps at most {MAX_QUOTAS} distinct (rate, per, burst) quotas; use fewer"
+                        )));
+                    }
+                    let family = format!(
+                        "api:{}-{}-{}",
+                        quota.max,
+                        quota.per.as_millis(),
+                        quota.burst
+                    );
+                    let l = Arc::new(self.limits.limiter(&family, quota));
+                    limiters.insert(id, l.clone());
+                    l
+                }
+            }
+        };
+        if self.checks.fetch_add(1, Ordering::Relaxed) % FORGET_EVERY == FORGET_EVERY - 1 {
+            let all: Vec<_> = lock(&self.limiters).values().cloned().collect();
+            for l in all {
+                l.forget_idle();
+            }
+        }
+        Ok(limiter)
+    }
+}
+
+/// The `/locks/…` and `/ratelimit/check` routes (to be served under `/api/v1`).
+pub fn routes(coordination: Coordination) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(locks::acquire, locks::release))
+        .routes(routes!(locks::extend))
+        .routes(routes!(ratelimit::check))
+        .with_state(coordination)
+}
+
+/// Registers Redis's series and stats section, and the shared rate limits' series.
+pub fn observe_redis(state: &AdminState, redis: &Redis, shared: &SharedLimits) {
+    keel_redis::register_metrics(state.metrics(), redis);
+    let counter = |name, help| SeriesDef {
+        name,
+        help,
+        kind: Kind::Counter,
+        labels: &[],
+    };
+    let defs = vec![
+        counter(
+            "keel_ratelimit_redis_decisions_total",
+            "Shared rate limit decisions made in Redis.",
+        ),
+        counter(
+            "keel_ratelimit_local_refusals_total",
+            "Requests refused without asking Redis: the key was known to be over its limit.",
+        ),
+        SeriesDef {
+            name: "keel_ratelimit_undecided_total",
+            help: "Shared rate limit checks Redis could not answer, by what was done (admitted: fail open; refused: fail closed).",
+            kind: Kind::Counter,
+            labels: &["outcome"],
+        },
+    ];
+    let limits = shared.clone();
+    state.metrics().register(PullCollector::new(defs, move || {
+        let s = limits.stats();
+        vec![
+            (0, vec![], s.decisions as f64),
+            (1, vec![], s.local_refusals as f64),
+            (2, vec!["admitted".to_owned()], s.fail_open as f64),
+            (2, vec!["refused".to_owned()], s.fail_closed as f64),
+        ]
+    }));
+    let (redis, limits) = (redis.clone(), shared.clone());
+    state.register_stats("redis", move || {
+        let (redis, limits) = (redis.clone(), limits.clone());
+        async move {
+            json!({
+                "connection": redis.stats(),
+                "rate_limits": {
+                    "on_outage": limits.failure_mode(),
+                    "decisions": limits.stats(),
+                },
+            })
+        }
+    });
+}

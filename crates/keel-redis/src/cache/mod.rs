@@ -1,0 +1,830 @@
+//! The cache in two tiers: keel's memory engine ([`Cache`], L1) in front of Redis (L2), shared
+//! by every instance.
+//!
+//! - **Reads** try L1, then L2; an L2 hit fills L1 for at most `cache.l1_max_ttl` (never longer
+//!   than the entry has left).
+//! - **Writes** go to L2, then L1. Writes, deletes, pattern deletes, tag invalidations and
+//!   resets are then **broadcast** over Redis pub/sub, and every other instance drops what it
+//!   holds in L1 for them (see [`listener`]). Pub/sub rather than RESP3 client tracking:
+//!   tracking reports keys, so a pattern or tag invalidation of many keys would arrive as that
+//!   many messages (and tracking needs RESP3 on every connection); one message per operation
+//!   covers patterns, tags and resets alike.
+//! - An L2 read that an invalidation overtook (one arrived while it was in flight) does not
+//!   fill L1, so a late read cannot bring back a value that was just invalidated.
+//! - **While Redis cannot be reached** (down, too slow, or its breaker open), reads are served
+//!   from L1 (an L2 miss), writes go to L1 only, and nothing fails. When the subscription comes
+//!   back, the instance empties its L1 — it may have missed invalidations — and resumes L2.
+//! - **While only the subscription is lost** and Redis answers, L1 is not trusted for longer
+//!   than `cache.l1_staleness`: reads go to L2 until the subscription is back.
+
+mod listener;
+mod scripts;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use keel_cache::{
+    Cache, CacheError, CacheStats, CacheValue, Glob, KeyInfo, KeyPage, SetOptions, SetOutcome,
+};
+use keel_core::Clock;
+use keel_core::sync::lock;
+use serde::Serialize;
+
+use crate::{Redis, RedisError};
+
+/// Keys one SCAN call asks for, and deletes sent in one pipeline.
+const BATCH: usize = 500;
+/// How often each instance publishes its statistics for `scope=cluster`, and how long they
+/// are kept after the instance stops.
+const STATS_EVERY: Duration = Duration::from_secs(2);
+const STATS_KEPT_MS: u64 = 10_000;
+
+/// The two-tier cache. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct TieredCache {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) l1: Cache,
+    pub(crate) redis: Redis,
+    clock: Clock,
+    l1_max_ttl: Duration,
+    l1_staleness: Duration,
+    /// This instance's id: its own broadcasts come back to it and are skipped.
+    pub(crate) instance: String,
+    pub(crate) channel: String,
+    entry_prefix: String,
+    tag_prefix: String,
+    pub(crate) counters: Counters,
+    /// Bumped by every invalidation received; an L2 read during which it moved does not fill L1.
+    pub(crate) epoch: AtomicU64,
+    pub(crate) link: Mutex<Link>,
+}
+
+/// The state of the invalidation subscription.
+pub(crate) struct Link {
+    /// Whether invalidations are being received.
+    pub(crate) subscribed: bool,
+    /// Since when they are not (`None` while subscribed).
+    pub(crate) lost_since: Option<Instant>,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    l2_hits: AtomicU64,
+    l2_misses: AtomicU64,
+    l2_errors: AtomicU64,
+    l2_writes: AtomicU64,
+    l2_write_errors: AtomicU64,
+    published: AtomicU64,
+    pub(crate) received: AtomicU64,
+    pub(crate) l1_flushes: AtomicU64,
+}
+
+/// Statistics of both tiers.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct TierStats {
+    /// Reads answered: from L1 or from L2.
+    pub hits: u64,
+    /// Reads that found the key in neither tier (or L2 could not be asked).
+    pub misses: u64,
+    /// hits / (hits + misses).
+    pub hit_ratio: f64,
+    /// The memory tier's own statistics (its misses include reads then answered by L2).
+    pub l1: CacheStats,
+    /// The Redis tier.
+    pub l2: L2Stats,
+    /// The invalidation broadcast.
+    pub invalidation: InvalidationStats,
+}
+
+/// What the Redis tier did for this instance.
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize, PartialEq, Eq, Default)]
+pub struct L2Stats {
+    /// L1 misses found in Redis.
+    pub hits: u64,
+    /// L1 misses not in Redis either.
+    pub misses: u64,
+    /// Reads Redis could not answer (counted as misses).
+    pub errors: u64,
+    /// Writes stored in Redis.
+    pub writes: u64,
+    /// Writes Redis could not take (kept in L1 only).
+    pub write_errors: u64,
+}
+
+/// What the invalidation broadcast did for this instance.
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize, PartialEq, Eq, Default)]
+pub struct InvalidationStats {
+    /// Whether this instance receives invalidations now.
+    pub subscribed: bool,
+    /// Invalidations this instance sent.
+    pub published: u64,
+    /// Invalidations from other instances applied to L1.
+    pub received: u64,
+    /// Times L1 was emptied because invalidations may have been missed.
+    pub l1_flushes: u64,
+}
+
+/// An entry as the GET script returns it: value, content type, tags, PTTL.
+type L2Entry = (Vec<u8>, String, String, i64);
+
+/// How a set's TTL applies in each tier.
+struct Ttls {
+    /// In Redis (`None`: never expires).
+    l2: Option<Duration>,
+    /// In L1: never longer than `l1_max_ttl`.
+    l1: Duration,
+}
+
+impl TieredCache {
+    /// Puts `l1` in front of Redis, subscribes to invalidations and starts publishing this
+    /// instance's statistics. Call within a Tokio runtime; the background task ends when the
+    /// last clone is dropped.
+    pub fn start(l1: Cache, redis: Redis, clock: Clock) -> Self {
+        let config = l1.config().clone();
+        let inner = Arc::new(Inner {
+            channel: redis.key("cache:invalidate"),
+            entry_prefix: redis.key("cache:v:"),
+            tag_prefix: redis.key("cache:t:"),
+            l1,
+            redis,
+            l1_max_ttl: config.l1_max_ttl.get(),
+            l1_staleness: config.l1_staleness.get(),
+            instance: uuid::Uuid::new_v4().simple().to_string(),
+            counters: Counters::default(),
+            epoch: AtomicU64::new(0),
+            link: Mutex::new(Link {
+                subscribed: false,
+                lost_since: Some(clock.now()),
+            }),
+            clock,
+        });
+        tokio::spawn(listener::run(Arc::downgrade(&inner)));
+        Self { inner }
+    }
+
+    /// The memory tier.
+    pub fn l1(&self) -> &Cache {
+        &self.inner.l1
+    }
+
+    /// The memory tier, when it may answer reads on its own: while invalidations are received
+    /// (or were lost less than `cache.l1_staleness` ago).
+    pub fn trusted_l1(&self) -> Option<&Cache> {
+        self.l1_trusted().then_some(&self.inner.l1)
+    }
+
+    fn l1_trusted(&self) -> bool {
+        let link = lock(&self.inner.link);
+        link.subscribed
+            || link.lost_since.is_some_and(|since| {
+                self.inner.clock.now().saturating_duration_since(since) < self.inner.l1_staleness
+            })
+    }
+
+    fn entry_key(&self, key: &str) -> String {
+        let mut full = String::with_capacity(self.inner.entry_prefix.len() + key.len());
+        full.push_str(&self.inner.entry_prefix);
+        full.push_str(key);
+        full
+    }
+
+    /// Reads `key`: from L1, else from Redis (filling L1).
+    pub async fn get(&self, key: &str) -> Option<CacheValue> {
+        let inner = &*self.inner;
+        let trusted = self.l1_trusted();
+        if trusted && let Some(value) = inner.l1.get(key) {
+            return Some(value);
+        }
+        let epoch = inner.epoch.load(Ordering::Acquire);
+        let found: Result<Option<L2Entry>, _> = inner
+            .redis
+            .script(&scripts::GET.key(self.entry_key(key)))
+            .await;
+        let c = &inner.counters;
+        match found {
+            Ok(Some((value, content_type, tags, pttl))) => {
+                c.l2_hits.fetch_add(1, Ordering::Relaxed);
+                let left = u64::try_from(pttl).ok().map(Duration::from_millis);
+                let options = SetOptions {
+                    ttl: Some(left.map_or(inner.l1_max_ttl, |l| l.min(inner.l1_max_ttl))),
+                    content_type: (!content_type.is_empty()).then_some(content_type),
+                    tags: split_tags(&tags),
+                    uncompressed: false,
+                };
+                let value = Bytes::from(value);
+                // An invalidation that arrived meanwhile may concern this key: do not keep it.
+                if inner.epoch.load(Ordering::Acquire) == epoch
+                    && let Ok(stored) = inner.l1.fill(key, value.clone(), options.clone())
+                {
+                    return Some(stored);
+                }
+                Some(inner.l1.detached(value, options))
+            }
+            Ok(None) => {
+                c.l2_misses.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            Err(_) => {
+                c.l2_errors.fetch_add(1, Ordering::Relaxed);
+                // L1 was skipped as untrusted; with Redis gone it is all there is.
+                if trusted { None } else { inner.l1.get(key) }
+            }
+        }
+    }
+
+    /// Reads many keys; `None` for each miss.
+    pub async fn get_many(&self, keys: &[String]) -> Vec<Option<CacheValue>> {
+        let mut values = Vec::with_capacity(keys.len());
+        for key in keys {
+            values.push(self.get(key).await);
+        }
+        values
+    }
+
+    fn ttls(&self, options: &SetOptions) -> Ttls {
+        let ttl = options
+            .ttl
+            .unwrap_or_else(|| self.inner.l1.config().default_ttl.get());
+        let l2 = (!ttl.is_zero()).then_some(ttl);
+        Ttls {
+            l2,
+            l1: l2.map_or(self.inner.l1_max_ttl, |t| t.min(self.inner.l1_max_ttl)),
+        }
+    }
+
+    /// Stores `value` under `key` in both tiers and tells the other instances.
+    pub async fn set(
+        &self,
+        key: &str,
+        value: Bytes,
+        options: SetOptions,
+    ) -> Result<SetOutcome, CacheError> {
+        self.inner.l1.validate(key, value.len(), &options)?;
+        Ok(self.store(key, value, options).await)
+    }
+
+    /// Stores every entry, or none: all are validated first.
+    pub async fn set_many(
+        &self,
+        entries: Vec<(String, Bytes, SetOptions)>,
+    ) -> Result<Vec<SetOutcome>, CacheError> {
+        for (index, (key, value, options)) in entries.iter().enumerate() {
+            self.inner
+                .l1
+                .validate(key, value.len(), options)
+                .map_err(|e| CacheError::InBatch {
+                    index,
+                    source: Box::new(e),
+                })?;
+        }
+        let mut outcomes = Vec::with_capacity(entries.len());
+        for (key, value, options) in entries {
+            outcomes.push(self.store(&key, value, options).await);
+        }
+        Ok(outcomes)
+    }
+
+    async fn store(&self, key: &str, value: Bytes, options: SetOptions) -> SetOutcome {
+        let inner = &*self.inner;
+        let ttls = self.ttls(&options);
+        let mut tags = options.tags.clone();
+        tags.sort();
+        tags.dedup();
+        let mut script = scripts::SET.key(self.entry_key(key));
+        for tag in &tags {
+            script.key(format!("{}{tag}", inner.tag_prefix));
+        }
+        script
+            .arg(value.as_ref())
+            .arg(options.content_type.as_deref().unwrap_or(""))
+            .arg(ttls.l2.map_or(0, millis))
+            .arg(&inner.tag_prefix)
+            .arg(tags.join(","));
+        let stored: Result<i64, _> = inner.redis.script(&script).await;
+        let l1_options = SetOptions {
+            ttl: Some(ttls.l1),
+            ..options
+        };
+        // Validated by the caller.
+        let l1_outcome = inner
+            .l1
+            .set(key, value, l1_options)
+            .unwrap_or(SetOutcome::Created);
+        match stored {
+            Ok(replaced) => {
+                inner.counters.l2_writes.fetch_add(1, Ordering::Relaxed);
+                self.publish(Op::Key, key).await;
+                if replaced == 1 {
+                    SetOutcome::Replaced
+                } else {
+                    SetOutcome::Created
+                }
+            }
+            Err(e) => {
+                inner
+                    .counters
+                    .l2_write_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, "cache write kept in memory only");
+                l1_outcome
+            }
+        }
+    }
+
+    /// Deletes `key` from both tiers and tells the other instances. Returns whether a live
+    /// entry was removed.
+    pub async fn delete(&self, key: &str) -> bool {
+        let inner = &*self.inner;
+        let deleted: Result<i64, _> = inner
+            .redis
+            .script(
+                scripts::DELETE
+                    .key(self.entry_key(key))
+                    .arg(&inner.tag_prefix)
+                    .arg(""),
+            )
+            .await;
+        let in_l1 = inner.l1.delete(key);
+        match deleted {
+            Ok(n) => {
+                self.publish(Op::Key, key).await;
+                n == 1 || in_l1
+            }
+            Err(_) => in_l1,
+        }
+    }
+
+    /// Deletes every key matching `pattern` from both tiers (Redis in SCAN batches, never
+    /// `KEYS`) and tells the other instances. Returns how many were removed.
+    pub async fn delete_matching(&self, pattern: &Glob, text: &str) -> usize {
+        let in_l1 = delete_matching_l1(&self.inner.l1, pattern);
+        match self.delete_matching_l2(text).await {
+            Ok(n) => {
+                self.publish(Op::Pattern, text).await;
+                n.max(in_l1)
+            }
+            Err(_) => in_l1,
+        }
+    }
+
+    async fn delete_matching_l2(&self, pattern: &str) -> Result<usize, RedisError> {
+        let inner = &*self.inner;
+        let matcher = format!("{}{pattern}", escape_glob(&inner.entry_prefix));
+        let mut cursor = 0u64;
+        let mut deleted = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = inner
+                .redis
+                .query(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&matcher)
+                        .arg("COUNT")
+                        .arg(BATCH),
+                )
+                .await?;
+            deleted += self.delete_l2_entries(&keys, "").await?;
+            if next == 0 {
+                return Ok(deleted);
+            }
+            cursor = next;
+        }
+    }
+
+    /// Deletes entries by their Redis keys in one pipeline (those carrying `tag`, if not
+    /// empty). Returns how many were deleted.
+    async fn delete_l2_entries(&self, keys: &[String], tag: &str) -> Result<usize, RedisError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let inner = &*self.inner;
+        let mut pipe = redis::pipe();
+        for key in keys {
+            let mut invocation = scripts::DELETE.key(key);
+            invocation.arg(&inner.tag_prefix).arg(tag);
+            // EVALSHA; the scripts were loaded by the reads and writes before (and a pipeline
+            // after a Redis restart fails once, to be retried by the caller).
+            pipe.cmd("EVALSHA")
+                .arg(scripts::DELETE.get_hash())
+                .arg(1)
+                .arg(key)
+                .arg(&inner.tag_prefix)
+                .arg(tag);
+        }
+        let results: Result<Vec<i64>, _> = inner.redis.pipeline(&pipe).await;
+        let results = match results {
+            Ok(results) => results,
+            Err(RedisError::Server(e)) if e.starts_with("NOSCRIPT") => {
+                // Load it with one plain call, then again.
+                let _: i64 = inner
+                    .redis
+                    .script(
+                        scripts::DELETE
+                            .key(&keys[0])
+                            .arg(&inner.tag_prefix)
+                            .arg(tag),
+                    )
+                    .await?;
+                inner.redis.pipeline(&pipe).await?
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(results.iter().filter(|n| **n == 1).count())
+    }
+
+    /// Removes every entry carrying `tag` from both tiers and tells the other instances.
+    /// Returns how many were removed.
+    pub async fn invalidate_tag(&self, tag: &str) -> usize {
+        let in_l1 = self.inner.l1.invalidate_tag(tag);
+        match self.invalidate_tag_l2(tag).await {
+            Ok(n) => {
+                self.publish(Op::Tag, tag).await;
+                n.max(in_l1)
+            }
+            Err(_) => in_l1,
+        }
+    }
+
+    async fn invalidate_tag_l2(&self, tag: &str) -> Result<usize, RedisError> {
+        let set = format!("{}{tag}", self.inner.tag_prefix);
+        let mut deleted = 0;
+        loop {
+            let members: Vec<String> = self
+                .inner
+                .redis
+                .query(redis::cmd("SPOP").arg(&set).arg(BATCH))
+                .await?;
+            if members.is_empty() {
+                return Ok(deleted);
+            }
+            deleted += self.delete_l2_entries(&members, tag).await?;
+        }
+    }
+
+    /// Empties both tiers (every keel key of the cache in Redis) and tells the other
+    /// instances. Returns how many entries L1 held.
+    pub async fn reset(&self) -> usize {
+        let in_l1 = self.inner.l1.reset();
+        let inner = &*self.inner;
+        let matcher = format!("{}*", escape_glob(&inner.redis.key("cache:")));
+        let cleared = async {
+            let mut cursor = 0u64;
+            loop {
+                let (next, keys): (u64, Vec<String>) = inner
+                    .redis
+                    .query(
+                        redis::cmd("SCAN")
+                            .arg(cursor)
+                            .arg("MATCH")
+                            .arg(&matcher)
+                            .arg("COUNT")
+                            .arg(BATCH),
+                    )
+                    .await?;
+                // Statistics of live instances are rewritten within seconds; the rest goes.
+                let keys: Vec<&String> = keys
+                    .iter()
+                    .filter(|k| !k.starts_with(&inner.redis.key("cache:stats:")))
+                    .collect();
+                if !keys.is_empty() {
+                    let _: i64 = inner.redis.query(redis::cmd("UNLINK").arg(keys)).await?;
+                }
+                if next == 0 {
+                    return Ok::<_, RedisError>(());
+                }
+                cursor = next;
+            }
+        };
+        if cleared.await.is_ok() {
+            self.publish(Op::Reset, "").await;
+        }
+        in_l1
+    }
+
+    /// Lists keys matching `pattern` from Redis (SCAN: a key present throughout the paging is
+    /// listed at least once; Redis may list one twice), or from L1 while Redis cannot be asked.
+    /// Cursors say which tier they page: `r:<n>` for Redis.
+    pub async fn scan(
+        &self,
+        pattern: &Glob,
+        text: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> KeyPage {
+        let l2_cursor = match cursor {
+            None => Some(0),
+            Some(c) => c.strip_prefix("r:").and_then(|n| n.parse::<u64>().ok()),
+        };
+        if let Some(start) = l2_cursor
+            && let Ok(page) = self.scan_l2(text, start, limit).await
+        {
+            return page;
+        }
+        let l1_cursor = cursor.filter(|c| !c.starts_with("r:"));
+        self.inner.l1.scan(pattern, l1_cursor, limit)
+    }
+
+    async fn scan_l2(
+        &self,
+        pattern: &str,
+        start: u64,
+        limit: usize,
+    ) -> Result<KeyPage, RedisError> {
+        let inner = &*self.inner;
+        let matcher = format!("{}{pattern}", escape_glob(&inner.entry_prefix));
+        let mut cursor = start;
+        let mut found: Vec<String> = Vec::new();
+        // SCAN may answer empty pages; a few rounds fill one.
+        for _ in 0..16 {
+            let (next, keys): (u64, Vec<String>) = inner
+                .redis
+                .query(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&matcher)
+                        .arg("COUNT")
+                        .arg(limit.max(10)),
+                )
+                .await?;
+            found.extend(keys);
+            cursor = next;
+            if cursor == 0 || found.len() >= limit {
+                break;
+            }
+        }
+        let mut pipe = redis::pipe();
+        for key in &found {
+            pipe.cmd("HSTRLEN").arg(key).arg("v").cmd("PTTL").arg(key);
+        }
+        let sizes: Vec<i64> = if found.is_empty() {
+            Vec::new()
+        } else {
+            inner.redis.pipeline(&pipe).await?
+        };
+        let keys = found
+            .iter()
+            .zip(sizes.chunks(2))
+            .filter(|(_, s)| s[1] != -2)
+            .map(|(key, s)| {
+                let name = &key[inner.entry_prefix.len()..];
+                KeyInfo {
+                    key: Arc::from(name),
+                    size: s[0].max(0) as usize,
+                    stored_size: name.len() + s[0].max(0) as usize,
+                    ttl_remaining: u64::try_from(s[1]).ok().map(Duration::from_millis),
+                }
+            })
+            .collect();
+        Ok(KeyPage {
+            keys,
+            next_cursor: (cursor != 0).then(|| format!("r:{cursor}")),
+        })
+    }
+
+    async fn publish(&self, op: Op, arg: &str) {
+        let message = format!("{} {} {arg}", self.inner.instance, op.code());
+        let sent: Result<i64, _> = self
+            .inner
+            .redis
+            .query(redis::cmd("PUBLISH").arg(&self.inner.channel).arg(message))
+            .await;
+        if sent.is_ok() {
+            self.inner
+                .counters
+                .published
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// This instance's statistics.
+    pub fn stats(&self) -> TierStats {
+        self.inner.stats()
+    }
+
+    /// Every live instance's statistics, summed (each publishes its own every two seconds).
+    pub async fn cluster_stats(&self) -> Result<ClusterStats, RedisError> {
+        let inner = &*self.inner;
+        self.inner.publish_stats().await?;
+        let matcher = format!("{}*", escape_glob(&inner.redis.key("cache:stats:")));
+        let mut cursor = 0u64;
+        let mut keys: Vec<String> = Vec::new();
+        loop {
+            let (next, page): (u64, Vec<String>) = inner
+                .redis
+                .query(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&matcher)
+                        .arg("COUNT")
+                        .arg(BATCH),
+                )
+                .await?;
+            keys.extend(page);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let values: Vec<Option<String>> = if keys.is_empty() {
+            Vec::new()
+        } else {
+            inner.redis.query(redis::cmd("MGET").arg(&keys)).await?
+        };
+        let mut total = ClusterStats::default();
+        for stats in values
+            .iter()
+            .flatten()
+            .filter_map(|v| serde_json::from_str::<TierStats>(v).ok())
+        {
+            total.add(&stats);
+        }
+        total.hit_ratio = ratio(total.hits, total.misses);
+        Ok(total)
+    }
+}
+
+/// Statistics summed over every live instance.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct ClusterStats {
+    /// Instances that published statistics in the last ten seconds.
+    pub instances: u64,
+    /// Reads answered from either tier.
+    pub hits: u64,
+    /// Reads answered by neither.
+    pub misses: u64,
+    /// hits / (hits + misses).
+    pub hit_ratio: f64,
+    /// Writes.
+    pub sets: u64,
+    /// Entries in the instances' memory tiers.
+    pub l1_entries: u64,
+    /// Bytes those entries are charged.
+    pub l1_stored_bytes: u64,
+    /// The Redis tier, summed.
+    pub l2: L2Stats,
+}
+
+impl ClusterStats {
+    fn add(&mut self, s: &TierStats) {
+        self.instances += 1;
+        self.hits += s.hits;
+        self.misses += s.misses;
+        self.sets += s.l1.sets;
+        self.l1_entries += s.l1.entries;
+        self.l1_stored_bytes += s.l1.stored_bytes;
+        self.l2.hits += s.l2.hits;
+        self.l2.misses += s.l2.misses;
+        self.l2.errors += s.l2.errors;
+        self.l2.writes += s.l2.writes;
+        self.l2.write_errors += s.l2.write_errors;
+    }
+}
+
+impl Inner {
+    fn stats(&self) -> TierStats {
+        let c = &self.counters;
+        let l1 = self.l1.stats();
+        let l2 = L2Stats {
+            hits: c.l2_hits.load(Ordering::Relaxed),
+            misses: c.l2_misses.load(Ordering::Relaxed),
+            errors: c.l2_errors.load(Ordering::Relaxed),
+            writes: c.l2_writes.load(Ordering::Relaxed),
+            write_errors: c.l2_write_errors.load(Ordering::Relaxed),
+        };
+        let hits = l1.hits + l2.hits;
+        let misses = l2.misses + l2.errors;
+        TierStats {
+            hits,
+            misses,
+            hit_ratio: ratio(hits, misses),
+            l1,
+            l2,
+            invalidation: InvalidationStats {
+                subscribed: lock(&self.link).subscribed,
+                published: c.published.load(Ordering::Relaxed),
+                received: c.received.load(Ordering::Relaxed),
+                l1_flushes: c.l1_flushes.load(Ordering::Relaxed),
+            },
+        }
+    }
+
+    /// Writes this instance's statistics where `cluster_stats` finds them.
+    pub(crate) async fn publish_stats(&self) -> Result<(), RedisError> {
+        let json = serde_json::to_string(&self.stats()).unwrap_or_default();
+        let key = self.redis.key(&format!("cache:stats:{}", self.instance));
+        self.redis
+            .query::<()>(
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(json)
+                    .arg("PX")
+                    .arg(STATS_KEPT_MS),
+            )
+            .await
+    }
+}
+
+/// What a broadcast says to drop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Op {
+    Key,
+    Pattern,
+    Tag,
+    Reset,
+}
+
+impl Op {
+    fn code(self) -> char {
+        match self {
+            Op::Key => 'k',
+            Op::Pattern => 'p',
+            Op::Tag => 't',
+            Op::Reset => 'r',
+        }
+    }
+
+    pub(crate) fn from_code(code: &str) -> Option<Self> {
+        Some(match code {
+            "k" => Op::Key,
+            "p" => Op::Pattern,
+            "t" => Op::Tag,
+            "r" => Op::Reset,
+            _ => return None,
+        })
+    }
+}
+
+/// Deletes every L1 key matching `pattern`, batch after batch.
+pub(crate) fn delete_matching_l1(l1: &Cache, pattern: &Glob) -> usize {
+    let mut cursor: Option<String> = None;
+    let mut deleted = 0;
+    loop {
+        let (n, next) = l1.delete_matching(pattern, cursor.as_deref(), BATCH);
+        deleted += n;
+        match next {
+            Some(next) => cursor = Some(next),
+            None => return deleted,
+        }
+    }
+}
+
+/// `text` with Redis glob characters escaped, to match it literally.
+fn escape_glob(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn split_tags(tags: &str) -> Vec<String> {
+    tags.split(',')
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+fn ratio(hits: u64, misses: u64) -> f64 {
+    let total = hits + misses;
+    if total == 0 {
+        0.0
+    } else {
+        hits as f64 / total as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_escape_their_special_characters() {
+        assert_eq!(escape_glob("keel:cache:v:"), "keel:cache:v:");
+        assert_eq!(escape_glob("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+        assert!(Glob::new(&escape_glob("a*[b]")).matches("a*[b]"));
+        assert!(!Glob::new(&escape_glob("a*")).matches("abc"));
+    }
+
+    #[test]
+    fn broadcast_codes_round_trip() {
+        for op in [Op::Key, Op::Pattern, Op::Tag, Op::Reset] {
+            assert_eq!(Op::from_code(&op.code().to_string()), Some(op));
+        }
+        assert_eq!(Op::from_code("x"), None);
+    }
+}

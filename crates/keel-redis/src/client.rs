@@ -1,0 +1,313 @@
+//! The connection every Redis-backed part of keel shares.
+//!
+//! [`Redis`] holds `pool_size` multiplexed connections (each pipelines any number of concurrent
+//! commands) and hands them out in turn. A connection that breaks reconnects by itself with
+//! exponential backoff; keel is never restarted for it. Every operation is bounded by
+//! `command_timeout`, and a circuit breaker stops calling Redis after `breaker_failures`
+//! outages in a row (timeouts, refused or dropped connections), so a dead or stalled Redis
+//! costs callers nothing but an immediate [`RedisError::Unavailable`] until a trial command
+//! succeeds again. Server replies that are errors (a script error, a wrong type) do not count
+//! against the breaker: Redis answered.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use keel_core::{Clock, Secret};
+use keel_resilience::{BreakerConfig, BreakerState, CircuitBreaker};
+use prometheus::{Histogram, HistogramOpts};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde::Serialize;
+
+use crate::error::RedisError;
+
+/// How to reach Redis and how patient to be with it.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// `redis://[user:password@]host[:port][/db]` or `unix://…`.
+    pub url: Secret,
+    /// Prepended to every key keel writes, so several deployments can share one Redis.
+    pub key_prefix: String,
+    /// How long one connection attempt may take.
+    pub connect_timeout: Duration,
+    /// How long one operation may take, reconnecting included, before it fails.
+    pub command_timeout: Duration,
+    /// Multiplexed connections to hand out in turn (at least 1).
+    pub pool_size: usize,
+    /// The first reconnect delay; it doubles (with jitter) up to `reconnect_max`.
+    pub reconnect_min: Duration,
+    /// The longest reconnect delay.
+    pub reconnect_max: Duration,
+    /// Outages in a row that open the breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker refuses operations before one trial goes through.
+    pub breaker_cool_down: Duration,
+}
+
+impl RedisOptions {
+    /// Defaults for `url`: prefix `keel:`, 2 s to connect, 250 ms per command, 2 connections,
+    /// reconnects from 50 ms up to 1 s apart, the breaker opening after 5 outages for 1 s.
+    pub fn new(url: Secret) -> Self {
+        Self {
+            url,
+            key_prefix: "keel:".to_owned(),
+            connect_timeout: Duration::from_secs(2),
+            command_timeout: Duration::from_millis(250),
+            pool_size: 2,
+            reconnect_min: Duration::from_millis(50),
+            reconnect_max: Duration::from_secs(1),
+            breaker_failures: 5,
+            breaker_cool_down: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A handle on Redis. Cheap to clone; clones share the connections, breaker and statistics.
+#[derive(Clone)]
+pub struct Redis {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// For connections of their own (subscriptions).
+    client: redis::Client,
+    connect_timeout: Duration,
+    connections: Vec<ConnectionManager>,
+    next: AtomicUsize,
+    prefix: String,
+    command_timeout: Duration,
+    breaker: CircuitBreaker,
+    counters: Counters,
+    latency: Histogram,
+    /// Whether the last operation was an outage: the next success counts as a reconnect.
+    down: AtomicBool,
+}
+
+#[derive(Default)]
+struct Counters {
+    commands: AtomicU64,
+    errors: AtomicU64,
+    timeouts: AtomicU64,
+    refused: AtomicU64,
+    reconnects: AtomicU64,
+}
+
+/// What the handle has seen since it was made.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RedisStats {
+    /// Operations sent (scripts and pipelines count once).
+    pub commands: u64,
+    /// Operations that failed: outages and server errors (timeouts included).
+    pub errors: u64,
+    /// Operations that timed out.
+    pub timeouts: u64,
+    /// Operations not sent because the breaker was open.
+    pub refused: u64,
+    /// Times an operation succeeded after an outage: the connection came back.
+    pub reconnects: u64,
+    /// The breaker's state.
+    pub breaker: BreakerState,
+}
+
+impl Redis {
+    /// Opens the handle. Connects lazily: Redis may be down now and come up later, and nothing
+    /// here waits for it. Fails only for a URL that cannot be used.
+    pub fn connect(options: &RedisOptions, clock: Clock) -> Result<Self, RedisError> {
+        let client = redis::Client::open(options.url.expose()).map_err(|e| {
+            RedisError::InvalidUrl(match e.detail() {
+                Some(detail) => detail.to_owned(),
+                None => format!("{:?}", e.kind()),
+            })
+        })?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(options.connect_timeout))
+            .set_response_timeout(Some(options.command_timeout))
+            .set_min_delay(options.reconnect_min)
+            .set_max_delay(options.reconnect_max)
+            .set_number_of_retries(usize::MAX);
+        let connections = (0..options.pool_size.max(1))
+            .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), config.clone()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| RedisError::InvalidUrl(format!("{:?}", e.kind())))?;
+        let breaker = CircuitBreaker::new(
+            BreakerConfig {
+                failure_threshold: options.breaker_failures.max(1),
+                cool_down: options.breaker_cool_down,
+                ..BreakerConfig::default()
+            },
+            clock,
+        );
+        let latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "keel_redis_command_duration_seconds",
+                "Time Redis operations took, failures included.",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0,
+            ]),
+        )
+        .expect("static histogram definition is valid");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                client,
+                connect_timeout: options.connect_timeout,
+                connections,
+                next: AtomicUsize::new(0),
+                prefix: options.key_prefix.clone(),
+                command_timeout: options.command_timeout,
+                breaker,
+                counters: Counters::default(),
+                latency,
+                down: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    /// `suffix` under the key prefix.
+    pub fn key(&self, suffix: &str) -> String {
+        let mut key = String::with_capacity(self.inner.prefix.len() + suffix.len());
+        key.push_str(&self.inner.prefix);
+        key.push_str(suffix);
+        key
+    }
+
+    /// Runs one command.
+    pub async fn query<T: redis::FromRedisValue + Send>(
+        &self,
+        cmd: &redis::Cmd,
+    ) -> Result<T, RedisError> {
+        self.run(|mut conn| async move { cmd.query_async(&mut conn).await })
+            .await
+    }
+
+    /// Runs a script (EVALSHA; the script is loaded again if Redis answers NOSCRIPT, as after
+    /// a restart).
+    pub async fn script<T: redis::FromRedisValue + Send>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, RedisError> {
+        self.run(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .await
+    }
+
+    /// Runs a pipeline (atomic if built with `.atomic()`).
+    pub async fn pipeline<T: redis::FromRedisValue + Send>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, RedisError> {
+        self.run(|mut conn| async move { pipe.query_async(&mut conn).await })
+            .await
+    }
+
+    /// Opens a connection of its own subscribed to `channel` (subscriptions cannot share the
+    /// multiplexed connections). Fails when Redis cannot be reached within the connect timeout.
+    pub async fn subscribe(&self, channel: &str) -> Result<redis::aio::PubSub, RedisError> {
+        let inner = &*self.inner;
+        let connect = async {
+            let mut pubsub = inner.client.get_async_pubsub().await?;
+            pubsub.subscribe(channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        match tokio::time::timeout(inner.connect_timeout, connect).await {
+            Ok(result) => result.map_err(RedisError::from),
+            Err(_) => Err(RedisError::Timeout(inner.connect_timeout)),
+        }
+    }
+
+    /// PINGs Redis, returning how long the answer took.
+    pub async fn ping(&self) -> Result<Duration, RedisError> {
+        let started = Instant::now();
+        let _: String = self.query(&redis::cmd("PING")).await?;
+        Ok(started.elapsed())
+    }
+
+    /// Runs `op` on the next connection, within the command timeout and the breaker, counting
+    /// it.
+    async fn run<T, F, Fut>(&self, op: F) -> Result<T, RedisError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let inner = &*self.inner;
+        let c = &inner.counters;
+        if let Err(wait) = inner.breaker.try_acquire() {
+            c.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(RedisError::Unavailable(wait));
+        }
+        let index = inner.next.fetch_add(1, Ordering::Relaxed) % inner.connections.len();
+        let conn = inner.connections[index].clone();
+        c.commands.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(inner.command_timeout, op(conn)).await;
+        let took = started.elapsed();
+        inner.latency.observe(took.as_secs_f64());
+        let result = match outcome {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(match RedisError::from(e) {
+                RedisError::Timeout(_) => RedisError::Timeout(inner.command_timeout),
+                other => other,
+            }),
+            Err(_) => Err(RedisError::Timeout(inner.command_timeout)),
+        };
+        match &result {
+            Err(e) if e.is_outage() => {
+                c.errors.fetch_add(1, Ordering::Relaxed);
+                if matches!(e, RedisError::Timeout(_)) {
+                    c.timeouts.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Some(state) = inner.breaker.on_call(true, took)
+                    && state == BreakerState::Open
+                {
+                    tracing::warn!(error = %e, "Redis keeps failing; not calling it for a while");
+                }
+                inner.down.store(true, Ordering::Relaxed);
+            }
+            other => {
+                if other.is_err() {
+                    c.errors.fetch_add(1, Ordering::Relaxed);
+                }
+                inner.breaker.on_call(false, took);
+                if inner.down.swap(false, Ordering::Relaxed) {
+                    c.reconnects.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!("Redis answers again");
+                }
+            }
+        }
+        result
+    }
+
+    /// What the handle has seen.
+    pub fn stats(&self) -> RedisStats {
+        let c = &self.inner.counters;
+        RedisStats {
+            commands: c.commands.load(Ordering::Relaxed),
+            errors: c.errors.load(Ordering::Relaxed),
+            timeouts: c.timeouts.load(Ordering::Relaxed),
+            refused: c.refused.load(Ordering::Relaxed),
+            reconnects: c.reconnects.load(Ordering::Relaxed),
+            breaker: self.inner.breaker.state(),
+        }
+    }
+
+    /// The command latency histogram, for the metrics registry.
+    pub(crate) fn latency(&self) -> Histogram {
+        self.inner.latency.clone()
+    }
+}
+
+impl std::fmt::Debug for Redis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the URL: it may carry a password.
+        f.debug_struct("Redis")
+            .field("prefix", &self.inner.prefix)
+            .field("connections", &self.inner.connections.len())
+            .finish()
+    }
+}

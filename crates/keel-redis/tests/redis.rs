@@ -1,0 +1,223 @@
+//! keel-redis against real `redis-server` processes started per test (so tests can kill,
+//! restart and pause them). Two `Redis` handles on one server stand for two keel instances.
+
+use std::time::Duration;
+
+use keel_core::{Clock, Secret};
+use keel_redis::{FailureMode, LockError, Locks, Redis, RedisError, RedisOptions, SharedLimits};
+use keel_resilience::{BreakerState, Quota};
+use keel_test::RedisServer;
+
+fn options(server: &RedisServer) -> RedisOptions {
+    let mut options = RedisOptions::new(Secret::new(server.url()));
+    options.key_prefix = "test:".to_owned();
+    options
+}
+
+fn handle(server: &RedisServer) -> Redis {
+    Redis::connect(&options(server), Clock::system()).unwrap()
+}
+
+#[tokio::test]
+async fn locks_are_shared_fenced_and_owned_by_their_token() {
+    let server = RedisServer::start();
+    let (a, b) = (
+        Locks::in_redis(handle(&server)),
+        Locks::in_redis(handle(&server)),
+    );
+    let ttl = Duration::from_secs(30);
+
+    let first = a.acquire("report", ttl, Duration::ZERO).await.unwrap();
+    match b.acquire("report", ttl, Duration::ZERO).await {
+        Err(LockError::Held { expires_in, .. }) => {
+            assert!(
+                expires_in > Duration::from_secs(25) && expires_in <= ttl,
+                "{expires_in:?}"
+            )
+        }
+        other => panic!("B must not get a held lock: {other:?}"),
+    }
+    assert!(matches!(
+        b.release("report", "not-the-token").await,
+        Err(LockError::NotHolder(_))
+    ));
+    assert!(matches!(
+        b.extend("report", "not-the-token", ttl).await,
+        Err(LockError::NotHolder(_))
+    ));
+
+    // The lease is in Redis with its TTL, and extending sets a new one.
+    let raw = handle(&server);
+    let pttl: i64 = raw
+        .query(redis::cmd("PTTL").arg("test:lock:{report}"))
+        .await
+        .unwrap();
+    assert!(pttl > 25_000 && pttl <= 30_000, "{pttl}");
+    a.extend("report", &first.token, Duration::from_secs(120))
+        .await
+        .unwrap();
+    let pttl: i64 = raw
+        .query(redis::cmd("PTTL").arg("test:lock:{report}"))
+        .await
+        .unwrap();
+    assert!(pttl > 115_000, "{pttl}");
+
+    // B waits; A releases; B gets it with a higher fencing number.
+    let waiting = tokio::spawn(async move {
+        b.acquire("report", ttl, Duration::from_secs(10))
+            .await
+            .map(|lease| lease.fencing)
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    a.release("report", &first.token).await.unwrap();
+    let second = waiting.await.unwrap().unwrap();
+    assert_eq!((first.fencing, second), (1, 2));
+    assert!(matches!(
+        a.release("report", &first.token).await,
+        Err(LockError::NotHolder(_))
+    ));
+}
+
+#[tokio::test]
+async fn two_instances_sharing_a_limit_admit_at_most_its_burst_in_total() {
+    let server = RedisServer::start();
+    let quota = Quota {
+        max: 10,
+        per: Duration::from_secs(3600),
+        burst: 10,
+    };
+    let instances: Vec<SharedLimits> = (0..2)
+        .map(|_| SharedLimits::new(handle(&server), FailureMode::Open, Clock::system()))
+        .collect();
+    let limiters: Vec<_> = instances
+        .iter()
+        .map(|l| std::sync::Arc::new(l.limiter("api", quota)))
+        .collect();
+    let tasks: Vec<_> = (0..60)
+        .map(|i| {
+            let limiter = limiters[i % 2].clone();
+            tokio::spawn(async move { limiter.check("client-1", 1).await.allowed })
+        })
+        .collect();
+    let mut admitted = 0;
+    for t in tasks {
+        admitted += usize::from(t.await.unwrap());
+    }
+    assert_eq!(admitted, 10);
+
+    // Both instances now refuse locally, without asking Redis.
+    let asked: u64 = instances.iter().map(|l| l.stats().decisions).sum();
+    for limiter in &limiters {
+        let refused = limiter.check("client-1", 1).await;
+        assert!(!refused.allowed);
+        assert_eq!(refused.remaining, 0);
+        assert!(
+            refused.retry_after > Duration::from_secs(300),
+            "{refused:?}"
+        );
+    }
+    let asked_after: u64 = instances.iter().map(|l| l.stats().decisions).sum();
+    assert_eq!(asked_after, asked, "known refusals are answered locally");
+    assert!(instances.iter().all(|l| l.stats().local_refusals >= 1));
+
+    // Another key has its own budget, and a cost above what is left is refused.
+    let other = limiters[0].check("client-2", 7).await;
+    assert_eq!((other.allowed, other.remaining), (true, 3));
+    assert!(!limiters[1].check("client-2", 4).await.allowed);
+    assert!(limiters[1].check("client-2", 3).await.allowed);
+}
+
+#[tokio::test]
+async fn without_redis_limits_fail_open_or_closed_as_configured() {
+    let mut server = RedisServer::start();
+    let quota = Quota {
+        max: 5,
+        per: Duration::from_secs(1),
+        burst: 5,
+    };
+    let open = SharedLimits::new(handle(&server), FailureMode::Open, Clock::system());
+    let closed = SharedLimits::new(handle(&server), FailureMode::Closed, Clock::system());
+    let (open_l, closed_l) = (open.limiter("x", quota), closed.limiter("x", quota));
+    assert!(open_l.check("k", 1).await.allowed);
+    server.kill();
+    for _ in 0..3 {
+        assert!(open_l.check("k", 1).await.allowed);
+        let refused = closed_l.check("k", 1).await;
+        assert!(!refused.allowed && refused.retry_after > Duration::ZERO);
+    }
+    assert_eq!(open.stats().fail_open, 3);
+    assert_eq!(closed.stats().fail_closed, 3);
+}
+
+#[tokio::test]
+async fn the_connection_comes_back_after_a_restart_and_the_breaker_guards_a_dead_redis() {
+    let mut server = RedisServer::start();
+    let mut opts = options(&server);
+    opts.breaker_failures = 3;
+    opts.breaker_cool_down = Duration::from_secs(30);
+    let (clock, time) = Clock::mock();
+    let redis = Redis::connect(&opts, clock).unwrap();
+    redis.ping().await.unwrap();
+
+    server.kill();
+    for _ in 0..3 {
+        let e = redis.ping().await.unwrap_err();
+        assert!(e.is_outage(), "{e}");
+    }
+    assert_eq!(redis.stats().breaker, BreakerState::Open);
+    assert!(matches!(
+        redis.ping().await,
+        Err(RedisError::Unavailable(_))
+    ));
+    assert_eq!(redis.stats().refused, 1);
+
+    server.restart();
+    time.advance(Duration::from_secs(30));
+    // The first trial may still find the old, broken connection; the reconnect follows.
+    let mut answered = false;
+    for _ in 0..50 {
+        if redis.ping().await.is_ok() {
+            answered = true;
+            break;
+        }
+        time.advance(Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(answered, "Redis answers again: {:?}", redis.stats());
+    let stats = redis.stats();
+    assert_eq!(stats.breaker, BreakerState::Closed);
+    assert_eq!(stats.reconnects, 1);
+    assert!(stats.errors >= 3);
+}
+
+#[tokio::test]
+async fn a_stalled_redis_times_out_within_the_command_timeout() {
+    let server = RedisServer::start();
+    let mut opts = options(&server);
+    opts.command_timeout = Duration::from_millis(200);
+    let redis = Redis::connect(&opts, Clock::system()).unwrap();
+    redis.ping().await.unwrap();
+    server.pause();
+    let e = redis.ping().await.unwrap_err();
+    server.resume();
+    assert!(matches!(e, RedisError::Timeout(_)), "{e}");
+    assert_eq!(redis.stats().timeouts, 1);
+}
+
+#[tokio::test]
+async fn errors_never_show_the_password() {
+    let redis = Redis::connect(
+        &RedisOptions::new(Secret::new("redis://user:hunter2@127.0.0.1:1/0")),
+        Clock::system(),
+    )
+    .unwrap();
+    let e = redis.ping().await.unwrap_err();
+    assert!(!e.to_string().contains("hunter2"), "{e}");
+    assert!(!format!("{redis:?}").contains("hunter2"));
+    let bad = Redis::connect(
+        &RedisOptions::new(Secret::new("http://user:hunter2@host")),
+        Clock::system(),
+    )
+    .unwrap_err();
+    assert!(!bad.to_string().contains("hunter2"), "{bad}");
+}

@@ -1,0 +1,305 @@
+//! Several keel instances sharing one real Redis: rate limits (API and gateway) and locks are
+//! the same on every instance; without Redis, one instance keeps them in memory.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::Router;
+use axum::routing::get;
+use keel_auth::Role;
+use keel_core::Secret;
+use keel_test::{RedisServer, Sent, TestServer, problem};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+async fn instance(redis: &RedisServer, upstream: Option<&str>) -> TestServer {
+    let (url, upstream) = (redis.url(), upstream.map(str::to_owned));
+    TestServer::start_with(
+        move |c| {
+            c.redis.url = Some(Secret::new(url));
+            if let Some(upstream) = upstream {
+                c.gateway.upstream = Some(upstream);
+                c.gateway.default.cache = Some(keel_gateway::CachePolicy {
+                    enabled: false,
+                    ..Default::default()
+                });
+                c.gateway.default.rate_limit = Some(keel_gateway::RateLimitPolicy {
+                    rate: 4,
+                    per: keel_core::HumanDuration::from_secs(3600),
+                    ..Default::default()
+                });
+            }
+        },
+        Vec::new(),
+    )
+    .await
+}
+
+async fn post(server: &TestServer, path: &str, body: Value) -> reqwest::Response {
+    server
+        .request(Method::POST, path, Role::Worker)
+        .json(&body)
+        .sent()
+        .await
+}
+
+#[tokio::test]
+async fn a_rate_limit_checked_on_two_instances_admits_its_burst_in_total() {
+    let redis = RedisServer::start();
+    let (a, b) = (instance(&redis, None).await, instance(&redis, None).await);
+    let body = json!({"key": "user:42", "rate": 5, "per": "1h"});
+    let mut admitted = 0;
+    for i in 0..20 {
+        let server = if i % 2 == 0 { &a } else { &b };
+        let r = post(server, "/api/v1/ratelimit/check", body.clone()).await;
+        assert_eq!(r.status(), 200);
+        let answer: Value = r.json().await.unwrap();
+        if answer["allowed"] == true {
+            admitted += 1;
+        } else {
+            assert_eq!(answer["remaining"], 0);
+            assert!(
+                answer["retry_after_ms"].as_u64().unwrap() > 600_000,
+                "{answer}"
+            );
+        }
+    }
+    assert_eq!(admitted, 5);
+
+    // Another quota is another budget for the same key.
+    let r = post(
+        &b,
+        "/api/v1/ratelimit/check",
+        json!({"key": "user:42", "rate": 100, "cost": 10}),
+    )
+    .await;
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(
+        (answer["allowed"].clone(), answer["remaining"].clone()),
+        (json!(true), json!(90))
+    );
+
+    // The decisions show in the metrics and the stats.
+    let metrics = a.get("/metrics").sent().await.text().await.unwrap();
+    assert!(
+        metrics.contains("keel_ratelimit_redis_decisions_total"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("keel_redis_command_duration_seconds_bucket"));
+    let stats: Value = a.get("/api/v1/stats").sent().await.json().await.unwrap();
+    assert_eq!(stats["redis"]["connection"]["breaker"], "closed", "{stats}");
+    assert_eq!(stats["redis"]["rate_limits"]["on_outage"], "open");
+}
+
+#[tokio::test]
+async fn a_lock_taken_on_one_instance_is_held_on_the_other() {
+    let redis = RedisServer::start();
+    let (a, b) = (instance(&redis, None).await, instance(&redis, None).await);
+    let r = post(&a, "/api/v1/locks/nightly-report", json!({"ttl": "30s"})).await;
+    assert_eq!(r.status(), 200);
+    let lease: Value = r.json().await.unwrap();
+    assert_eq!(lease["fencing"], 1);
+    assert_eq!(lease["ttl_ms"], 30_000);
+    let token = lease["token"].as_str().unwrap().to_owned();
+
+    let r = post(&b, "/api/v1/locks/nightly-report", json!({})).await;
+    let (status, p) = problem(r).await;
+    assert_eq!(status, 409);
+    assert_eq!(p["type"], "urn:keel:problem:lock-held");
+    assert!(p["expires_in_ms"].as_u64().unwrap() > 25_000, "{p}");
+
+    let r = post(
+        &b,
+        "/api/v1/locks/nightly-report/extend",
+        json!({"token": "someone-else"}),
+    )
+    .await;
+    let (status, p) = problem(r).await;
+    assert_eq!(
+        (status.as_u16(), p["type"].as_str()),
+        (409, Some("urn:keel:problem:not-lock-holder"))
+    );
+    let r = post(
+        &b,
+        "/api/v1/locks/nightly-report/extend",
+        json!({"token": token, "ttl": "1m"}),
+    )
+    .await;
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"ttl_ms": 60_000}));
+
+    // B waits while A releases it.
+    let waiting = tokio::spawn({
+        let request = b
+            .request(Method::POST, "/api/v1/locks/nightly-report", Role::Worker)
+            .json(&json!({"wait": "10s"}));
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let r = a
+        .request(
+            Method::DELETE,
+            &format!("/api/v1/locks/nightly-report?token={token}"),
+            Role::Worker,
+        )
+        .sent()
+        .await;
+    assert_eq!(r.status(), 204);
+    let second = waiting.await.unwrap();
+    assert_eq!(second["fencing"], 2, "{second}");
+    let r = a
+        .request(Method::DELETE, "/api/v1/locks/nightly-report", Role::Worker)
+        .json(&json!({"token": token}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409, "the old token holds nothing");
+}
+
+/// An app that answers every path; counts requests.
+async fn start_app() -> (String, Arc<AtomicUsize>) {
+    let count = Arc::new(AtomicUsize::new(0));
+    let counted = count.clone();
+    let app = Router::new().route(
+        "/{*rest}",
+        get(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { "ok" }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, count)
+}
+
+#[tokio::test]
+async fn the_gateways_of_two_instances_share_one_rate_limit() {
+    let redis = RedisServer::start();
+    let (upstream, count) = start_app().await;
+    let a = instance(&redis, Some(&upstream)).await;
+    let b = instance(&redis, Some(&upstream)).await;
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        let server = if i % 2 == 0 { &a } else { &b };
+        let r = server
+            .client()
+            .get(server.gateway_url("/api/x"))
+            .sent()
+            .await;
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        4,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        8,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        count.load(Ordering::SeqCst),
+        4,
+        "refused requests never reach the app"
+    );
+}
+
+#[tokio::test]
+async fn locks_and_limits_work_without_redis_and_bad_input_is_explained() {
+    let server = TestServer::start().await;
+    let r = post(&server, "/api/v1/locks/solo", json!({"ttl": "5s"})).await;
+    let lease: Value = r.json().await.unwrap();
+    assert_eq!(lease["fencing"], 1);
+    let held = post(&server, "/api/v1/locks/solo", json!({})).await;
+    assert_eq!(held.status(), 409);
+    // A body is optional when taking a lock.
+    let r = server
+        .request(Method::POST, "/api/v1/locks/other", Role::Worker)
+        .sent()
+        .await;
+    assert_eq!(r.json::<Value>().await.unwrap()["ttl_ms"], 30_000);
+
+    for (path, body, says) in [
+        (
+            "/api/v1/locks/a%20b",
+            json!({}),
+            "not allowed in a lock name",
+        ),
+        (
+            "/api/v1/locks/x",
+            json!({"ttl": "10ms"}),
+            "ttl must be between 100ms and 24h",
+        ),
+        (
+            "/api/v1/locks/x",
+            json!({"ttl": "2d"}),
+            "ttl must be between 100ms and 24h",
+        ),
+        (
+            "/api/v1/locks/x",
+            json!({"wait": "2m"}),
+            "wait must be at most 60s",
+        ),
+        ("/api/v1/locks/x", json!({"ttl": "soon"}), "ttl"),
+        ("/api/v1/locks/x/extend", json!({}), "token"),
+        (
+            "/api/v1/ratelimit/check",
+            json!({"key": "", "rate": 1}),
+            "key must have 1 to 512 bytes",
+        ),
+        (
+            "/api/v1/ratelimit/check",
+            json!({"key": "k", "rate": 0}),
+            "rate must be at least 1",
+        ),
+        (
+            "/api/v1/ratelimit/check",
+            json!({"key": "k", "rate": 1, "per": "0s"}),
+            "per must be between",
+        ),
+        (
+            "/api/v1/ratelimit/check",
+            json!({"key": "k", "rate": 1, "burst": 0}),
+            "burst must be at least 1",
+        ),
+        (
+            "/api/v1/ratelimit/check",
+            json!({"key": "k", "rate": 1, "cost": 0}),
+            "cost must be at least 1",
+        ),
+        (
+            "/api/v1/ratelimit/check",
+            json!({"key": "k\u{7}", "rate": 1}),
+            "control characters",
+        ),
+        (
+            "/api/v1/ratelimit/check",
+            json!({"key": "k", "rate": 1, "extra": 1}),
+            "unknown field",
+        ),
+    ] {
+        let (status, p) = problem(post(&server, path, body.clone()).await).await;
+        assert!(status == 400 || status == 422, "{path} {body}: {status}");
+        let detail = p["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(says), "{path} {body}: {detail}");
+    }
+    let r = server
+        .request(Method::DELETE, "/api/v1/locks/solo", Role::Worker)
+        .sent()
+        .await;
+    let (status, p) = problem(r).await;
+    assert_eq!(status, 400);
+    assert!(p["detail"].as_str().unwrap().contains("?token="), "{p}");
+
+    // Viewers may not take locks or spend budgets.
+    for path in ["/api/v1/locks/solo", "/api/v1/ratelimit/check"] {
+        let r = server
+            .request(Method::POST, path, Role::Viewer)
+            .json(&json!({"key": "k", "rate": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{path}");
+    }
+}
