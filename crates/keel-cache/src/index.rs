@@ -308,7 +308,7 @@ impl KeyIndex {
         &self,
         budget: usize,
         wait: bool,
-        mut judge: impl FnMut(&Slot) -> Option<C>,
+        mut judge: impl FnMut(&str, &Slot) -> Option<C>,
         mut unstore: impl FnMut(&str),
         mut gone: impl FnMut(C),
     ) -> bool {
@@ -322,7 +322,7 @@ impl KeyIndex {
         };
         let from = std::mem::take(&mut *cursor);
         let next = self.walk(from, "", budget, |key, slot| {
-            if let Some(cause) = judge(&slot)
+            if let Some(cause) = judge(key, &slot)
                 && self
                     .remove(key, Some(slot.generation), || unstore(key))
                     .is_some()
@@ -483,7 +483,7 @@ mod tests {
             put(&index, k, write(i as u64 + 1, NEVER));
         }
         // Condemn the writes of b and d.
-        let condemn = |slot: &Slot| [2, 4].contains(&slot.generation).then_some(());
+        let condemn = |_: &str, slot: &Slot| [2, 4].contains(&slot.generation).then_some(());
         let (mut forgotten, mut unstored, mut steps) = (0, 0, 1);
         while !index.sweep(20, false, condemn, |_| unstored += 1, |()| forgotten += 1) {
             steps += 1;
@@ -493,7 +493,7 @@ mod tests {
         assert_eq!(all_keys(&index), ["a", "c", "e"]);
         // The next step starts from the beginning again.
         let mut seen = 0;
-        let judge = |_: &Slot| {
+        let judge = |_: &str, _: &Slot| {
             seen += 1;
             None::<()>
         };

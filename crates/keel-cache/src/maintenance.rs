@@ -70,14 +70,18 @@ impl Cache {
     }
 
     /// Examines up to `budget` index slots; removes and counts those whose value expired or was
-    /// evicted. With `wait`, waits for a concurrent sweep instead of skipping. Returns whether
-    /// the sweep reached the end of the index, and how many it removed.
+    /// evicted. With `wait`, waits for a concurrent sweep instead of skipping, and also asks the
+    /// memory tier about each value still referenced: an evicted value can outlive its eviction
+    /// for a while (the tier frees it through epoch-based reclamation), and an explicit full
+    /// sweep must count it anyway. Returns whether the sweep reached the end of the index, and
+    /// how many it removed.
     fn sweep(&self, budget: usize, wait: bool) -> (bool, usize) {
         let now = self.nanos(self.inner.clock.now());
-        let judge = |slot: &Slot| {
+        let store = &self.inner.store;
+        let judge = |key: &str, slot: &Slot| {
             if slot.expires <= now {
                 Some(Gone::Expired)
-            } else if !slot.held() {
+            } else if !slot.held() || (wait && !store.contains_key(key)) {
                 Some(Gone::Evicted)
             } else {
                 None
