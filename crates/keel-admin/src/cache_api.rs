@@ -2,7 +2,6 @@
 //! Prometheus series, its `cache:memory` health check and its section of `/api/v1/stats`.
 
 use axum::extract::DefaultBodyLimit;
-use keel_cache::Cache;
 use keel_core::CheckOutcome;
 use keel_core::health::CheckSpec;
 use keel_core::metrics::{Kind, PullCollector, SeriesDef};
@@ -10,15 +9,17 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AdminState;
+use crate::cache_service::CacheService;
 use crate::routes::cache as api;
 
 /// Share of `max_memory` above which `cache:memory` warns.
 pub const MEMORY_WARN_RATIO: f64 = 0.9;
 
 /// The `/cache/…` routes (to be served under `/api/v1`).
-pub fn routes(cache: Cache) -> OpenApiRouter {
+pub fn routes(cache: CacheService) -> OpenApiRouter {
     // Bulk bodies carry base64 (4/3 of the bytes) plus JSON framing.
-    let max_value = usize::try_from(cache.config().max_value_size.bytes()).unwrap_or(usize::MAX);
+    let max_value =
+        usize::try_from(cache.memory().config().max_value_size.bytes()).unwrap_or(usize::MAX);
     let body_limit = max_value.saturating_mul(4) / 3 + 1024 * 1024;
     OpenApiRouter::new()
         .routes(routes!(api::put_key, api::get_key, api::delete_key))
@@ -32,8 +33,10 @@ pub fn routes(cache: Cache) -> OpenApiRouter {
         .with_state(cache)
 }
 
-/// Registers the cache's metrics, health check and stats section with the admin state.
-pub fn observe(state: &AdminState, cache: &Cache) {
+/// Registers the cache's metrics, health check and stats section with the admin state. Hits
+/// and misses count both tiers; entries, bytes and evictions are the memory tier's.
+pub fn observe(state: &AdminState, service: &CacheService) {
+    let cache = service.memory();
     let defs = vec![
         SeriesDef {
             name: "keel_cache_hits_total",
@@ -71,16 +74,38 @@ pub fn observe(state: &AdminState, cache: &Cache) {
             kind: Kind::Gauge,
             labels: &["kind"],
         },
+        SeriesDef {
+            name: "keel_cache_l2_reads_total",
+            help: "Memory-tier misses looked up in Redis, by result (hit, miss, error).",
+            kind: Kind::Counter,
+            labels: &["result"],
+        },
     ];
-    let source = cache.clone();
+    let source = service.clone();
     state.metrics().register(PullCollector::new(defs, move || {
-        let s = source.stats();
+        let s = source.memory().stats();
+        let tiers = match &source {
+            CacheService::Tiered(tiered) => Some(tiered.stats()),
+            CacheService::Memory(_) => None,
+        };
+        let (hits, misses) = tiers
+            .as_ref()
+            .map_or((s.hits, s.misses), |t| (t.hits, t.misses));
         let e = &s.evictions;
         let mut out = vec![
-            (0, vec![], s.hits as f64),
-            (1, vec![], s.misses as f64),
+            (0, vec![], hits as f64),
+            (1, vec![], misses as f64),
             (2, vec![], s.sets as f64),
         ];
+        if let Some(t) = &tiers {
+            for (result, n) in [
+                ("hit", t.l2.hits),
+                ("miss", t.l2.misses),
+                ("error", t.l2.errors),
+            ] {
+                out.push((6, vec![result.to_owned()], n as f64));
+            }
+        }
         for (cause, n) in [
             ("size", e.size),
             ("expired", e.expired),
@@ -121,9 +146,9 @@ pub fn observe(state: &AdminState, cache: &Cache) {
             }
         });
 
-    let reported = cache.clone();
+    let reported = service.clone();
     state.register_stats("cache", move || {
         let stats = reported.stats();
-        async move { serde_json::to_value(stats).unwrap_or_default() }
+        async move { stats }
     });
 }

@@ -47,6 +47,7 @@
 //! - [`http_metrics`]: per-route request counters and latency histograms.
 //! - [`history`]: the background sampler behind `/api/v1/system/history`.
 //! - [`cache_api`]: the cache routes, metrics, health check and stats section.
+//! - [`cache_service`]: [`cache_service::CacheService`], the cache in memory or in two tiers.
 //! - [`fast_path`]: answers authenticated cache reads ahead of the inner layers.
 //! - [`queue_api`]: the job queue routes.
 //! - [`gateway_api`]: the gateway's routes, metrics, health check and stats section.
@@ -56,6 +57,7 @@
 
 pub mod auth;
 pub mod cache_api;
+pub mod cache_service;
 pub mod coordination_api;
 pub mod fast_path;
 pub mod gateway_api;

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
+use keel_admin::cache_service::CacheService;
 use keel_admin::coordination_api::Coordination;
 use keel_admin::router::RouterOptions;
 use keel_admin::{AdminState, AdminStateBuilder};
@@ -22,7 +23,7 @@ use keel_auth::{AuthConfigError, Authenticator};
 use keel_cache::Cache;
 use keel_core::{Clock, HealthRegistry, Metrics, Shutdown};
 use keel_queue::{Queues, SqliteStore};
-use keel_redis::{Limits, Locks, SharedLimits};
+use keel_redis::{Limits, Locks, SharedLimits, TieredCache};
 use tokio::net::TcpListener;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -158,7 +159,17 @@ impl AppBuilder {
             None => Locks::in_memory(self.clock.clone()),
         };
         let cache = Cache::with_clock(config.cache.clone(), self.clock.clone());
-        keel_admin::cache_api::observe(&state, &cache);
+        // With Redis, the API's cache is two-tiered; the gateway keeps its responses in this
+        // instance's memory tier.
+        let cache_service = match &redis {
+            Some(redis) => CacheService::Tiered(TieredCache::start(
+                cache.clone(),
+                redis.clone(),
+                self.clock.clone(),
+            )),
+            None => CacheService::Memory(cache.clone()),
+        };
+        keel_admin::cache_api::observe(&state, &cache_service);
         let store = SqliteStore::open(
             &data_dir.join("queue.db"),
             config.queue.durability.into(),
@@ -181,7 +192,7 @@ impl AppBuilder {
             keel_admin::gateway_api::observe(&state, gateway);
         }
         let mut api = vec![
-            keel_admin::cache_api::routes(cache.clone()),
+            keel_admin::cache_api::routes(cache_service.clone()),
             keel_admin::queue_api::routes(queues.clone()),
             keel_admin::gateway_api::routes(gateway.clone()),
             keel_admin::coordination_api::routes(Coordination::new(locks, limits)),
@@ -194,7 +205,7 @@ impl AppBuilder {
                 api,
                 cache_fast_path: Some(keel_admin::fast_path::CacheReadFastPath::new(
                     state.clone(),
-                    cache.clone(),
+                    cache_service,
                 )),
             },
         );

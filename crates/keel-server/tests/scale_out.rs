@@ -303,3 +303,275 @@ async fn locks_and_limits_work_without_redis_and_bad_input_is_explained() {
         assert_eq!(r.status(), 403, "{path}");
     }
 }
+
+#[tokio::test]
+async fn a_cache_delete_on_one_instance_is_not_served_by_another_after_l1_staleness() {
+    let redis = RedisServer::start();
+    let (a, b) = (instance(&redis, None).await, instance(&redis, None).await);
+    for server in [&a, &b] {
+        wait_subscribed(server).await;
+    }
+    let key = "/api/v1/cache/keys/profile:7";
+    let r = a
+        .request(Method::PUT, &format!("{key}?ttl=10m"), Role::Worker)
+        .header("content-type", "application/json")
+        .body(r#"{"name":"ada"}"#)
+        .sent()
+        .await;
+    assert_eq!(r.status(), 201);
+    for _ in 0..2 {
+        let r = b.get(key).sent().await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], "application/json");
+        assert_eq!(r.text().await.unwrap(), r#"{"name":"ada"}"#);
+    }
+    let stats: Value = b
+        .get("/api/v1/cache/stats")
+        .sent()
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (stats["l2"]["hits"].as_u64(), stats["l1_hits"].as_u64()),
+        (Some(1), Some(1)),
+        "{stats}"
+    );
+
+    let deleted_at = std::time::Instant::now();
+    assert_eq!(
+        a.request(Method::DELETE, key, Role::Worker)
+            .sent()
+            .await
+            .status(),
+        204
+    );
+    while b.get(key).sent().await.status() == 200 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let stale_for = deleted_at.elapsed();
+    assert!(
+        stale_for <= std::time::Duration::from_millis(100),
+        "served for {stale_for:?} after the delete"
+    );
+
+    // Cluster statistics sum both instances.
+    let cluster: Value = a
+        .get("/api/v1/cache/stats?scope=cluster")
+        .sent()
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(cluster["instances"].as_u64().unwrap() >= 1, "{cluster}");
+    let (status, p) = problem(b.get("/api/v1/cache/stats?scope=everything").sent().await).await;
+    assert_eq!(status, 400, "{p}");
+}
+
+/// Waits (bounded) until the instance receives cache invalidations.
+async fn wait_subscribed(server: &TestServer) {
+    for _ in 0..500 {
+        let stats: Value = server
+            .get("/api/v1/cache/stats")
+            .sent()
+            .await
+            .json()
+            .await
+            .unwrap();
+        if stats["invalidation"]["subscribed"] == true {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the instance never subscribed to cache invalidations");
+}
+
+async fn redis_health(server: &TestServer) -> String {
+    let health: Value = server
+        .public("/health/detailed")
+        .await
+        .json()
+        .await
+        .unwrap();
+    health["checks"]["redis:connection"][0]["status"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// An app whose `/cached/*` answers may be cached for a minute.
+async fn start_cacheable_app() -> String {
+    let app = Router::new().route(
+        "/cached/{*rest}",
+        get(|| async { ([("cache-control", "public, max-age=60")], "cached body") }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+#[tokio::test]
+async fn killing_redis_under_load_fails_no_cached_request_and_keel_recovers_by_itself() {
+    let mut redis = RedisServer::start();
+    let upstream = start_cacheable_app().await;
+    let url = redis.url();
+    let server = Arc::new(
+        TestServer::start_with(
+            move |c| {
+                c.redis.url = Some(Secret::new(url));
+                c.gateway.upstream = Some(upstream);
+            },
+            Vec::new(),
+        )
+        .await,
+    );
+    wait_subscribed(&server).await;
+    let key = "/api/v1/cache/keys/hot";
+    let r = server
+        .request(Method::PUT, &format!("{key}?ttl=10m"), Role::Worker)
+        .body("hot value")
+        .sent()
+        .await;
+    assert_eq!(r.status(), 201);
+    assert_eq!(redis_health(&server).await, "pass");
+
+    // Steady load on a cached API key and a cached gateway route while Redis dies.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..4)
+        .map(|i| {
+            let (server, stop) = (server.clone(), stop.clone());
+            tokio::spawn(async move {
+                let (mut ok, mut failed) = (0u32, Vec::new());
+                while !stop.load(Ordering::Relaxed) {
+                    let r = if i % 2 == 0 {
+                        server.get(key).send().await
+                    } else {
+                        server
+                            .client()
+                            .get(server.gateway_url("/cached/list"))
+                            .send()
+                            .await
+                    };
+                    match r {
+                        Ok(r) if r.status() == 200 => ok += 1,
+                        Ok(r) => failed.push(r.status().to_string()),
+                        Err(e) => failed.push(e.to_string()),
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    redis.kill();
+    let mut health = String::new();
+    for _ in 0..100 {
+        health = redis_health(&server).await;
+        if health == "warn" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(health, "warn", "health warns while Redis is down");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // Writes and deletes go on in memory, without a 5xx.
+    let r = server
+        .request(Method::PUT, "/api/v1/cache/keys/while-down", Role::Worker)
+        .body("x")
+        .sent()
+        .await;
+    assert_eq!(r.status(), 201);
+    assert_eq!(
+        server
+            .get("/api/v1/cache/keys/never-there")
+            .sent()
+            .await
+            .status(),
+        404
+    );
+
+    // No request of the load failed while Redis was down.
+    stop.store(true, Ordering::Relaxed);
+    let mut served = 0;
+    for task in load {
+        let (ok, failed) = task.await.unwrap();
+        assert!(failed.is_empty(), "failed requests: {failed:?}");
+        served += ok;
+    }
+    assert!(served > 100, "the load ran: {served} requests");
+
+    // Redis comes back (empty: this one keeps nothing on disk): keel reconnects on its own
+    // within 5 s.
+    redis.restart();
+    let restarted = std::time::Instant::now();
+    while redis_health(&server).await != "pass" {
+        assert!(
+            restarted.elapsed() < std::time::Duration::from_secs(5),
+            "not recovered after 5 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    wait_subscribed(&server).await;
+    // Redis takes writes again.
+    let r = server
+        .request(Method::PUT, "/api/v1/cache/keys/after", Role::Worker)
+        .body("y")
+        .sent()
+        .await;
+    assert_eq!(r.status(), 201);
+    let stats: Value = server
+        .get("/api/v1/cache/stats")
+        .sent()
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(stats["l2"]["writes"].as_u64().unwrap() >= 2, "{stats}");
+}
+
+#[tokio::test]
+async fn a_stalled_redis_times_out_cleanly_opens_its_breaker_and_memory_keeps_serving() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let server = TestServer::start_with(
+        move |c| {
+            c.redis.url = Some(Secret::new(url));
+            c.redis.command_timeout = keel_core::HumanDuration::from_millis(100);
+        },
+        Vec::new(),
+    )
+    .await;
+    wait_subscribed(&server).await;
+    let r = server
+        .request(Method::PUT, "/api/v1/cache/keys/warm?ttl=10m", Role::Worker)
+        .body("w")
+        .sent()
+        .await;
+    assert_eq!(r.status(), 201);
+
+    redis.pause();
+    // Misses wait for Redis no longer than the command timeout, then answer 404; after a few
+    // the breaker opens and they answer at once.
+    for i in 0..8 {
+        let r = server
+            .get(&format!("/api/v1/cache/keys/cold-{i}"))
+            .sent()
+            .await;
+        assert_eq!(r.status(), 404);
+    }
+    let stats: Value = server
+        .get("/api/v1/stats")
+        .sent()
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["redis"]["connection"]["breaker"], "open", "{stats}");
+    assert!(stats["redis"]["connection"]["timeouts"].as_u64().unwrap() >= 1);
+    // What memory holds is still served.
+    let r = server.get("/api/v1/cache/keys/warm").sent().await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "w");
+    redis.resume();
+}

@@ -14,12 +14,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as CURSOR};
-use keel_cache::{Cache, CacheError, CacheValue, Glob, SetOptions, SetOutcome};
+use keel_cache::{CacheError, CacheValue, Glob, SetOptions, SetOutcome};
 use keel_core::{HumanDuration, Problem};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::auth::{AdminRole, Authorized, ViewerRole, WorkerRole};
+use crate::cache_service::CacheService;
 use crate::json::ApiJson;
 
 /// The `Keel-TTL` request header: a TTL for `PUT`.
@@ -88,7 +89,7 @@ pub(crate) struct PutQuery {
               (status = 400, body = Problem), (status = 413, body = Problem)))]
 pub(crate) async fn put_key(
     _: Authorized<WorkerRole>,
-    State(cache): State<Cache>,
+    State(cache): State<CacheService>,
     Path(key): Path<String>,
     Query(query): Query<PutQuery>,
     headers: HeaderMap,
@@ -114,6 +115,7 @@ pub(crate) async fn put_key(
     };
     match cache
         .set(&key, body, options)
+        .await
         .map_err(|e| problem_for(&e))?
     {
         SetOutcome::Created => Ok(StatusCode::CREATED),
@@ -171,23 +173,23 @@ impl<S: Send + Sync> FromRequestParts<S> for IfNoneMatch {
               (status = 404, body = Problem)))]
 pub(crate) async fn get_key(
     _: Authorized<ViewerRole>,
-    State(cache): State<Cache>,
+    State(cache): State<CacheService>,
     Path(key): Path<String>,
     IfNoneMatch(if_none_match): IfNoneMatch,
 ) -> Result<Response, Problem> {
-    read_key(&cache, &key, if_none_match.as_ref())
+    read_key(&cache, &key, if_none_match.as_ref()).await
 }
 
 /// The answer to a read of `key`: 200 with the value and its headers, 304 when
 /// `if_none_match` matches its ETag, 404 on a miss. Shared by the handler and the request
 /// fast path (see `request::CacheReadFastPath`).
-pub(crate) fn read_key(
-    cache: &Cache,
+pub(crate) async fn read_key(
+    cache: &CacheService,
     key: &str,
     if_none_match: Option<&HeaderValue>,
 ) -> Result<Response, Problem> {
     keel_cache::validate_key(key).map_err(|e| problem_for(&e))?;
-    let Some(value) = cache.get(key) else {
+    let Some(value) = cache.get(key).await else {
         return Err(Problem::not_found(format!("no live entry for key {key:?}")));
     };
     let etag = etag_header(value.etag);
@@ -214,11 +216,11 @@ pub(crate) fn read_key(
     responses((status = 204, description = "Deleted"), (status = 404, body = Problem)))]
 pub(crate) async fn delete_key(
     _: Authorized<WorkerRole>,
-    State(cache): State<Cache>,
+    State(cache): State<CacheService>,
     Path(key): Path<String>,
 ) -> Result<StatusCode, Problem> {
     keel_cache::validate_key(&key).map_err(|e| problem_for(&e))?;
-    if cache.delete(&key) {
+    if cache.delete(&key).await {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(Problem::not_found(format!("no live entry for key {key:?}")))
@@ -259,7 +261,7 @@ fn check_batch(field: &str, len: usize) -> Result<(), Problem> {
     responses((status = 200, description = "`{\"values\": [FoundValue | null]}`", body = Object), (status = 400, body = Problem)))]
 pub(crate) async fn mget(
     _: Authorized<ViewerRole>,
-    State(cache): State<Cache>,
+    State(cache): State<CacheService>,
     ApiJson(body): ApiJson<MgetBody>,
 ) -> Result<Json<Value>, Problem> {
     check_batch("keys", body.keys.len())?;
@@ -269,6 +271,7 @@ pub(crate) async fn mget(
     }
     let values: Vec<Option<FoundValue>> = cache
         .get_many(&body.keys)
+        .await
         .into_iter()
         .zip(&body.keys)
         .map(|(v, key)| {
@@ -357,7 +360,7 @@ fn decode_entry(i: usize, e: MsetEntry) -> Result<(String, Bytes, SetOptions), P
               (status = 400, body = Problem), (status = 413, body = Problem)))]
 pub(crate) async fn mset(
     _: Authorized<WorkerRole>,
-    State(cache): State<Cache>,
+    State(cache): State<CacheService>,
     ApiJson(body): ApiJson<MsetBody>,
 ) -> Result<Json<Value>, Problem> {
     check_batch("entries", body.entries.len())?;
@@ -367,7 +370,7 @@ pub(crate) async fn mset(
         .enumerate()
         .map(|(i, e)| decode_entry(i, e))
         .collect::<Result<Vec<_>, _>>()?;
-    let outcomes = cache.set_many(entries).map_err(|e| problem_for(&e))?;
+    let outcomes = cache.set_many(entries).await.map_err(|e| problem_for(&e))?;
     let created = outcomes
         .iter()
         .filter(|o| **o == SetOutcome::Created)
@@ -413,7 +416,7 @@ fn decode_cursor(cursor: Option<&str>) -> Result<Option<String>, Problem> {
               (status = 400, body = Problem)))]
 pub(crate) async fn list_keys(
     _: Authorized<ViewerRole>,
-    State(cache): State<Cache>,
+    State(cache): State<CacheService>,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Value>, Problem> {
     let limit = query.limit.unwrap_or(100);
@@ -423,8 +426,10 @@ pub(crate) async fn list_keys(
         )));
     }
     let cursor = decode_cursor(query.cursor.as_deref())?;
-    let pattern = Glob::new(query.pattern.as_deref().unwrap_or("*"));
-    let page = cache.scan(&pattern, cursor.as_deref(), limit);
+    let text = query.pattern.as_deref().unwrap_or("*");
+    let page = cache
+        .scan(&Glob::new(text), text, cursor.as_deref(), limit)
+        .await;
     let keys: Vec<Value> = page
         .keys
         .iter()
@@ -444,15 +449,12 @@ pub(crate) struct DeleteQuery {
     confirm: bool,
 }
 
-/// Keys examined per batch of a pattern delete; the handler yields between batches.
-const DELETE_BATCH: usize = 1000;
-
 /// Deletes every key matching `pattern`, in batches that never hold the keyspace.
 #[utoipa::path(delete, path = "/cache/keys", tag = "cache", security(("bearer" = [])), params(DeleteQuery),
     responses((status = 200, description = "`{\"deleted\": n}`", body = Object), (status = 400, body = Problem)))]
 pub(crate) async fn delete_keys(
     _: Authorized<WorkerRole>,
-    State(cache): State<Cache>,
+    State(cache): State<CacheService>,
     Query(query): Query<DeleteQuery>,
 ) -> Result<Json<Value>, Problem> {
     let Some(pattern) = query.pattern.filter(|p| !p.is_empty()) else {
@@ -466,17 +468,7 @@ pub(crate) async fn delete_keys(
             "pattern {pattern:?} matches every key; add confirm=true to delete them all (or POST /api/v1/cache/reset)"
         )));
     }
-    let mut deleted = 0;
-    let mut cursor: Option<String> = None;
-    loop {
-        let (n, next) = cache.delete_matching(&glob, cursor.as_deref(), DELETE_BATCH);
-        deleted += n;
-        match next {
-            Some(c) => cursor = Some(c),
-            None => break,
-        }
-        tokio::task::yield_now().await;
-    }
+    let deleted = cache.delete_matching(&glob, &pattern).await;
     Ok(Json(json!({ "deleted": deleted })))
 }
 
@@ -486,27 +478,53 @@ pub(crate) async fn delete_keys(
     responses((status = 200, description = "`{\"deleted\": n}`", body = Object), (status = 400, body = Problem)))]
 pub(crate) async fn delete_tag(
     _: Authorized<WorkerRole>,
-    State(cache): State<Cache>,
+    State(cache): State<CacheService>,
     Path(tag): Path<String>,
 ) -> Result<Json<Value>, Problem> {
     keel_cache::validate_tag(&tag).map_err(|e| problem_for(&e))?;
-    Ok(Json(json!({ "deleted": cache.invalidate_tag(&tag) })))
+    Ok(Json(json!({ "deleted": cache.invalidate_tag(&tag).await })))
 }
 
 /// Clears the whole cache.
 #[utoipa::path(post, path = "/cache/reset", tag = "cache", security(("bearer" = [])),
     responses((status = 200, description = "`{\"deleted\": n}`", body = Object), (status = 403, body = Problem)))]
-pub(crate) async fn reset(_: Authorized<AdminRole>, State(cache): State<Cache>) -> Json<Value> {
-    Json(json!({ "deleted": cache.reset() }))
+pub(crate) async fn reset(
+    _: Authorized<AdminRole>,
+    State(cache): State<CacheService>,
+) -> Json<Value> {
+    Json(json!({ "deleted": cache.reset().await }))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StatsQuery {
+    /// `instance` (default): this instance; `cluster`: every instance sharing the Redis, summed.
+    scope: Option<String>,
 }
 
 /// Hits, misses, hit ratios (overall, 1 min, 5 min), sets, deletes, evictions by cause,
-/// entries, logical and stored bytes, max memory.
-#[utoipa::path(get, path = "/cache/stats", tag = "cache", security(("bearer" = [])),
-    responses((status = 200, description = "Cache statistics", body = Object)))]
+/// entries, logical and stored bytes, max memory; with Redis also the Redis tier and the
+/// invalidation broadcast. `?scope=cluster` sums every instance sharing the Redis.
+#[utoipa::path(get, path = "/cache/stats", tag = "cache", security(("bearer" = [])), params(StatsQuery),
+    responses((status = 200, description = "Cache statistics", body = Object), (status = 400, body = Problem),
+              (status = 503, body = Problem)))]
 pub(crate) async fn stats(
     _: Authorized<ViewerRole>,
-    State(cache): State<Cache>,
-) -> Json<keel_cache::CacheStats> {
-    Json(cache.stats())
+    State(cache): State<CacheService>,
+    Query(query): Query<StatsQuery>,
+) -> Result<Json<Value>, Problem> {
+    match (query.scope.as_deref().unwrap_or("instance"), &cache) {
+        ("instance", _) => Ok(Json(cache.stats())),
+        ("cluster", CacheService::Tiered(tiered)) => match tiered.cluster_stats().await {
+            Ok(stats) => Ok(Json(serde_json::to_value(stats).unwrap_or_default())),
+            Err(e) => Err(Problem::status(StatusCode::SERVICE_UNAVAILABLE)
+                .with_detail(format!("cluster statistics live in Redis: {e}"))),
+        },
+        ("cluster", CacheService::Memory(_)) => Err(Problem::bad_request(
+            "scope=cluster needs Redis ([redis] url): without it this instance is the whole cache",
+        )),
+        (other, _) => Err(Problem::bad_request(format!(
+            "scope: {other:?} is not instance or cluster"
+        ))),
+    }
 }
