@@ -39,18 +39,14 @@ pub(crate) async fn run(cache: Weak<Inner>) {
             inner.counters.l1_flushes.fetch_add(1, Ordering::Relaxed);
         }
         inner.epoch.fetch_add(1, Ordering::AcqRel);
-        {
-            let mut link = lock(&inner.link);
-            link.subscribed = true;
-            link.lost_since = None;
-        }
+        *lock(&inner.lost_since) = None;
+        inner.subscribed.store(true, Ordering::Release);
         tracing::debug!("cache invalidations: subscribed");
         drop(inner);
         receive(&cache, pubsub).await;
         let Some(inner) = cache.upgrade() else { return };
-        let mut link = lock(&inner.link);
-        link.subscribed = false;
-        link.lost_since = Some(inner.clock.now());
+        *lock(&inner.lost_since) = Some(inner.clock.now());
+        inner.subscribed.store(false, Ordering::Release);
         tracing::warn!("cache invalidations: subscription lost; reconnecting");
     }
 }

@@ -20,7 +20,7 @@
 mod listener;
 mod scripts;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -61,15 +61,10 @@ pub(crate) struct Inner {
     pub(crate) counters: Counters,
     /// Bumped by every invalidation received; an L2 read during which it moved does not fill L1.
     pub(crate) epoch: AtomicU64,
-    pub(crate) link: Mutex<Link>,
-}
-
-/// The state of the invalidation subscription.
-pub(crate) struct Link {
-    /// Whether invalidations are being received.
-    pub(crate) subscribed: bool,
+    /// Whether invalidations are being received: read by every read, so an atomic.
+    pub(crate) subscribed: AtomicBool,
     /// Since when they are not (`None` while subscribed).
-    pub(crate) lost_since: Option<Instant>,
+    pub(crate) lost_since: Mutex<Option<Instant>>,
 }
 
 #[derive(Default)]
@@ -157,10 +152,8 @@ impl TieredCache {
             instance: uuid::Uuid::new_v4().simple().to_string(),
             counters: Counters::default(),
             epoch: AtomicU64::new(0),
-            link: Mutex::new(Link {
-                subscribed: false,
-                lost_since: Some(clock.now()),
-            }),
+            subscribed: AtomicBool::new(false),
+            lost_since: Mutex::new(Some(clock.now())),
             clock,
         });
         tokio::spawn(listener::run(Arc::downgrade(&inner)));
@@ -179,9 +172,8 @@ impl TieredCache {
     }
 
     fn l1_trusted(&self) -> bool {
-        let link = lock(&self.inner.link);
-        link.subscribed
-            || link.lost_since.is_some_and(|since| {
+        self.inner.subscribed.load(Ordering::Acquire)
+            || lock(&self.inner.lost_since).is_some_and(|since| {
                 self.inner.clock.now().saturating_duration_since(since) < self.inner.l1_staleness
             })
     }
@@ -708,7 +700,7 @@ impl Inner {
             l1,
             l2,
             invalidation: InvalidationStats {
-                subscribed: lock(&self.link).subscribed,
+                subscribed: self.subscribed.load(Ordering::Acquire),
                 published: c.published.load(Ordering::Relaxed),
                 received: c.received.load(Ordering::Relaxed),
                 l1_flushes: c.l1_flushes.load(Ordering::Relaxed),
