@@ -68,6 +68,14 @@ pub struct RouteStatus {
     pub stats: StatsSnapshot,
 }
 
+/// What a gateway shares with other keel instances (through Redis).
+pub struct Sharing {
+    /// Where rate limit budgets live: this process, or Redis for every instance.
+    pub limits: Limits,
+    /// Tells other instances about purges (theirs drop the same cached responses).
+    pub purges: Option<keel_redis::Broadcaster>,
+}
+
 /// A reverse proxy in front of one upstream app. Cheap to clone.
 #[derive(Clone)]
 pub struct Gateway {
@@ -86,18 +94,23 @@ impl Gateway {
         clock: Clock,
         auth: Option<Arc<Authenticator>>,
     ) -> Result<Self, GatewayConfigError> {
-        Self::with_limits(config, cache, clock.clone(), auth, Limits::Local(clock))
+        let sharing = Sharing {
+            limits: Limits::Local(clock.clone()),
+            purges: None,
+        };
+        Self::with_sharing(config, cache, clock, auth, sharing)
     }
 
-    /// As [`Gateway::new`], with rate limit budgets in `limits` (in Redis, shared by every
-    /// instance, with [`Limits::Shared`]).
-    pub fn with_limits(
+    /// As [`Gateway::new`], sharing rate limit budgets and purges with other instances as
+    /// `sharing` says.
+    pub fn with_sharing(
         config: &GatewayConfig,
         cache: Cache,
         clock: Clock,
         auth: Option<Arc<Authenticator>>,
-        limits: Limits,
+        sharing: Sharing,
     ) -> Result<Self, GatewayConfigError> {
+        let Sharing { limits, purges } = sharing;
         config.validate()?;
         let url = config.upstream.as_deref().ok_or_else(|| {
             GatewayConfigError::new("gateway.upstream", "must be set to run the gateway")
@@ -113,7 +126,7 @@ impl Gateway {
             request_ids: RequestIds::new(),
             preserve_host: config.preserve_host,
             upstream_host,
-            cache: ResponseCache::new(cache, clock.clone()),
+            cache: ResponseCache::new(cache, clock.clone(), purges),
             tag_headers: config
                 .tag_headers
                 .iter()

@@ -38,5 +38,5 @@ pub use config::{
     RoutePolicy, RouteRule,
 };
 pub use error::{ErrorSource, GatewayError};
-pub use gateway::{Gateway, Limits, Purge, RouteStatus, Warmed};
+pub use gateway::{Gateway, Limits, Purge, RouteStatus, Sharing, Warmed};
 pub use stats::{CacheCounts, Percentiles, SlowRequest, StatsSnapshot, StatusClasses};

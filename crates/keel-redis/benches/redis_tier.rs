@@ -29,8 +29,14 @@ const KEYS: usize = 10_000;
 fn main() {
     let args: Vec<String> = std::env::args().filter(|a| !a.starts_with("--")).collect();
     let mode = args.get(1).cloned().unwrap_or_default();
-    let url = args.get(2).cloned().unwrap_or_else(|| "redis://127.0.0.1:6379/0".into());
-    let ops: usize = args.get(3).and_then(|n| n.parse().ok()).unwrap_or(1_000_000);
+    let url = args
+        .get(2)
+        .cloned()
+        .unwrap_or_else(|| "redis://127.0.0.1:6379/0".into());
+    let ops: usize = args
+        .get(3)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1_000_000);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -66,10 +72,17 @@ async fn run(mode: &str, url: &str, ops: usize) {
             println!("{mode}: {:.1} ns/op", per_op_ns(started, ops));
         }
         "l1-hit" => {
-            let tiered = TieredCache::start(Cache::new(CacheConfig::default()), redis(url), Clock::system());
+            let tiered = TieredCache::start(
+                Cache::new(CacheConfig::default()),
+                redis(url),
+                Clock::system(),
+            );
             wait_subscribed(&tiered).await;
             for k in &keys {
-                tiered.set(k, value.clone(), SetOptions::default()).await.unwrap();
+                tiered
+                    .set(k, value.clone(), SetOptions::default())
+                    .await
+                    .unwrap();
             }
             let started = Instant::now();
             for i in 0..ops {
@@ -78,11 +91,22 @@ async fn run(mode: &str, url: &str, ops: usize) {
             println!("{mode}: {:.1} ns/op", per_op_ns(started, ops));
         }
         "l2-hit" => {
-            let writer = TieredCache::start(Cache::new(CacheConfig::default()), redis(url), Clock::system());
+            let writer = TieredCache::start(
+                Cache::new(CacheConfig::default()),
+                redis(url),
+                Clock::system(),
+            );
             for k in &keys {
-                writer.set(k, value.clone(), SetOptions::default()).await.unwrap();
+                writer
+                    .set(k, value.clone(), SetOptions::default())
+                    .await
+                    .unwrap();
             }
-            let reader = TieredCache::start(Cache::new(CacheConfig::default()), redis(url), Clock::system());
+            let reader = TieredCache::start(
+                Cache::new(CacheConfig::default()),
+                redis(url),
+                Clock::system(),
+            );
             wait_subscribed(&reader).await;
             let n = ops.min(KEYS);
             let mut took = Vec::with_capacity(n);
@@ -91,15 +115,16 @@ async fn run(mode: &str, url: &str, ops: usize) {
                 assert!(reader.get(k).await.is_some(), "{k} is in Redis");
                 took.push(started.elapsed());
             }
-            assert_eq!(reader.stats().l2.hits as usize, n, "every read went to Redis");
+            assert_eq!(
+                reader.stats().l2.hits as usize,
+                n,
+                "every read went to Redis"
+            );
             report_latency(mode, &mut took);
         }
         "raw-get" => {
             let client = redis::Client::open(url).expect("url");
-            let mut conn = client
-                .get_connection_manager()
-                .await
-                .expect("connection");
+            let mut conn = client.get_connection_manager().await.expect("connection");
             for k in &keys {
                 let _: () = redis::cmd("SET")
                     .arg(format!("bench:raw:{k}"))
@@ -126,9 +151,17 @@ async fn run(mode: &str, url: &str, ops: usize) {
             let limits = SharedLimits::new(redis(url), FailureMode::Closed, Clock::system());
             let flood = mode == "limit-flood";
             let quota = if flood {
-                Quota { max: 100, per: Duration::from_secs(1), burst: 100 }
+                Quota {
+                    max: 100,
+                    per: Duration::from_secs(1),
+                    burst: 100,
+                }
             } else {
-                Quota { max: u32::MAX / 2, per: Duration::from_secs(1), burst: u32::MAX / 2 }
+                Quota {
+                    max: u32::MAX / 2,
+                    per: Duration::from_secs(1),
+                    burst: u32::MAX / 2,
+                }
             };
             let limiter = Arc::new(limits.limiter(&format!("bench-{}", std::process::id()), quota));
             let started = Instant::now();
@@ -137,7 +170,11 @@ async fn run(mode: &str, url: &str, ops: usize) {
                     let limiter = limiter.clone();
                     tokio::spawn(async move {
                         for i in 0..ops / 64 {
-                            let key = if flood { "flooder".to_owned() } else { format!("k{}", (i * 64 + t) % 100_000) };
+                            let key = if flood {
+                                "flooder".to_owned()
+                            } else {
+                                format!("k{}", (i * 64 + t) % 100_000)
+                            };
                             std::hint::black_box(limiter.check(&key, 1).await);
                         }
                     })
@@ -177,6 +214,7 @@ fn per_op_ns(started: Instant, ops: usize) -> f64 {
 
 fn report_latency(mode: &str, took: &mut [Duration]) {
     took.sort();
-    let at = |q: f64| took[((took.len() as f64 * q) as usize).min(took.len() - 1)].as_secs_f64() * 1e6;
+    let at =
+        |q: f64| took[((took.len() as f64 * q) as usize).min(took.len() - 1)].as_secs_f64() * 1e6;
     println!("{mode}: p50 {:.1} µs, p99 {:.1} µs", at(0.5), at(0.99));
 }

@@ -25,7 +25,7 @@ pub mod limits;
 pub mod lock;
 mod metrics;
 
-pub use cache::{ClusterStats, TierStats, TieredCache};
+pub use cache::{Broadcaster, ClusterStats, Invalidation, TierStats, TieredCache};
 pub use client::{Redis, RedisOptions, RedisStats};
 pub use error::RedisError;
 pub use limiter::{FailureMode, SharedLimitStats, SharedLimits, SharedRateLimiter};

@@ -160,13 +160,12 @@ impl AppBuilder {
         };
         let cache = Cache::with_clock(config.cache.clone(), self.clock.clone());
         // With Redis, the API's cache is two-tiered; the gateway keeps its responses in this
-        // instance's memory tier.
-        let cache_service = match &redis {
-            Some(redis) => CacheService::Tiered(TieredCache::start(
-                cache.clone(),
-                redis.clone(),
-                self.clock.clone(),
-            )),
+        // instance's memory tier and tells the other instances about its purges.
+        let tiered = redis
+            .as_ref()
+            .map(|redis| TieredCache::start(cache.clone(), redis.clone(), self.clock.clone()));
+        let cache_service = match &tiered {
+            Some(tiered) => CacheService::Tiered(tiered.clone()),
             None => CacheService::Memory(cache.clone()),
         };
         keel_admin::cache_api::observe(&state, &cache_service);
@@ -179,12 +178,15 @@ impl AppBuilder {
         let queues = Queues::with_clock(store, config.queue.clone(), self.clock.clone());
         keel_admin::queue_api::observe(&state, &queues);
         let gateway = match config.gateway.upstream {
-            Some(_) => Some(keel_gateway::Gateway::with_limits(
+            Some(_) => Some(keel_gateway::Gateway::with_sharing(
                 &config.gateway,
                 cache.clone(),
                 self.clock.clone(),
                 Some(authenticator),
-                limits.clone(),
+                keel_gateway::Sharing {
+                    limits: limits.clone(),
+                    purges: tiered.as_ref().map(TieredCache::broadcaster),
+                },
             )?),
             None => None,
         };

@@ -575,3 +575,63 @@ async fn a_stalled_redis_times_out_cleanly_opens_its_breaker_and_memory_keeps_se
     assert_eq!(r.text().await.unwrap(), "w");
     redis.resume();
 }
+
+#[tokio::test]
+async fn a_gateway_purge_on_one_instance_reaches_the_other() {
+    let redis = RedisServer::start();
+    let upstream = start_cacheable_app().await;
+    let start = |url: String, upstream: String| {
+        TestServer::start_with(
+            move |c| {
+                c.redis.url = Some(Secret::new(url));
+                c.gateway.upstream = Some(upstream);
+            },
+            Vec::new(),
+        )
+    };
+    let a = start(redis.url(), upstream.clone()).await;
+    let b = start(redis.url(), upstream).await;
+    for server in [&a, &b] {
+        wait_subscribed(server).await;
+    }
+    let x_cache = |server: &TestServer, path: &str| {
+        let request = server.client().get(server.gateway_url(path));
+        async move {
+            let r = request.send().await.unwrap();
+            r.headers()["x-cache"].to_str().unwrap().to_owned()
+        }
+    };
+    for path in ["/cached/list", "/cached/other"] {
+        for server in [&a, &b] {
+            assert_eq!(x_cache(server, path).await, "MISS");
+            assert_eq!(x_cache(server, path).await, "HIT");
+        }
+    }
+    let received = |server: &TestServer| {
+        let request = server.get("/api/v1/cache/stats");
+        async move {
+            let stats: Value = request.send().await.unwrap().json().await.unwrap();
+            stats["invalidation"]["received"].as_u64().unwrap()
+        }
+    };
+    let before = received(&b).await;
+    let r = post(&a, "/api/v1/gateway/purge", json!({"url": "/cached/list"})).await;
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"purged": 1}));
+    for _ in 0..500 {
+        if received(&b).await > before {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(received(&b).await > before, "B heard of the purge");
+    assert_eq!(
+        x_cache(&b, "/cached/list").await,
+        "MISS",
+        "B dropped its copy"
+    );
+    assert_eq!(
+        x_cache(&b, "/cached/other").await,
+        "HIT",
+        "and only that one"
+    );
+}

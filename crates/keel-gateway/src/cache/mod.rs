@@ -19,6 +19,7 @@ use keel_core::Clock;
 
 use self::flights::Flights;
 use self::stored::{Entry, Stored};
+use keel_redis::{Broadcaster, Invalidation};
 
 /// Tags of gateway entries carry this prefix in the engine, apart from the API cache's tags.
 const TAG_PREFIX: &str = "gw:";
@@ -28,14 +29,23 @@ pub(crate) struct ResponseCache {
     engine: Cache,
     clock: Clock,
     pub(crate) flights: Flights,
+    /// With Redis: tells the other instances about purges, so they drop their copies too.
+    broadcast: Option<Broadcaster>,
 }
 
 impl ResponseCache {
-    pub(crate) fn new(engine: Cache, clock: Clock) -> Self {
+    pub(crate) fn new(engine: Cache, clock: Clock, broadcast: Option<Broadcaster>) -> Self {
         Self {
             engine,
             clock,
             flights: Flights::default(),
+            broadcast,
+        }
+    }
+
+    fn tell_others(&self, what: Invalidation) {
+        if let Some(broadcast) = &self.broadcast {
+            broadcast.send(what);
         }
     }
 
@@ -129,6 +139,7 @@ impl ResponseCache {
         };
         let primary = key::KeyTemplate::default().primary(&uri, &HeaderMap::new());
         let exact = usize::from(self.engine.delete(&primary));
+        self.tell_others(Invalidation::Key(primary.clone()));
         exact + self.purge_glob(&format!("{} *", escape_glob(&primary)))
     }
 
@@ -139,10 +150,13 @@ impl ResponseCache {
 
     /// Purges every cached response tagged `tag` by the upstream.
     pub(crate) fn purge_tag(&self, tag: &str) -> usize {
-        self.engine.invalidate_tag(&format!("{TAG_PREFIX}{tag}"))
+        let tag = format!("{TAG_PREFIX}{tag}");
+        self.tell_others(Invalidation::Tag(tag.clone()));
+        self.engine.invalidate_tag(&tag)
     }
 
     fn purge_glob(&self, pattern: &str) -> usize {
+        self.tell_others(Invalidation::Pattern(pattern.to_owned()));
         let glob = Glob::new(pattern);
         let mut cursor: Option<String> = None;
         let mut deleted = 0;

@@ -595,6 +595,15 @@ impl TieredCache {
         }
     }
 
+    /// A handle that tells the other instances to drop memory-tier entries this instance
+    /// removed itself, without Redis holding them: for users of the memory tier that keep
+    /// entries only there (the gateway's cached responses).
+    pub fn broadcaster(&self) -> Broadcaster {
+        Broadcaster {
+            cache: self.clone(),
+        }
+    }
+
     /// This instance's statistics.
     pub fn stats(&self) -> TierStats {
         self.inner.stats()
@@ -640,6 +649,40 @@ impl TieredCache {
         }
         total.hit_ratio = ratio(total.hits, total.misses);
         Ok(total)
+    }
+}
+
+/// What other instances should drop from their memory tier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalidation {
+    /// One key.
+    Key(String),
+    /// Every key matching a glob.
+    Pattern(String),
+    /// Every entry carrying a tag.
+    Tag(String),
+}
+
+/// Tells the other instances to drop memory-tier entries (see [`TieredCache::broadcaster`]).
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Broadcaster {
+    cache: TieredCache,
+}
+
+impl Broadcaster {
+    /// Sends `what` to the other instances in the background (a purge must not wait on Redis;
+    /// while Redis is away the message is lost, and the other instances empty their memory
+    /// tier when they resubscribe).
+    pub fn send(&self, what: Invalidation) {
+        let cache = self.cache.clone();
+        tokio::spawn(async move {
+            match what {
+                Invalidation::Key(key) => cache.publish(Op::Key, &key).await,
+                Invalidation::Pattern(pattern) => cache.publish(Op::Pattern, &pattern).await,
+                Invalidation::Tag(tag) => cache.publish(Op::Tag, &tag).await,
+            }
+        });
     }
 }
 
