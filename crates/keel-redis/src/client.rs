@@ -10,6 +10,7 @@
 //! against the breaker: Redis answered.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -43,6 +44,45 @@ pub struct RedisOptions {
     pub breaker_failures: u32,
     /// How long an open breaker refuses operations before one trial goes through.
     pub breaker_cool_down: Duration,
+    /// With `rediss://`: certificates in PEM files.
+    pub tls: TlsFiles,
+}
+
+/// PEM files for `rediss://` connections.
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    /// The CA certificates that sign Redis's certificate, instead of the system's roots (for a
+    /// private CA).
+    pub ca_file: Option<PathBuf>,
+    /// keel's client certificate, when Redis asks for one (mutual TLS); with `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key.
+    pub key_file: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    fn certificates(&self) -> Result<redis::TlsCertificates, RedisError> {
+        let read = |path: &PathBuf| {
+            std::fs::read(path)
+                .map_err(|e| RedisError::Tls(format!("cannot read {}: {e}", path.display())))
+        };
+        let client_tls = match (&self.cert_file, &self.key_file) {
+            (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+                client_cert: read(cert)?,
+                client_key: read(key)?,
+            }),
+            (None, None) => None,
+            _ => {
+                return Err(RedisError::Tls(
+                    "a client certificate needs both a certificate file and a key file".into(),
+                ));
+            }
+        };
+        Ok(redis::TlsCertificates {
+            client_tls,
+            root_cert: self.ca_file.as_ref().map(read).transpose()?,
+        })
+    }
 }
 
 impl RedisOptions {
@@ -59,6 +99,7 @@ impl RedisOptions {
             reconnect_max: Duration::from_secs(1),
             breaker_failures: 5,
             breaker_cool_down: Duration::from_secs(1),
+            tls: TlsFiles::default(),
         }
     }
 }
@@ -114,7 +155,13 @@ impl Redis {
     /// Opens the handle. Connects lazily: Redis may be down now and come up later, and nothing
     /// here waits for it. Fails only for a URL that cannot be used.
     pub fn connect(options: &RedisOptions, clock: Clock) -> Result<Self, RedisError> {
-        let client = redis::Client::open(options.url.expose()).map_err(|e| {
+        let url = options.url.expose();
+        let opened = if url.starts_with("rediss://") {
+            redis::Client::build_with_tls(url, options.tls.certificates()?)
+        } else {
+            redis::Client::open(url)
+        };
+        let client = opened.map_err(|e| {
             RedisError::InvalidUrl(match e.detail() {
                 Some(detail) => detail.to_owned(),
                 None => format!("{:?}", e.kind()),

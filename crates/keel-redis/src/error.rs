@@ -9,6 +9,10 @@ pub enum RedisError {
     /// The URL could not be used (bad syntax, or a scheme this build does not speak).
     #[error("invalid Redis URL: {0}")]
     InvalidUrl(String),
+    /// The TLS set-up cannot be used (an unreadable certificate file, a certificate without
+    /// its key).
+    #[error("Redis TLS: {0}")]
+    Tls(String),
     /// Redis did not answer within the command timeout.
     #[error("Redis did not answer within {0:?}")]
     Timeout(Duration),

@@ -26,7 +26,7 @@ pub mod lock;
 mod metrics;
 
 pub use cache::{Broadcaster, ClusterStats, Invalidation, TierStats, TieredCache};
-pub use client::{Redis, RedisOptions, RedisStats};
+pub use client::{Redis, RedisOptions, RedisStats, TlsFiles};
 pub use error::RedisError;
 pub use limiter::{FailureMode, SharedLimitStats, SharedLimits, SharedRateLimiter};
 pub use limits::{Limiter, Limits};

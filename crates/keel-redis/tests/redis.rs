@@ -221,3 +221,50 @@ async fn errors_never_show_the_password() {
     .unwrap_err();
     assert!(!bad.to_string().contains("hunter2"), "{bad}");
 }
+
+#[tokio::test]
+async fn rediss_urls_speak_tls_with_a_private_ca_and_client_certificates() {
+    let server = RedisServer::start_tls(true);
+    let tls = server.tls().unwrap();
+    let mut opts = RedisOptions::new(Secret::new(server.url()));
+    assert!(server.url().starts_with("rediss://"));
+    opts.tls = keel_redis::TlsFiles {
+        ca_file: Some(tls.path("ca.crt")),
+        cert_file: Some(tls.path("client.crt")),
+        key_file: Some(tls.path("client.key")),
+    };
+    let redis = Redis::connect(&opts, Clock::system()).unwrap();
+    redis.ping().await.unwrap();
+    let locks = Locks::in_redis(redis);
+    let lease = locks
+        .acquire("over-tls", Duration::from_secs(5), Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(lease.fencing, 1);
+
+    // Without the client certificate the server refuses the handshake; without the private CA
+    // keel refuses the server's certificate.
+    opts.tls.cert_file = None;
+    opts.tls.key_file = None;
+    let e = Redis::connect(&opts, Clock::system())
+        .unwrap()
+        .ping()
+        .await
+        .unwrap_err();
+    assert!(e.is_outage(), "{e}");
+    let mut untrusted = RedisOptions::new(Secret::new(server.url()));
+    untrusted.tls.cert_file = Some(tls.path("client.crt"));
+    untrusted.tls.key_file = Some(tls.path("client.key"));
+    let e = Redis::connect(&untrusted, Clock::system())
+        .unwrap()
+        .ping()
+        .await
+        .unwrap_err();
+    assert!(e.is_outage(), "{e}");
+
+    // Files that cannot be read are named.
+    let mut missing = RedisOptions::new(Secret::new(server.url()));
+    missing.tls.ca_file = Some("/nonexistent/ca.crt".into());
+    let e = Redis::connect(&missing, Clock::system()).unwrap_err();
+    assert!(e.to_string().contains("/nonexistent/ca.crt"), "{e}");
+}

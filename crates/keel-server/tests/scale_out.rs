@@ -650,3 +650,36 @@ async fn a_gateway_purge_on_one_instance_reaches_the_other() {
         "and only that one"
     );
 }
+
+#[tokio::test]
+async fn keel_reaches_redis_over_tls() {
+    let redis = RedisServer::start_tls(true);
+    let tls = redis.tls().unwrap();
+    let (url, ca, cert, key) = (
+        redis.url(),
+        tls.path("ca.crt"),
+        tls.path("client.crt"),
+        tls.path("client.key"),
+    );
+    let server = TestServer::start_with(
+        move |c| {
+            c.redis.url = Some(Secret::new(url));
+            c.redis.tls_ca_file = Some(ca);
+            c.redis.tls_cert_file = Some(cert);
+            c.redis.tls_key_file = Some(key);
+        },
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(redis_health(&server).await, "pass");
+    wait_subscribed(&server).await;
+    let r = post(&server, "/api/v1/locks/tls", json!({})).await;
+    assert_eq!(r.status(), 200);
+
+    // A client certificate without its key is a config error naming the field.
+    let mut config = keel_server::config::Config::default();
+    config.redis.url = Some(Secret::new(redis.url()));
+    config.redis.tls_cert_file = Some(tls.path("client.crt"));
+    let e = config.validate().unwrap_err().to_string();
+    assert!(e.starts_with("redis.tls_key_file"), "{e}");
+}

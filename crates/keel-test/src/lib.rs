@@ -4,7 +4,7 @@
 
 mod redis;
 
-pub use redis::RedisServer;
+pub use redis::{RedisServer, RedisTls};
 
 use std::net::SocketAddr;
 use std::path::Path;

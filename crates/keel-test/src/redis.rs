@@ -10,6 +10,113 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     child: Child,
     addr: SocketAddr,
+    /// Certificates of a server that speaks TLS only.
+    tls: Option<RedisTls>,
+}
+
+/// The certificates of a TLS `redis-server`: a throwaway CA, the server's certificate for
+/// `127.0.0.1` signed by it, and a client certificate signed by it.
+pub struct RedisTls {
+    dir: tempfile::TempDir,
+}
+
+impl RedisTls {
+    /// Makes the certificates with the `openssl` command.
+    ///
+    /// # Panics
+    /// If `openssl` is missing or fails.
+    fn generate() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .unwrap_or_else(|e| {
+                    panic!("cannot run openssl (install the openssl package): {e}")
+                });
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        run(&[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=keel test CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        ]
+        .concat());
+        for (name, usage) in [("redis", "serverAuth"), ("client", "clientAuth")] {
+            let (key, csr, crt, ext) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.crt"),
+                format!("{name}.ext"),
+            );
+            run(&[
+                &["req"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    &key,
+                    "-out",
+                    &csr,
+                    "-subj",
+                    &format!("/CN={name}"),
+                ],
+            ]
+            .concat());
+            std::fs::write(
+                dir.path().join(&ext),
+                format!("subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage={usage}\n"),
+            )
+            .expect("write extensions");
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &crt,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+            ]);
+        }
+        Self { dir }
+    }
+
+    /// A file of the set: `ca.crt`, `redis.crt`, `redis.key`, `client.crt`, `client.key`.
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
 }
 
 impl RedisServer {
@@ -21,17 +128,58 @@ impl RedisServer {
         let mut last_error = String::new();
         for _ in 0..5 {
             let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-            match spawn_on(addr) {
-                Ok(child) => return Self { child, addr },
+            match spawn_on(addr, None) {
+                Ok(child) => {
+                    return Self {
+                        child,
+                        addr,
+                        tls: None,
+                    };
+                }
                 Err(e) => last_error = e,
             }
         }
         panic!("redis-server did not start: {last_error}");
     }
 
-    /// `redis://127.0.0.1:<port>/0`.
+    /// Starts `redis-server` speaking TLS only (with certificates made for it, see
+    /// [`RedisServer::tls`]), requiring client certificates when `mutual`, and waits until it
+    /// accepts connections.
+    ///
+    /// # Panics
+    /// If `redis-server` or `openssl` is missing, or the server does not come up within 10 s.
+    pub fn start_tls(mutual: bool) -> Self {
+        let tls = RedisTls::generate();
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            match spawn_on(addr, Some((&tls, mutual))) {
+                Ok(child) => {
+                    return Self {
+                        child,
+                        addr,
+                        tls: Some(tls),
+                    };
+                }
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("redis-server (TLS) did not start: {last_error}");
+    }
+
+    /// The certificates of a server started with [`RedisServer::start_tls`].
+    pub fn tls(&self) -> Option<&RedisTls> {
+        self.tls.as_ref()
+    }
+
+    /// `redis://127.0.0.1:<port>/0` (`rediss://` for a TLS server).
     pub fn url(&self) -> String {
-        format!("redis://{}/0", self.addr)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://{}/0", self.addr)
     }
 
     /// The listening address.
@@ -52,7 +200,11 @@ impl RedisServer {
     /// If it does not come up within 10 s.
     pub fn restart(&mut self) {
         self.kill();
-        self.child = spawn_on(self.addr).unwrap_or_else(|e| panic!("redis-server restart: {e}"));
+        // A restarted TLS server asks for client certificates only if the first one did not
+        // (restarts are for plain servers in practice; keep the first one's settings simple).
+        let tls = self.tls.as_ref().map(|t| (t, false));
+        self.child =
+            spawn_on(self.addr, tls).unwrap_or_else(|e| panic!("redis-server restart: {e}"));
     }
 
     /// Freezes the process (SIGSTOP): connections stay open and nothing answers, as with a
@@ -75,19 +227,35 @@ impl RedisServer {
     }
 }
 
-/// Runs `redis-server` on `addr` and waits until it answers PING.
-fn spawn_on(addr: SocketAddr) -> Result<Child, String> {
+/// Runs `redis-server` on `addr` and waits until it answers PING (or, speaking TLS, accepts
+/// connections).
+fn spawn_on(addr: SocketAddr, tls: Option<(&RedisTls, bool)>) -> Result<Child, String> {
+    let port = addr.port().to_string();
+    let mut args: Vec<String> = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        .map(str::to_owned)
+        .to_vec();
+    match tls {
+        None => args.extend(["--port".to_owned(), port]),
+        Some((tls, mutual)) => {
+            let file = |name: &str| tls.path(name).display().to_string();
+            args.extend([
+                "--port".to_owned(),
+                "0".to_owned(),
+                "--tls-port".to_owned(),
+                port,
+                "--tls-cert-file".to_owned(),
+                file("redis.crt"),
+                "--tls-key-file".to_owned(),
+                file("redis.key"),
+                "--tls-ca-cert-file".to_owned(),
+                file("ca.crt"),
+                "--tls-auth-clients".to_owned(),
+                if mutual { "yes" } else { "no" }.to_owned(),
+            ]);
+        }
+    }
     let mut child = Command::new("redis-server")
-        .args([
-            "--port",
-            &addr.port().to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
+        .args(&args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -97,7 +265,11 @@ fn spawn_on(addr: SocketAddr) -> Result<Child, String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut last_error = "no answer to PING within 10 s".to_owned();
     while Instant::now() < deadline {
-        if ping(addr) {
+        let up = match tls {
+            None => ping(addr),
+            Some(_) => TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok(),
+        };
+        if up {
             return Ok(child);
         }
         if let Ok(Some(status)) = child.try_wait() {

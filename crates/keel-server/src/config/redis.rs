@@ -3,9 +3,10 @@
 //! `REDIS_DB` and `REDIS_KEY_PREFIX` are read into this section.
 
 use std::fmt::Write;
+use std::path::PathBuf;
 
 use keel_core::{HumanDuration, Secret};
-use keel_redis::{FailureMode, RedisOptions};
+use keel_redis::{FailureMode, RedisOptions, TlsFiles};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -48,6 +49,14 @@ pub struct RedisConfig {
     /// Shared rate limits while Redis cannot be asked: `open` admits requests, `closed`
     /// refuses them (429). Either is counted in `keel_ratelimit_undecided_total`.
     pub rate_limit_on_outage: FailureMode,
+    /// With `rediss://`: a PEM file of the CA certificates that sign Redis's certificate,
+    /// instead of the system's roots.
+    pub tls_ca_file: Option<PathBuf>,
+    /// With `rediss://`, when Redis asks for client certificates: keel's certificate (PEM),
+    /// with `tls_key_file`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key of `tls_cert_file` (PEM).
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for RedisConfig {
@@ -67,6 +76,9 @@ impl Default for RedisConfig {
             breaker_failures: 5,
             breaker_cool_down: HumanDuration::from_secs(1),
             rate_limit_on_outage: FailureMode::Open,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -104,19 +116,17 @@ impl RedisConfig {
             reconnect_max: self.reconnect_max.get(),
             breaker_failures: self.breaker_failures,
             breaker_cool_down: self.breaker_cool_down.get(),
+            tls: TlsFiles {
+                ca_file: self.tls_ca_file.clone(),
+                cert_file: self.tls_cert_file.clone(),
+                key_file: self.tls_key_file.clone(),
+            },
         })
     }
 
     pub(crate) fn validate(&self) -> Result<(), FieldError> {
         if let Some(url) = &self.url {
             let u = url.expose();
-            if u.starts_with("rediss://") {
-                return Err(FieldError::new(
-                    "redis.url",
-                    "TLS (rediss://) is not supported by this build yet; reach Redis over \
-                     redis:// on a private network, or through a local TLS tunnel",
-                ));
-            }
             let scheme_ok = ["redis://", "rediss://", "unix://", "redis+unix://"]
                 .iter()
                 .any(|s| u.starts_with(s));
@@ -172,6 +182,26 @@ impl RedisConfig {
             return Err(FieldError::new(
                 "redis.breaker_failures",
                 "must be at least 1",
+            ));
+        }
+        for (field, file) in [
+            ("redis.tls_ca_file", &self.tls_ca_file),
+            ("redis.tls_cert_file", &self.tls_cert_file),
+            ("redis.tls_key_file", &self.tls_key_file),
+        ] {
+            if let Some(path) = file
+                && let Err(e) = std::fs::metadata(path)
+            {
+                return Err(FieldError::new(
+                    field,
+                    format!("cannot read {}: {e}", path.display()),
+                ));
+            }
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err(FieldError::new(
+                "redis.tls_key_file",
+                "a client certificate needs both redis.tls_cert_file and redis.tls_key_file",
             ));
         }
         Ok(())
