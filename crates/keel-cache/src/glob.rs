@@ -41,6 +41,19 @@ impl Glob {
         &self.literal_prefix
     }
 
+    /// `text` with the special characters escaped: a pattern matching `text` literally (to
+    /// put a fixed prefix in front of a caller's pattern).
+    pub fn escape(text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        for c in text.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out
+    }
+
     /// Whether the pattern matches every key (`*`, `**`, …).
     pub fn matches_everything(&self) -> bool {
         !self.pattern.is_empty() && self.pattern.iter().all(|&b| b == b'*')
@@ -242,6 +255,15 @@ mod tests {
                 "{pattern:?} vs {key:?}"
             );
         }
+    }
+
+    #[test]
+    fn escaped_text_matches_only_itself() {
+        assert_eq!(Glob::escape("keel:cache:v:"), "keel:cache:v:");
+        assert_eq!(Glob::escape(r"a*b?[c]\"), r"a\*b\?\[c\]\\");
+        assert!(Glob::new(&Glob::escape("a*[b]")).matches("a*[b]"));
+        assert!(!Glob::new(&Glob::escape("a*")).matches("abc"));
+        assert_eq!(Glob::new(&Glob::escape("a*")).literal_prefix(), "a*");
     }
 
     #[test]

@@ -78,6 +78,21 @@ impl Cache {
         (removed, next_cursor)
     }
 
+    /// Deletes every key matching `pattern`, batch after batch (each batch holds one index
+    /// shard's lock at a time, never the whole keyspace). Returns how many live entries went.
+    pub fn delete_all_matching(&self, pattern: &Glob) -> usize {
+        let mut cursor: Option<String> = None;
+        let mut deleted = 0;
+        loop {
+            let (n, next) = self.delete_matching(pattern, cursor.as_deref(), 1000);
+            deleted += n;
+            match next {
+                Some(next) => cursor = Some(next),
+                None => return deleted,
+            }
+        }
+    }
+
     /// Walks the keys from `cursor`, examining at most `budget` of them, and calls `visit` for
     /// each key matching `pattern` until it returns `false`. Returns the cursor to continue
     /// from, or `None` when no key is left. Only keys starting with the pattern's literal prefix

@@ -268,6 +268,25 @@ impl Redis {
         }
     }
 
+    /// One `SCAN` step over keys matching `pattern` (Redis glob), about `count` keys examined:
+    /// the next cursor (0 when done) and the keys found.
+    pub async fn scan(
+        &self,
+        cursor: u64,
+        pattern: &str,
+        count: usize,
+    ) -> Result<(u64, Vec<String>), RedisError> {
+        self.query(
+            redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(count),
+        )
+        .await
+    }
+
     /// PINGs Redis, returning how long the answer took.
     pub async fn ping(&self) -> Result<Duration, RedisError> {
         let started = Instant::now();

@@ -10,10 +10,7 @@ use keel_test::Sent;
 
 async fn start_app() -> String {
     let app = Router::new().route("/hello", get(|| async { "hello from the app" }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    url
+    keel_test::serve_app(app).await
 }
 
 #[tokio::test]

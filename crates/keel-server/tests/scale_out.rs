@@ -166,9 +166,7 @@ async fn start_app() -> (String, Arc<AtomicUsize>) {
             async { "ok" }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let url = keel_test::serve_app(app).await;
     (url, count)
 }
 
@@ -321,19 +319,10 @@ async fn a_cache_delete_on_one_instance_is_not_served_by_another_after_l1_stalen
     assert_eq!(r.status(), 201);
     // B hears of the write first: an L2 read overtaken by an invalidation is not kept in
     // memory, and the statistics below count memory hits.
-    for _ in 0..500 {
-        let stats: Value = b
-            .get("/api/v1/cache/stats")
-            .sent()
-            .await
-            .json()
-            .await
-            .unwrap();
-        if stats["invalidation"]["received"].as_u64() >= Some(1) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    wait_for_cache(&b, "B hears of the write", |s| {
+        s["invalidation"]["received"].as_u64() >= Some(1)
+    })
+    .await;
     for _ in 0..2 {
         let r = b.get(key).sent().await;
         assert_eq!(r.status(), 200);
@@ -383,22 +372,28 @@ async fn a_cache_delete_on_one_instance_is_not_served_by_another_after_l1_stalen
     assert_eq!(status, 400, "{p}");
 }
 
-/// Waits (bounded) until the instance receives cache invalidations.
-async fn wait_subscribed(server: &TestServer) {
+async fn cache_stats(server: &TestServer) -> Value {
+    let r = server.get("/api/v1/cache/stats").sent().await;
+    r.json().await.unwrap()
+}
+
+/// Waits (bounded) until the instance's cache statistics say `done`.
+async fn wait_for_cache(server: &TestServer, what: &str, done: impl Fn(&Value) -> bool) {
     for _ in 0..500 {
-        let stats: Value = server
-            .get("/api/v1/cache/stats")
-            .sent()
-            .await
-            .json()
-            .await
-            .unwrap();
-        if stats["invalidation"]["subscribed"] == true {
+        if done(&cache_stats(server).await) {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    panic!("the instance never subscribed to cache invalidations");
+    panic!("waited in vain: {what}");
+}
+
+/// Waits (bounded) until the instance receives cache invalidations.
+async fn wait_subscribed(server: &TestServer) {
+    wait_for_cache(server, "subscribed to invalidations", |s| {
+        s["invalidation"]["subscribed"] == true
+    })
+    .await;
 }
 
 async fn redis_health(server: &TestServer) -> String {
@@ -420,10 +415,7 @@ async fn start_cacheable_app() -> String {
         "/cached/{*rest}",
         get(|| async { ([("cache-control", "public, max-age=60")], "cached body") }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    url
+    keel_test::serve_app(app).await
 }
 
 #[tokio::test]
@@ -622,23 +614,11 @@ async fn a_gateway_purge_on_one_instance_reaches_the_other() {
             assert_eq!(x_cache(server, path).await, "HIT");
         }
     }
-    let received = |server: &TestServer| {
-        let request = server.get("/api/v1/cache/stats");
-        async move {
-            let stats: Value = request.send().await.unwrap().json().await.unwrap();
-            stats["invalidation"]["received"].as_u64().unwrap()
-        }
-    };
-    let before = received(&b).await;
+    let received = |s: &Value| s["invalidation"]["received"].as_u64().unwrap();
+    let before = received(&cache_stats(&b).await);
     let r = post(&a, "/api/v1/gateway/purge", json!({"url": "/cached/list"})).await;
     assert_eq!(r.json::<Value>().await.unwrap(), json!({"purged": 1}));
-    for _ in 0..500 {
-        if received(&b).await > before {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-    assert!(received(&b).await > before, "B heard of the purge");
+    wait_for_cache(&b, "B hears of the purge", |s| received(s) > before).await;
     assert_eq!(
         x_cache(&b, "/cached/list").await,
         "MISS",

@@ -63,6 +63,17 @@ pub mod keys {
     pub const EC_PUBLIC: &str = include_str!("../keys/ec-public.pem");
 }
 
+/// Serves `app` on a free loopback port for the rest of the test (an upstream app for the
+/// gateway, a webhook receiver); returns its `http://127.0.0.1:<port>` URL.
+pub async fn serve_app(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("local addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("app serves") });
+    url
+}
+
 /// A keel server running in this process on a free loopback port.
 pub struct TestServer {
     addr: SocketAddr,

@@ -140,7 +140,7 @@ impl ResponseCache {
         let primary = key::KeyTemplate::default().primary(&uri, &HeaderMap::new());
         let exact = usize::from(self.engine.delete(&primary));
         self.tell_others(Invalidation::Key(primary.clone()));
-        exact + self.purge_glob(&format!("{} *", escape_glob(&primary)))
+        exact + self.purge_glob(&format!("{} *", Glob::escape(&primary)))
     }
 
     /// Purges every cached response whose path (with query) matches the glob `pattern`.
@@ -157,28 +157,6 @@ impl ResponseCache {
 
     fn purge_glob(&self, pattern: &str) -> usize {
         self.tell_others(Invalidation::Pattern(pattern.to_owned()));
-        let glob = Glob::new(pattern);
-        let mut cursor: Option<String> = None;
-        let mut deleted = 0;
-        loop {
-            let (removed, next) = self.engine.delete_matching(&glob, cursor.as_deref(), 1000);
-            deleted += removed;
-            match next {
-                Some(next) => cursor = Some(next),
-                None => return deleted,
-            }
-        }
+        self.engine.delete_all_matching(&Glob::new(pattern))
     }
-}
-
-/// `text` with the glob's special characters escaped.
-fn escape_glob(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }

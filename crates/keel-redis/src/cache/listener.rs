@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use keel_cache::Glob;
 use keel_core::sync::lock;
 
-use super::{Inner, Op, STATS_EVERY, delete_matching_l1};
+use super::{Inner, Op, STATS_EVERY};
 
 const RETRY_MIN: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(1);
@@ -92,7 +92,7 @@ fn apply(inner: &Inner, message: &str) {
             inner.l1.delete(argument);
         }
         Op::Pattern => {
-            delete_matching_l1(&inner.l1, &Glob::new(argument));
+            inner.l1.delete_all_matching(&Glob::new(argument));
         }
         Op::Tag => {
             inner.l1.invalidate_tag(argument);

@@ -354,7 +354,7 @@ impl TieredCache {
     /// Deletes every key matching `pattern` from both tiers (Redis in SCAN batches, never
     /// `KEYS`) and tells the other instances. Returns how many were removed.
     pub async fn delete_matching(&self, pattern: &Glob, text: &str) -> usize {
-        let in_l1 = delete_matching_l1(&self.inner.l1, pattern);
+        let in_l1 = self.inner.l1.delete_all_matching(pattern);
         match self.delete_matching_l2(text).await {
             Ok(n) => {
                 self.publish(Op::Pattern, text).await;
@@ -366,21 +366,11 @@ impl TieredCache {
 
     async fn delete_matching_l2(&self, pattern: &str) -> Result<usize, RedisError> {
         let inner = &*self.inner;
-        let matcher = format!("{}{pattern}", escape_glob(&inner.entry_prefix));
+        let matcher = format!("{}{pattern}", Glob::escape(&inner.entry_prefix));
         let mut cursor = 0u64;
         let mut deleted = 0;
         loop {
-            let (next, keys): (u64, Vec<String>) = inner
-                .redis
-                .query(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&matcher)
-                        .arg("COUNT")
-                        .arg(BATCH),
-                )
-                .await?;
+            let (next, keys) = inner.redis.scan(cursor, &matcher, BATCH).await?;
             deleted += self.delete_l2_entries(&keys, "").await?;
             if next == 0 {
                 return Ok(deleted);
@@ -464,21 +454,11 @@ impl TieredCache {
     pub async fn reset(&self) -> usize {
         let in_l1 = self.inner.l1.reset();
         let inner = &*self.inner;
-        let matcher = format!("{}*", escape_glob(&inner.redis.key("cache:")));
+        let matcher = format!("{}*", Glob::escape(&inner.redis.key("cache:")));
         let cleared = async {
             let mut cursor = 0u64;
             loop {
-                let (next, keys): (u64, Vec<String>) = inner
-                    .redis
-                    .query(
-                        redis::cmd("SCAN")
-                            .arg(cursor)
-                            .arg("MATCH")
-                            .arg(&matcher)
-                            .arg("COUNT")
-                            .arg(BATCH),
-                    )
-                    .await?;
+                let (next, keys) = inner.redis.scan(cursor, &matcher, BATCH).await?;
                 // Statistics of live instances are rewritten within seconds; the rest goes.
                 let keys: Vec<&String> = keys
                     .iter()
@@ -529,22 +509,12 @@ impl TieredCache {
         limit: usize,
     ) -> Result<KeyPage, RedisError> {
         let inner = &*self.inner;
-        let matcher = format!("{}{pattern}", escape_glob(&inner.entry_prefix));
+        let matcher = format!("{}{pattern}", Glob::escape(&inner.entry_prefix));
         let mut cursor = start;
         let mut found: Vec<String> = Vec::new();
         // SCAN may answer empty pages; a few rounds fill one.
         for _ in 0..16 {
-            let (next, keys): (u64, Vec<String>) = inner
-                .redis
-                .query(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&matcher)
-                        .arg("COUNT")
-                        .arg(limit.max(10)),
-                )
-                .await?;
+            let (next, keys) = inner.redis.scan(cursor, &matcher, limit.max(10)).await?;
             found.extend(keys);
             cursor = next;
             if cursor == 0 || found.len() >= limit {
@@ -613,21 +583,11 @@ impl TieredCache {
     pub async fn cluster_stats(&self) -> Result<ClusterStats, RedisError> {
         let inner = &*self.inner;
         self.inner.publish_stats().await?;
-        let matcher = format!("{}*", escape_glob(&inner.redis.key("cache:stats:")));
+        let matcher = format!("{}*", Glob::escape(&inner.redis.key("cache:stats:")));
         let mut cursor = 0u64;
         let mut keys: Vec<String> = Vec::new();
         loop {
-            let (next, page): (u64, Vec<String>) = inner
-                .redis
-                .query(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&matcher)
-                        .arg("COUNT")
-                        .arg(BATCH),
-                )
-                .await?;
+            let (next, page) = inner.redis.scan(cursor, &matcher, BATCH).await?;
             keys.extend(page);
             if next == 0 {
                 break;
@@ -797,32 +757,6 @@ impl Op {
     }
 }
 
-/// Deletes every L1 key matching `pattern`, batch after batch.
-pub(crate) fn delete_matching_l1(l1: &Cache, pattern: &Glob) -> usize {
-    let mut cursor: Option<String> = None;
-    let mut deleted = 0;
-    loop {
-        let (n, next) = l1.delete_matching(pattern, cursor.as_deref(), BATCH);
-        deleted += n;
-        match next {
-            Some(next) => cursor = Some(next),
-            None => return deleted,
-        }
-    }
-}
-
-/// `text` with Redis glob characters escaped, to match it literally.
-fn escape_glob(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
 fn split_tags(tags: &str) -> Vec<String> {
     tags.split(',')
         .filter(|t| !t.is_empty())
@@ -846,14 +780,6 @@ fn ratio(hits: u64, misses: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn globs_escape_their_special_characters() {
-        assert_eq!(escape_glob("keel:cache:v:"), "keel:cache:v:");
-        assert_eq!(escape_glob("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
-        assert!(Glob::new(&escape_glob("a*[b]")).matches("a*[b]"));
-        assert!(!Glob::new(&escape_glob("a*")).matches("abc"));
-    }
 
     #[test]
     fn broadcast_codes_round_trip() {
