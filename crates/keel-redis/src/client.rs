@@ -22,6 +22,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::Serialize;
 
 use crate::error::RedisError;
+use crate::pool::{Opener, Pool, SentinelOptions};
 
 /// How to reach Redis and how patient to be with it.
 #[derive(Debug, Clone)]
@@ -46,6 +47,9 @@ pub struct RedisOptions {
     pub breaker_cool_down: Duration,
     /// With `rediss://`: certificates in PEM files.
     pub tls: TlsFiles,
+    /// Follow the master these Sentinels name (the URL's host and port are then replaced by
+    /// the master's).
+    pub sentinel: Option<SentinelOptions>,
 }
 
 /// PEM files for `rediss://` connections.
@@ -100,6 +104,7 @@ impl RedisOptions {
             breaker_failures: 5,
             breaker_cool_down: Duration::from_secs(1),
             tls: TlsFiles::default(),
+            sentinel: None,
         }
     }
 }
@@ -111,10 +116,8 @@ pub struct Redis {
 }
 
 struct Inner {
-    /// For connections of their own (subscriptions).
-    client: redis::Client,
+    pool: Pool,
     connect_timeout: Duration,
-    connections: Vec<ConnectionManager>,
     next: AtomicUsize,
     prefix: String,
     command_timeout: Duration,
@@ -156,27 +159,25 @@ impl Redis {
     /// here waits for it. Fails only for a URL that cannot be used.
     pub fn connect(options: &RedisOptions, clock: Clock) -> Result<Self, RedisError> {
         let url = options.url.expose();
-        let opened = if url.starts_with("rediss://") {
-            redis::Client::build_with_tls(url, options.tls.certificates()?)
+        let tls = if url.starts_with("rediss://") {
+            Some(options.tls.certificates()?)
         } else {
-            redis::Client::open(url)
+            None
         };
-        let client = opened.map_err(|e| {
-            RedisError::InvalidUrl(match e.detail() {
-                Some(detail) => detail.to_owned(),
-                None => format!("{:?}", e.kind()),
-            })
-        })?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.connect_timeout))
             .set_response_timeout(Some(options.command_timeout))
             .set_min_delay(options.reconnect_min)
             .set_max_delay(options.reconnect_max)
             .set_number_of_retries(usize::MAX);
-        let connections = (0..options.pool_size.max(1))
-            .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), config.clone()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| RedisError::InvalidUrl(format!("{:?}", e.kind())))?;
+        let opener = Opener {
+            url: url.to_owned(),
+            tls,
+            config,
+            size: options.pool_size,
+            connect_timeout: options.connect_timeout,
+        };
+        let pool = Pool::new(opener, options.sentinel.clone())?;
         let breaker = CircuitBreaker::new(
             BreakerConfig {
                 failure_threshold: options.breaker_failures.max(1),
@@ -198,9 +199,8 @@ impl Redis {
         .expect("static histogram definition is valid");
         Ok(Self {
             inner: Arc::new(Inner {
-                client,
+                pool,
                 connect_timeout: options.connect_timeout,
-                connections,
                 next: AtomicUsize::new(0),
                 prefix: options.key_prefix.clone(),
                 command_timeout: options.command_timeout,
@@ -258,12 +258,20 @@ impl Redis {
     pub async fn subscribe(&self, channel: &str) -> Result<redis::aio::PubSub, RedisError> {
         let inner = &*self.inner;
         let connect = async {
-            let mut pubsub = inner.client.get_async_pubsub().await?;
-            pubsub.subscribe(channel).await?;
-            Ok::<_, redis::RedisError>(pubsub)
+            let connections = inner.pool.get().await?;
+            let subscribed = async {
+                let mut pubsub = connections.client.get_async_pubsub().await?;
+                pubsub.subscribe(channel).await?;
+                Ok::<_, redis::RedisError>(pubsub)
+            };
+            let result = subscribed.await.map_err(RedisError::from);
+            if result.is_err() {
+                inner.pool.forget(&connections);
+            }
+            result
         };
         match tokio::time::timeout(inner.connect_timeout, connect).await {
-            Ok(result) => result.map_err(RedisError::from),
+            Ok(result) => result,
             Err(_) => Err(RedisError::Timeout(inner.connect_timeout)),
         }
     }
@@ -307,23 +315,34 @@ impl Redis {
             c.refused.fetch_add(1, Ordering::Relaxed);
             return Err(RedisError::Unavailable(wait));
         }
-        let index = inner.next.fetch_add(1, Ordering::Relaxed) % inner.connections.len();
-        let conn = inner.connections[index].clone();
         c.commands.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        let outcome = tokio::time::timeout(inner.command_timeout, op(conn)).await;
+        let mut used = None;
+        let attempt = async {
+            let connections = inner.pool.get().await?;
+            let index = inner.next.fetch_add(1, Ordering::Relaxed) % connections.managers.len();
+            let conn = connections.managers[index].clone();
+            used = Some(connections);
+            op(conn).await.map_err(RedisError::from)
+        };
+        let outcome = tokio::time::timeout(inner.command_timeout, attempt).await;
         let took = started.elapsed();
         inner.latency.observe(took.as_secs_f64());
         let result = match outcome {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(match RedisError::from(e) {
-                RedisError::Timeout(_) => RedisError::Timeout(inner.command_timeout),
-                other => other,
-            }),
-            Err(_) => Err(RedisError::Timeout(inner.command_timeout)),
+            Ok(Err(RedisError::Timeout(_))) | Err(_) => {
+                Err(RedisError::Timeout(inner.command_timeout))
+            }
+            Ok(Err(e)) => Err(e),
         };
+        // Following Sentinels, an outage or a demoted master means asking them again.
+        if let (Err(e), Some(used)) = (&result, &used)
+            && (e.is_outage() || e.is_readonly())
+        {
+            inner.pool.forget(used);
+        }
         match &result {
-            Err(e) if e.is_outage() => {
+            Err(e) if e.is_outage() || (e.is_readonly() && inner.pool.follows_sentinels()) => {
                 c.errors.fetch_add(1, Ordering::Relaxed);
                 if matches!(e, RedisError::Timeout(_)) {
                     c.timeouts.fetch_add(1, Ordering::Relaxed);
@@ -373,7 +392,7 @@ impl std::fmt::Debug for Redis {
         // Never the URL: it may carry a password.
         f.debug_struct("Redis")
             .field("prefix", &self.inner.prefix)
-            .field("connections", &self.inner.connections.len())
+            .field("sentinels", &self.inner.pool.follows_sentinels())
             .finish()
     }
 }

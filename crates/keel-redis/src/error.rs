@@ -38,6 +38,14 @@ impl RedisError {
     }
 }
 
+impl RedisError {
+    /// Whether Redis refused a write as a replica (`READONLY`): a master demoted by a
+    /// failover.
+    pub fn is_readonly(&self) -> bool {
+        matches!(self, Self::Server(message) if message.starts_with("READONLY"))
+    }
+}
+
 impl From<redis::RedisError> for RedisError {
     fn from(e: redis::RedisError) -> Self {
         if e.is_timeout() {

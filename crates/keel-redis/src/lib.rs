@@ -12,6 +12,8 @@
 //!   already over their limit are refused locally without a round trip.
 //! - [`limits`]: [`Limits`] and [`Limiter`], one type for budgets in this process or in Redis.
 //! - [`lock`]: [`Locks`], named leases with fencing tokens, in Redis or (one instance) in memory.
+//! - `pool`: where the connections go — one Redis, or the master a set of Sentinels names,
+//!   asked again after a failover.
 //! - [`error`]: [`RedisError`], which never carries the URL or its password.
 //!
 //! Keys are `<prefix><kind>:…` (default prefix `keel:`). A key that a script touches together
@@ -24,6 +26,7 @@ pub mod limiter;
 pub mod limits;
 pub mod lock;
 mod metrics;
+mod pool;
 
 pub use cache::{Broadcaster, ClusterStats, Invalidation, TierStats, TieredCache};
 pub use client::{Redis, RedisOptions, RedisStats, TlsFiles};
@@ -32,3 +35,4 @@ pub use limiter::{FailureMode, SharedLimitStats, SharedLimits, SharedRateLimiter
 pub use limits::{Limiter, Limits};
 pub use lock::{Lease, LockError, Locks};
 pub use metrics::register_metrics;
+pub use pool::SentinelOptions;

@@ -4,9 +4,11 @@
 use std::time::Duration;
 
 use keel_core::{Clock, Secret};
-use keel_redis::{FailureMode, LockError, Locks, Redis, RedisError, RedisOptions, SharedLimits};
+use keel_redis::{
+    FailureMode, LockError, Locks, Redis, RedisError, RedisOptions, SentinelOptions, SharedLimits,
+};
 use keel_resilience::{BreakerState, Quota};
-use keel_test::RedisServer;
+use keel_test::{RedisSentinel, RedisServer};
 
 fn options(server: &RedisServer) -> RedisOptions {
     let mut options = RedisOptions::new(Secret::new(server.url()));
@@ -267,4 +269,113 @@ async fn rediss_urls_speak_tls_with_a_private_ca_and_client_certificates() {
     missing.tls.ca_file = Some("/nonexistent/ca.crt".into());
     let e = Redis::connect(&missing, Clock::system()).unwrap_err();
     assert!(e.to_string().contains("/nonexistent/ca.crt"), "{e}");
+}
+
+/// Polls `check` every 100 ms for up to `secs` seconds.
+async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..secs * 10 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("waited {secs} s in vain: {what}");
+}
+
+#[tokio::test]
+async fn a_sentinel_failover_is_followed_to_the_new_master() {
+    let master = RedisServer::start();
+    let replica = RedisServer::start_replica_of(&master);
+    let plain = |url: String| {
+        Redis::connect(&RedisOptions::new(Secret::new(url)), Clock::system()).unwrap()
+    };
+    let (to_master, to_replica) = (plain(master.url()), plain(replica.url()));
+    eventually(10, "the replica is connected", || async {
+        let info: String = to_master
+            .query(redis::cmd("INFO").arg("replication"))
+            .await
+            .unwrap_or_default();
+        info.contains("connected_slaves:1")
+    })
+    .await;
+    let sentinel = RedisSentinel::start(&master);
+    let to_sentinel = plain(format!("redis://{}", sentinel.address()));
+
+    let mut opts = RedisOptions::new(Secret::new("redis://sentinel-master/0"));
+    opts.sentinel = Some(SentinelOptions {
+        addresses: vec!["127.0.0.1:1".into(), sentinel.address()],
+        master: RedisSentinel::MASTER.into(),
+    });
+    let redis = Redis::connect(&opts, Clock::system()).unwrap();
+    let _: () = redis
+        .query(redis::cmd("SET").arg("k").arg("before"))
+        .await
+        .unwrap();
+    eventually(
+        10,
+        "the write reached the replica and the Sentinel knows the replica",
+        || async {
+            let copied: Option<String> = to_replica
+                .query(redis::cmd("GET").arg("k"))
+                .await
+                .unwrap_or(None);
+            let replicas: Vec<redis::Value> = to_sentinel
+                .query(
+                    redis::cmd("SENTINEL")
+                        .arg("replicas")
+                        .arg(RedisSentinel::MASTER),
+                )
+                .await
+                .unwrap_or_default();
+            copied.as_deref() == Some("before") && !replicas.is_empty()
+        },
+    )
+    .await;
+
+    // The Sentinel accepts a failover once it has heard from the replica itself.
+    eventually(20, "the Sentinel starts a failover", || async {
+        to_sentinel
+            .query::<()>(
+                redis::cmd("SENTINEL")
+                    .arg("FAILOVER")
+                    .arg(RedisSentinel::MASTER),
+            )
+            .await
+            .is_ok()
+    })
+    .await;
+    // The failover runs in the background: wait until the replica leads and the old master
+    // follows it (it then answers writes with READONLY).
+    let role = |handle: &Redis| {
+        let handle = handle.clone();
+        async move {
+            let role: Vec<redis::Value> =
+                handle.query(&redis::cmd("ROLE")).await.unwrap_or_default();
+            match role.first() {
+                Some(redis::Value::BulkString(r)) => String::from_utf8_lossy(r).into_owned(),
+                _ => String::new(),
+            }
+        }
+    };
+    eventually(
+        20,
+        "the replica is promoted and the old master demoted",
+        || async { role(&to_replica).await == "master" && role(&to_master).await == "slave" },
+    )
+    .await;
+    // keel's writes fail for a moment (READONLY from the demoted master), then go to the new
+    // master.
+    eventually(20, "writes reach the new master", || async {
+        redis
+            .query::<()>(redis::cmd("SET").arg("k").arg("after"))
+            .await
+            .is_ok()
+    })
+    .await;
+    let now: Option<String> = to_replica.query(redis::cmd("GET").arg("k")).await.unwrap();
+    assert_eq!(now.as_deref(), Some("after"));
 }

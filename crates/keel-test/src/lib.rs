@@ -4,7 +4,7 @@
 
 mod redis;
 
-pub use redis::{RedisServer, RedisTls};
+pub use redis::{RedisSentinel, RedisServer, RedisTls};
 
 use std::net::SocketAddr;
 use std::path::Path;

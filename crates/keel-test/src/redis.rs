@@ -128,7 +128,7 @@ impl RedisServer {
         let mut last_error = String::new();
         for _ in 0..5 {
             let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-            match spawn_on(addr, None) {
+            match spawn_on(addr, None, &[]) {
                 Ok(child) => {
                     return Self {
                         child,
@@ -153,7 +153,7 @@ impl RedisServer {
         let mut last_error = String::new();
         for _ in 0..5 {
             let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-            match spawn_on(addr, Some((&tls, mutual))) {
+            match spawn_on(addr, Some((&tls, mutual)), &[]) {
                 Ok(child) => {
                     return Self {
                         child,
@@ -165,6 +165,26 @@ impl RedisServer {
             }
         }
         panic!("redis-server (TLS) did not start: {last_error}");
+    }
+
+    /// Starts a `redis-server` replicating `master`, and waits until it answers PING.
+    ///
+    /// # Panics
+    /// If it does not come up within 10 s.
+    pub fn start_replica_of(master: &RedisServer) -> Self {
+        let extra = [
+            "--replicaof".to_owned(),
+            "127.0.0.1".to_owned(),
+            master.addr.port().to_string(),
+        ];
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let child = spawn_on(addr, None, &extra)
+            .unwrap_or_else(|e| panic!("redis-server (replica) did not start: {e}"));
+        Self {
+            child,
+            addr,
+            tls: None,
+        }
     }
 
     /// The certificates of a server started with [`RedisServer::start_tls`].
@@ -204,7 +224,7 @@ impl RedisServer {
         // (restarts are for plain servers in practice; keep the first one's settings simple).
         let tls = self.tls.as_ref().map(|t| (t, false));
         self.child =
-            spawn_on(self.addr, tls).unwrap_or_else(|e| panic!("redis-server restart: {e}"));
+            spawn_on(self.addr, tls, &[]).unwrap_or_else(|e| panic!("redis-server restart: {e}"));
     }
 
     /// Freezes the process (SIGSTOP): connections stay open and nothing answers, as with a
@@ -227,9 +247,82 @@ impl RedisServer {
     }
 }
 
+/// A Redis Sentinel (`redis-server --sentinel`) monitoring one master as `mymaster`, with a
+/// quorum of one and short timeouts; killed on drop.
+pub struct RedisSentinel {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisSentinel {
+    /// The name the master is monitored under.
+    pub const MASTER: &'static str = "mymaster";
+
+    /// Starts a Sentinel monitoring `master` and waits until it answers PING.
+    ///
+    /// # Panics
+    /// If it does not come up within 10 s.
+    pub fn start(master: &RedisServer) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                 sentinel monitor {name} 127.0.0.1 {master} 1\n\
+                 sentinel down-after-milliseconds {name} 1000\n\
+                 sentinel failover-timeout {name} 3000\n",
+                port = addr.port(),
+                dir = dir.path().display(),
+                name = Self::MASTER,
+                master = master.addr.port(),
+            ),
+        )
+        .expect("write sentinel.conf");
+        let mut child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run redis-server --sentinel: {e}"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ping(addr) {
+            assert!(Instant::now() < deadline, "redis sentinel did not start");
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("redis sentinel exited with {status}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn address(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+impl Drop for RedisSentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Runs `redis-server` on `addr` and waits until it answers PING (or, speaking TLS, accepts
 /// connections).
-fn spawn_on(addr: SocketAddr, tls: Option<(&RedisTls, bool)>) -> Result<Child, String> {
+fn spawn_on(
+    addr: SocketAddr,
+    tls: Option<(&RedisTls, bool)>,
+    extra: &[String],
+) -> Result<Child, String> {
     let port = addr.port().to_string();
     let mut args: Vec<String> = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
         .map(str::to_owned)
@@ -254,6 +347,7 @@ fn spawn_on(addr: SocketAddr, tls: Option<(&RedisTls, bool)>) -> Result<Child, S
             ]);
         }
     }
+    args.extend(extra.iter().cloned());
     let mut child = Command::new("redis-server")
         .args(&args)
         .stdout(Stdio::null())

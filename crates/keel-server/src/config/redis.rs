@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::path::PathBuf;
 
 use keel_core::{HumanDuration, Secret};
-use keel_redis::{FailureMode, RedisOptions, TlsFiles};
+use keel_redis::{FailureMode, RedisOptions, SentinelOptions, TlsFiles};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -57,6 +57,12 @@ pub struct RedisConfig {
     pub tls_cert_file: Option<PathBuf>,
     /// The private key of `tls_cert_file` (PEM).
     pub tls_key_file: Option<PathBuf>,
+    /// `host:port` of Redis Sentinels: keel then uses the master they name (and follows a
+    /// failover); `url` (or `password`/`db`) still gives credentials, database and TLS, its
+    /// host and port being replaced by the master's.
+    pub sentinels: Vec<String>,
+    /// The name the Sentinels monitor the master under (required with `sentinels`).
+    pub sentinel_master: Option<String>,
 }
 
 impl Default for RedisConfig {
@@ -79,6 +85,8 @@ impl Default for RedisConfig {
             tls_ca_file: None,
             tls_cert_file: None,
             tls_key_file: None,
+            sentinels: Vec::new(),
+            sentinel_master: None,
         }
     }
 }
@@ -86,7 +94,7 @@ impl Default for RedisConfig {
 impl RedisConfig {
     /// Whether Redis is configured at all.
     pub fn is_configured(&self) -> bool {
-        self.url.is_some() || self.host.is_some()
+        self.url.is_some() || self.host.is_some() || !self.sentinels.is_empty()
     }
 
     /// The connection URL (with credentials), if configured.
@@ -94,7 +102,12 @@ impl RedisConfig {
         if let Some(url) = &self.url {
             return Some(url.clone());
         }
-        let host = self.host.as_ref()?;
+        // With Sentinels and no host, the host is a placeholder the master's address replaces.
+        let host = match &self.host {
+            Some(host) => host,
+            None if !self.sentinels.is_empty() => "sentinel-master",
+            None => return None,
+        };
         let mut url = String::from("redis://");
         if let Some(pw) = &self.password {
             let _ = write!(url, ":{}@", percent_encode(pw.expose()));
@@ -121,6 +134,10 @@ impl RedisConfig {
                 cert_file: self.tls_cert_file.clone(),
                 key_file: self.tls_key_file.clone(),
             },
+            sentinel: (!self.sentinels.is_empty()).then(|| SentinelOptions {
+                addresses: self.sentinels.clone(),
+                master: self.sentinel_master.clone().unwrap_or_default(),
+            }),
         })
     }
 
@@ -195,6 +212,27 @@ impl RedisConfig {
                 return Err(FieldError::new(
                     field,
                     format!("cannot read {}: {e}", path.display()),
+                ));
+            }
+        }
+        if !self.sentinels.is_empty() {
+            if self
+                .sentinel_master
+                .as_deref()
+                .is_none_or(|m| m.trim().is_empty())
+            {
+                return Err(FieldError::new(
+                    "redis.sentinel_master",
+                    "required with redis.sentinels: the name the Sentinels monitor the master under",
+                ));
+            }
+            if let Some(bad) = self.sentinels.iter().find(|a| {
+                a.rsplit_once(':')
+                    .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+            }) {
+                return Err(FieldError::new(
+                    "redis.sentinels",
+                    format!("{bad:?} is not host:port"),
                 ));
             }
         }
@@ -286,6 +324,26 @@ mod tests {
         assert!(!RedisConfig::default().is_configured());
         let json = serde_json::to_string(&cfg).unwrap();
         assert!(!json.contains("p@ss"), "{json}");
+    }
+
+    #[test]
+    fn sentinels_need_a_master_name_and_addresses() {
+        let mut cfg = RedisConfig {
+            sentinels: vec!["10.0.0.1:26379".into()],
+            password: Some(Secret::new("pw")),
+            ..RedisConfig::default()
+        };
+        assert!(cfg.is_configured());
+        assert_eq!(cfg.validate().unwrap_err().field, "redis.sentinel_master");
+        cfg.sentinel_master = Some("mymaster".into());
+        assert!(cfg.validate().is_ok());
+        let options = cfg.options().unwrap();
+        assert_eq!(options.url.expose(), "redis://:pw@sentinel-master:6379/0");
+        assert_eq!(options.sentinel.unwrap().master, "mymaster");
+        cfg.sentinels.push("no-port".into());
+        let err = cfg.validate().unwrap_err();
+        assert_eq!(err.field, "redis.sentinels");
+        assert!(err.reason.contains("no-port"), "{}", err.reason);
     }
 
     #[test]
