@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use keel_core::Clock;
-use keel_resilience::{BreakerConfig, BreakerState, CircuitBreaker, RatePolicy, Window};
+use keel_resilience::{BreakerConfig, BreakerState, Call, CircuitBreaker, RatePolicy, Window};
 use serde::Serialize;
 
 use crate::config::{BreakerPolicy, GatewayConfigError};
@@ -99,8 +99,8 @@ impl RouteBreaker {
     }
 
     /// Records one upstream call; logs a state change.
-    pub(crate) fn record(&self, failed: bool, took: Duration) {
-        if let Some(state) = self.breaker.on_call(failed, took) {
+    pub(crate) fn record(&self, call: Call<&CircuitBreaker>, failed: bool, took: Duration) {
+        if let Some(state) = call.finish(failed, took) {
             match state {
                 BreakerState::Open => tracing::warn!(
                     breaker = %self.name,

@@ -156,7 +156,7 @@ pub struct RedisStats {
 
 impl Redis {
     /// Opens the handle. Connects lazily: Redis may be down now and come up later, and nothing
-    /// here waits for it. Fails only for a URL that cannot be used.
+    /// here waits for it. Fails only for a URL or TLS files that cannot be used.
     pub fn connect(options: &RedisOptions, clock: Clock) -> Result<Self, RedisError> {
         let url = options.url.expose();
         let tls = if url.starts_with("rediss://") {
@@ -311,10 +311,15 @@ impl Redis {
     {
         let inner = &*self.inner;
         let c = &inner.counters;
-        if let Err(wait) = inner.breaker.try_acquire() {
-            c.refused.fetch_add(1, Ordering::Relaxed);
-            return Err(RedisError::Unavailable(wait));
-        }
+        // A caller that gives up mid-operation (its request was dropped) drops the permit,
+        // which fails a half-open trial rather than leave the breaker waiting for its report.
+        let permit = match CircuitBreaker::call(&inner.breaker) {
+            Ok(permit) => permit,
+            Err(wait) => {
+                c.refused.fetch_add(1, Ordering::Relaxed);
+                return Err(RedisError::Unavailable(wait));
+            }
+        };
         c.commands.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let mut used = None;
@@ -335,34 +340,33 @@ impl Redis {
             }
             Ok(Err(e)) => Err(e),
         };
-        // Following Sentinels, an outage or a demoted master means asking them again.
-        if let (Err(e), Some(used)) = (&result, &used)
-            && (e.is_outage() || e.is_readonly())
-        {
+        // A demoted master counts as an outage when following Sentinels (they name another).
+        let outage = result
+            .as_ref()
+            .err()
+            .is_some_and(|e| e.is_outage() || (e.is_readonly() && inner.pool.follows_sentinels()));
+        if outage && let Some(used) = &used {
             inner.pool.forget(used);
         }
-        match &result {
-            Err(e) if e.is_outage() || (e.is_readonly() && inner.pool.follows_sentinels()) => {
-                c.errors.fetch_add(1, Ordering::Relaxed);
-                if matches!(e, RedisError::Timeout(_)) {
-                    c.timeouts.fetch_add(1, Ordering::Relaxed);
-                }
-                if let Some(state) = inner.breaker.on_call(true, took)
-                    && state == BreakerState::Open
-                {
-                    tracing::warn!(error = %e, "Redis keeps failing; not calling it for a while");
-                }
-                inner.down.store(true, Ordering::Relaxed);
+        if result.is_err() {
+            c.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let moved = permit.finish(outage, took);
+        if outage {
+            if matches!(result, Err(RedisError::Timeout(_))) {
+                c.timeouts.fetch_add(1, Ordering::Relaxed);
             }
-            other => {
-                if other.is_err() {
-                    c.errors.fetch_add(1, Ordering::Relaxed);
-                }
-                inner.breaker.on_call(false, took);
-                if inner.down.swap(false, Ordering::Relaxed) {
-                    c.reconnects.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!("Redis answers again");
-                }
+            if moved == Some(BreakerState::Open)
+                && let Err(e) = &result
+            {
+                tracing::warn!(error = %e, "Redis keeps failing; not calling it for a while");
+            }
+            inner.down.store(true, Ordering::Relaxed);
+        } else {
+            // Redis answered (perhaps with an error reply): the way to it works.
+            if inner.down.swap(false, Ordering::Relaxed) {
+                c.reconnects.fetch_add(1, Ordering::Relaxed);
+                tracing::info!("Redis answers again");
             }
         }
         result

@@ -379,3 +379,32 @@ async fn a_sentinel_failover_is_followed_to_the_new_master() {
     let now: Option<String> = to_replica.query(redis::cmd("GET").arg("k")).await.unwrap();
     assert_eq!(now.as_deref(), Some("after"));
 }
+
+#[tokio::test]
+async fn a_half_open_trial_given_up_midway_does_not_leave_the_breaker_stuck() {
+    let server = RedisServer::start();
+    let mut opts = options(&server);
+    opts.breaker_failures = 1;
+    opts.breaker_cool_down = Duration::from_secs(30);
+    opts.command_timeout = Duration::from_millis(300);
+    let (clock, time) = Clock::mock();
+    let redis = Redis::connect(&opts, clock).unwrap();
+    redis.ping().await.unwrap();
+    server.pause();
+    assert!(redis.ping().await.is_err());
+    assert_eq!(redis.stats().breaker, BreakerState::Open);
+
+    // Half-open: the one trial is abandoned by its caller before Redis answers.
+    time.advance(Duration::from_secs(30));
+    let abandoned = tokio::time::timeout(Duration::from_millis(20), redis.ping()).await;
+    assert!(abandoned.is_err(), "the trial was still waiting");
+    server.resume();
+
+    // It counted as a failed trial: after another cool-down a new trial goes through.
+    time.advance(Duration::from_secs(30));
+    redis
+        .ping()
+        .await
+        .expect("a new trial is let through and succeeds");
+    assert_eq!(redis.stats().breaker, BreakerState::Closed);
+}

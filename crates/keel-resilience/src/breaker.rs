@@ -6,6 +6,7 @@
 //! or the calls of the last T, once at least `minimum_calls` were made.
 
 use std::collections::VecDeque;
+use std::ops::Deref;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -80,6 +81,30 @@ impl BreakerState {
             Self::Closed => "closed",
             Self::Open => "open",
             Self::HalfOpen => "half_open",
+        }
+    }
+}
+
+/// A call a breaker let through (see [`CircuitBreaker::call`]).
+#[must_use = "report the call with `finish`"]
+pub struct Call<B: Deref<Target = CircuitBreaker>> {
+    breaker: Option<B>,
+}
+
+impl<B: Deref<Target = CircuitBreaker>> Call<B> {
+    /// Reports how the call went: whether it `failed`, and how long it took (slow calls count
+    /// against a rate policy). Returns the new state when the call moved the breaker.
+    pub fn finish(mut self, failed: bool, took: Duration) -> Option<BreakerState> {
+        self.breaker.take()?.on_call(failed, took)
+    }
+}
+
+impl<B: Deref<Target = CircuitBreaker>> Drop for Call<B> {
+    fn drop(&mut self) {
+        if let Some(breaker) = self.breaker.take()
+            && breaker.trial_in_flight()
+        {
+            breaker.on_call(true, Duration::ZERO);
         }
     }
 }
@@ -241,6 +266,18 @@ impl CircuitBreaker {
         }
     }
 
+    /// Asks to make a call as [`try_acquire`](Self::try_acquire) does, returning a [`Call`]
+    /// to report it with. A `Call` dropped without a report (its caller gave up: a request
+    /// cancelled mid-flight) fails the breaker's half-open trial if it was one, so the breaker
+    /// never waits forever for a trial that will not report. `breaker` is any handle on it
+    /// (`&CircuitBreaker`, `Arc<CircuitBreaker>`).
+    pub fn call<B: Deref<Target = CircuitBreaker>>(breaker: B) -> Result<Call<B>, Duration> {
+        breaker.try_acquire()?;
+        Ok(Call {
+            breaker: Some(breaker),
+        })
+    }
+
     /// Reports a successful call: in a row-count breaker, closes it.
     pub fn on_success(&self) {
         self.on_call(false, Duration::ZERO);
@@ -392,6 +429,35 @@ mod tests {
         assert_eq!(b.try_acquire(), Err(Duration::from_secs(6)));
         assert_eq!(b.open_for(), Duration::from_secs(6));
         assert_eq!(b.times_opened(), 1);
+    }
+
+    #[test]
+    fn a_call_dropped_unreported_fails_a_trial_and_nothing_else() {
+        let (b, time) = breaker();
+        // Closed: an abandoned call changes nothing.
+        drop(CircuitBreaker::call(&b).unwrap());
+        b.on_failure();
+        b.on_failure();
+        assert_eq!(b.state(), BreakerState::Closed, "not counted as a failure");
+        b.on_failure();
+        assert_eq!(b.state(), BreakerState::Open);
+        // Half-open: the trial's caller gives up; the breaker opens again instead of waiting
+        // for a report forever.
+        time.advance(Duration::from_secs(10));
+        let trial = CircuitBreaker::call(&b).unwrap();
+        assert_eq!(
+            CircuitBreaker::call(&b).err(),
+            Some(Duration::ZERO),
+            "one trial at a time"
+        );
+        drop(trial);
+        assert_eq!(b.state(), BreakerState::Open);
+        time.advance(Duration::from_secs(10));
+        let trial = CircuitBreaker::call(&b).unwrap();
+        assert_eq!(
+            trial.finish(false, Duration::ZERO),
+            Some(BreakerState::Closed)
+        );
     }
 
     #[test]

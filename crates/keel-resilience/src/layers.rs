@@ -179,21 +179,22 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        if let Err(wait) = self.breaker.try_acquire() {
-            let mut refused = refusal(StatusCode::SERVICE_UNAVAILABLE);
-            refused
-                .headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from(seconds_up(wait).max(1)));
-            return Box::pin(async move { Ok(refused) });
-        }
-        let breaker = self.breaker.clone();
+        let permit = match CircuitBreaker::call(self.breaker.clone()) {
+            Ok(permit) => permit,
+            Err(wait) => {
+                let mut refused = refusal(StatusCode::SERVICE_UNAVAILABLE);
+                refused
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from(seconds_up(wait).max(1)));
+                return Box::pin(async move { Ok(refused) });
+            }
+        };
         let call = self.inner.call(request);
         Box::pin(async move {
+            // Dropped with this future (the client went away), the permit fails a trial.
             let outcome = call.await;
-            match &outcome {
-                Ok(response) if !response.status().is_server_error() => breaker.on_success(),
-                _ => breaker.on_failure(),
-            }
+            let failed = !matches!(&outcome, Ok(response) if !response.status().is_server_error());
+            permit.finish(failed, Duration::ZERO);
             outcome
         })
     }

@@ -14,6 +14,6 @@ mod breaker;
 mod layers;
 mod limiter;
 
-pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker, RatePolicy, Window};
+pub use breaker::{BreakerConfig, BreakerState, Call, CircuitBreaker, RatePolicy, Window};
 pub use layers::{Breaker, BreakerLayer, KeyFn, RateLimit, RateLimitLayer};
 pub use limiter::{Decision, Quota, RateLimiter};

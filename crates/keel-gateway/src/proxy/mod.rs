@@ -17,6 +17,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use http_body_util::Limited;
+use keel_resilience::CircuitBreaker;
 use tokio::time::Instant;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -297,14 +298,16 @@ impl Proxy {
         exchange: &Exchange,
     ) -> Result<Response<hyper::body::Incoming>, GatewayError> {
         let route = &exchange.route;
-        if let Some(b) = &route.breaker {
-            b.breaker
-                .try_acquire()
-                .map_err(|retry_after| GatewayError::BreakerOpen {
+        // Dropped with this future (the client went away), a permit fails a half-open trial.
+        let permit = match &route.breaker {
+            Some(b) => Some(CircuitBreaker::call(&b.breaker).map_err(|retry_after| {
+                GatewayError::BreakerOpen {
                     name: b.name.clone(),
                     retry_after,
-                })?;
-        }
+                }
+            })?),
+            None => None,
+        };
         let wait = headers_wait(route, exchange.started);
         let sent = Instant::now();
         let result = self.upstream.send(request, wait, route.max_body).await;
@@ -314,13 +317,13 @@ impl Proxy {
             u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1),
             Ordering::Relaxed,
         );
-        if let Some(b) = &route.breaker {
+        if let (Some(b), Some(permit)) = (&route.breaker, permit) {
             let failed = match &result {
                 Ok(response) => response.status().is_server_error(),
                 // A body over the limit is the client's doing, not the upstream's.
                 Err(e) => e.source() == crate::error::ErrorSource::Upstream,
             };
-            b.record(failed, took);
+            b.record(permit, failed, took);
         }
         result
     }

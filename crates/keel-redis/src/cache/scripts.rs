@@ -52,7 +52,8 @@ return {r[1], r[2] or '', r[3] or '', redis.call('PTTL', KEYS[1])}
     )
 });
 
-/// Deletes an entry and takes it out of its tags' sets. KEYS: the entry. ARGV: the tag set
+/// Deletes an entry (UNLINK: a large value is freed off Redis's main thread) and takes it out
+/// of its tags' sets. KEYS: the entry. ARGV: the tag set
 /// prefix, and a tag the entry must carry to be deleted ('' for none). Returns 1 if deleted.
 pub(crate) static DELETE: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
@@ -68,7 +69,7 @@ if ARGV[2] ~= '' then
   if not carries then return 0 end
 end
 for tag in string.gmatch(tags, '[^,]+') do redis.call('SREM', ARGV[1] .. tag, key) end
-redis.call('DEL', key)
+redis.call('UNLINK', key)
 return 1
 "#,
     )
