@@ -21,8 +21,27 @@ pub fn render(app: &App, addr: SocketAddr, gateway: Option<SocketAddr>) -> Strin
         }
         _ => String::new(),
     };
+    let redis = &app.config().redis;
+    let redis_line = if !redis.sentinels.is_empty() {
+        format!(
+            "shared through Redis: master {:?} of Sentinels {} (keys under {:?})\n",
+            redis.sentinel_master.as_deref().unwrap_or_default(),
+            redis.sentinels.join(", "),
+            redis.key_prefix
+        )
+    } else {
+        match redis.connection_url() {
+            // Redacted: the URL may carry a password.
+            Some(url) => format!(
+                "shared through Redis at {} (keys under {:?})\n",
+                crate::config::redis::redact_url(url.expose()),
+                redis.key_prefix
+            ),
+            None => String::new(),
+        }
+    };
     format!(
-        "keel {} listening on {base}  (API {base}/api/v1, health {base}/health)\n{gateway_line}{auth_line}\nstop: Ctrl-C or SIGTERM\n",
+        "keel {} listening on {base}  (API {base}/api/v1, health {base}/health)\n{gateway_line}{redis_line}{auth_line}\nstop: Ctrl-C or SIGTERM\n",
         env!("CARGO_PKG_VERSION")
     )
 }

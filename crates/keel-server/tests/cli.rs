@@ -247,3 +247,20 @@ async fn configuration_doc_embeds_the_current_reference() {
         "docs/configuration.md is out of date: regenerate its reference section with `cargo run -q -- config reference`"
     );
 }
+
+#[tokio::test]
+async fn the_banner_names_the_shared_redis_without_its_password() {
+    let redis = keel_test::RedisServer::start();
+    let url = redis.url().replace("redis://", "redis://default:hunter2@");
+    let dir = tempfile::tempdir().unwrap();
+    let mut keel = serve(dir.path(), &[], &[("REDIS_URL", url.as_str())]).await;
+    let banner = keel.banner.join("\n");
+    let shown = format!("redis://default:[redacted]@{}/0", redis.addr());
+    assert!(
+        banner.contains(&format!("shared through Redis at {shown}")),
+        "{banner}"
+    );
+    assert!(!banner.contains("hunter2"), "{banner}");
+    signal(&keel.child, "TERM");
+    assert_eq!(exit_code(&mut keel.child).await, 0);
+}
