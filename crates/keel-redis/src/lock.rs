@@ -2,7 +2,8 @@
 //!
 //! `acquire` returns a random token (proof of ownership for `extend` and `release`) and a
 //! fencing number that grows by one with every acquisition of the name, for as long as the
-//! backend keeps its counter. A lock's holder passes the fencing number to whatever the lock
+//! backend keeps its counter (Redis: 30 days after the name's last acquisition; memory: the
+//! life of the process). A lock's holder passes the fencing number to whatever the lock
 //! protects, which refuses numbers lower than the highest it has seen: a holder that paused
 //! past its TTL (a GC pause, a stalled VM) and woke up thinking it still holds the lock is then
 //! refused by the resource, not trusted.
@@ -125,7 +126,9 @@ static ACQUIRE: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r#"
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {1, redis.call('INCR', KEYS[2])}
+  local fencing = redis.call('INCR', KEYS[2])
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+  return {1, fencing}
 end
 return {0, redis.call('PTTL', KEYS[1])}
 "#,
@@ -155,6 +158,10 @@ return 0
 "#,
     )
 });
+
+/// How long Redis keeps a name's fencing counter after its last acquisition: numbers keep
+/// growing for a name used at least this often, and names no longer used do not pile up.
+const FENCING_KEPT: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// How long a waiting `acquire` sleeps between attempts at first, and at most.
 const RETRY_MIN: Duration = Duration::from_millis(10);
@@ -233,7 +240,8 @@ impl Locks {
                             .key(lock_key(redis, name))
                             .key(fence_key(redis, name))
                             .arg(token)
-                            .arg(millis(ttl)),
+                            .arg(millis(ttl))
+                            .arg(millis(FENCING_KEPT)),
                     )
                     .await?;
                 Ok(if taken == 1 {

@@ -63,6 +63,12 @@ async fn locks_are_shared_fenced_and_owned_by_their_token() {
         .await
         .unwrap();
     assert!(pttl > 115_000, "{pttl}");
+    // The fencing counter outlives the lease, but not forever.
+    let fencing_ttl: i64 = raw
+        .query(redis::cmd("PTTL").arg("test:lock:{report}:fencing"))
+        .await
+        .unwrap();
+    assert!(fencing_ttl > 29 * 24 * 3600 * 1000, "{fencing_ttl}");
 
     // B waits; A releases; B gets it with a higher fencing number.
     let waiting = tokio::spawn(async move {
