@@ -16,10 +16,10 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderName};
 use keel_cache::{Cache, Glob, SetOptions};
 use keel_core::Clock;
+use keel_redis::{Broadcaster, Invalidation};
 
 use self::flights::Flights;
 use self::stored::{Entry, Stored};
-use keel_redis::{Broadcaster, Invalidation};
 
 /// Tags of gateway entries carry this prefix in the engine, apart from the API cache's tags.
 const TAG_PREFIX: &str = "gw:";
