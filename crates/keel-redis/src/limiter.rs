@@ -96,6 +96,24 @@ pub struct SharedLimitStats {
 }
 
 /// Makes shared limiters: one Redis, one failure mode and one set of counters for all.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use keel_core::{Clock, Secret};
+/// use keel_redis::{FailureMode, Redis, RedisOptions, SharedLimits};
+/// use keel_resilience::Quota;
+///
+/// # async fn demo() -> Result<(), keel_redis::RedisError> {
+/// let options = RedisOptions::new(Secret::new("redis://127.0.0.1:6379/0"));
+/// let redis = Redis::connect(&options, Clock::system())?;
+/// let limits = SharedLimits::new(redis, FailureMode::Open, Clock::system());
+/// let quota = Quota { max: 100, per: Duration::from_secs(60), burst: 20 };
+/// let limiter = limits.limiter("api", quota);
+/// if !limiter.check("user:42", 1).await.allowed {
+///     // 429: every instance sharing this Redis sees the same budget.
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct SharedLimits {
     redis: Redis,

@@ -95,6 +95,20 @@ pub fn validate_name(name: &str) -> Result<(), LockError> {
 }
 
 /// Named locks, in Redis (shared by every instance) or in memory (one instance).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use keel_core::Clock;
+/// use keel_redis::Locks;
+///
+/// # async fn demo() -> Result<(), keel_redis::LockError> {
+/// let locks = Locks::in_memory(Clock::system()); // or Locks::in_redis(redis)
+/// let lease = locks.acquire("nightly-report", Duration::from_secs(30), Duration::from_secs(5)).await?;
+/// // … work, passing lease.fencing to what the lock protects; extend before the TTL runs out …
+/// locks.extend("nightly-report", &lease.token, Duration::from_secs(30)).await?;
+/// locks.release("nightly-report", &lease.token).await?;
+/// # Ok(()) }
+/// ```
 pub struct Locks {
     backend: Backend,
 }

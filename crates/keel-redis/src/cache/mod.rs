@@ -42,6 +42,21 @@ const STATS_EVERY: Duration = Duration::from_secs(2);
 const STATS_KEPT_MS: u64 = 10_000;
 
 /// The two-tier cache. Cheap to clone; clones share everything.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use keel_cache::{Cache, CacheConfig, SetOptions};
+/// use keel_core::{Clock, Secret};
+/// use keel_redis::{Redis, RedisOptions, TieredCache};
+///
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let redis = Redis::connect(&RedisOptions::new(Secret::new("redis://127.0.0.1:6379/0")), Clock::system())?;
+/// let cache = TieredCache::start(Cache::new(CacheConfig::default()), redis, Clock::system());
+/// cache.set("user:1", "ada".into(), SetOptions::ttl(Duration::from_secs(600))).await?;
+/// // On any instance sharing the Redis:
+/// assert_eq!(cache.get("user:1").await.unwrap().bytes, "ada");
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct TieredCache {
     inner: Arc<Inner>,
