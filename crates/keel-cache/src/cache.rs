@@ -280,7 +280,7 @@ impl Cache {
         options: SetOptions,
     ) -> Result<SetOutcome, CacheError> {
         self.validate(key, value.len(), &options)?;
-        Ok(self.insert(key, value, options).0)
+        Ok(self.insert(key, value, options, false).0)
     }
 
     /// Stores every entry, or none: all are validated first.
@@ -297,7 +297,7 @@ impl Cache {
         }
         Ok(entries
             .into_iter()
-            .map(|(k, v, o)| self.insert(&k, v, o).0)
+            .map(|(k, v, o)| self.insert(&k, v, o, false).0)
             .collect())
     }
 
@@ -310,7 +310,8 @@ impl Cache {
         options: SetOptions,
     ) -> Result<CacheValue, CacheError> {
         self.validate(key, value.len(), &options)?;
-        let (_, entry) = self.insert(key, value, options);
+        let (_, entry) = self.insert(key, value, options, true);
+        let entry = entry.expect("insert keeps the entry when asked");
         Ok(self.value_of(entry))
     }
 
@@ -321,8 +322,15 @@ impl Cache {
         self.value_of(Arc::new(entry))
     }
 
-    /// Stores a write; returns its outcome and the stored entry.
-    fn insert(&self, key: &str, value: Bytes, options: SetOptions) -> (SetOutcome, Arc<Entry>) {
+    /// Stores a write; returns its outcome and, with `keep`, the stored entry (a plain set
+    /// does not ask: one more reference count to move on every write).
+    fn insert(
+        &self,
+        key: &str,
+        value: Bytes,
+        options: SetOptions,
+        keep: bool,
+    ) -> (SetOutcome, Option<Arc<Entry>>) {
         let now = self.inner.clock.now();
         let now_nanos = self.nanos(now);
         let (entry, ttl) = self.entry_for(value, options, now);
@@ -338,7 +346,7 @@ impl Cache {
         };
         let tagged = !entry.tags().is_empty();
         let tags = tagged.then(|| entry.clone());
-        let stored = entry.clone();
+        let stored = keep.then(|| entry.clone());
         let store = &self.inner.store;
         let (previous, key) = self
             .inner

@@ -17,9 +17,7 @@
 //! write of the key, a listing or the sweep notices. Whoever removes a slot counts its removal,
 //! so each is counted exactly once.
 
-use std::collections::BTreeSet;
-
-use hashbrown::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -161,9 +159,9 @@ impl KeyIndex {
         let logical = write.logical as i64;
         let (previous, key) = {
             let mut shard = self.shard(key);
-            match shard.slots.get_key_value_mut(key) {
-                Some((key, slot)) => {
-                    let key = key.clone();
+            match shard.slots.get_key_value(key).map(|(k, _)| k.clone()) {
+                Some(key) => {
+                    let slot = shard.slots.get_mut(&key).expect("looked up under the lock");
                     // Before `store`: replacing the value drops the old one.
                     let held = slot.held();
                     store(key.clone());
