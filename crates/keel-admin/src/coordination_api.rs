@@ -63,13 +63,18 @@ impl ApiLimits {
                 Some(l) => l.clone(),
                 None => {
                     if limiters.len() >= MAX_QUOTAS {
+                        // Limiters whose keys are all back at a full burst hold nothing a new
+                        // one would not (Redis-backed ones hold nothing at all): make room.
+                        limiters.retain(|_, l| l.forget_idle() > 0);
+                    }
+                    if limiters.len() >= MAX_QUOTAS {
                         return Err(Problem::new(
                             StatusCode::UNPROCESSABLE_ENTITY,
                             "too-many-quotas",
                             "Too many quotas",
                         )
                         .with_detail(format!(
-                            "keel keeps at most {MAX_QUOTAS} distinct (rate, per, burst) quotas; use fewer"
+                            "keel keeps at most {MAX_QUOTAS} distinct (rate, per, burst) quotas in use at once; use fewer"
                         )));
                     }
                     let family = format!(
@@ -151,4 +156,39 @@ pub fn observe_redis(state: &AdminState, redis: &Redis, shared: &SharedLimits) {
             })
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keel_core::Clock;
+
+    #[tokio::test]
+    async fn quotas_in_use_are_bounded_and_idle_ones_make_room() {
+        let (clock, time) = Clock::mock();
+        let limits = Coordination::new(Locks::in_memory(clock.clone()), Limits::Local(clock))
+            .limits
+            .clone();
+        let quota = |n: u32| Quota {
+            max: n,
+            per: Duration::from_secs(1),
+            burst: n,
+        };
+        for n in 1..=MAX_QUOTAS as u32 {
+            let limiter = limits.limiter(quota(n)).unwrap();
+            assert!(limiter.check("k", 1).await.allowed);
+        }
+        let refused = limits
+            .limiter(quota(5000))
+            .err()
+            .expect("every quota is in use");
+        assert_eq!(refused.status, 422);
+        // A second later every key is back at a full burst: the idle limiters make room.
+        time.advance(Duration::from_secs(1));
+        assert!(limits.limiter(quota(5000)).is_ok());
+        assert!(
+            limits.limiter(quota(1)).is_ok(),
+            "and come back when asked for"
+        );
+    }
 }
