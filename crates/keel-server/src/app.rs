@@ -98,7 +98,9 @@ impl AppBuilder {
         self
     }
 
-    /// Creates the data directory and admin token, and assembles every subsystem.
+    /// Creates the data directory and admin token, and assembles every subsystem. Call it
+    /// within a Tokio runtime: with `[redis]` configured, the cache starts its invalidation
+    /// listener here.
     pub fn build(self) -> Result<App, StartError> {
         let config = self.config;
         let data_dir = config.server.data_dir.clone();
