@@ -35,6 +35,15 @@ async fn instance(redis: &RedisServer, upstream: Option<&str>) -> TestServer {
     .await
 }
 
+/// A worker's `PUT` of a raw body.
+async fn put(server: &TestServer, path: &str, body: &'static str) -> reqwest::Response {
+    server
+        .request(Method::PUT, path, Role::Worker)
+        .body(body)
+        .sent()
+        .await
+}
+
 async fn post(server: &TestServer, path: &str, body: Value) -> reqwest::Response {
     server
         .request(Method::POST, path, Role::Worker)
@@ -329,13 +338,7 @@ async fn a_cache_delete_on_one_instance_is_not_served_by_another_after_l1_stalen
         assert_eq!(r.headers()["content-type"], "application/json");
         assert_eq!(r.text().await.unwrap(), r#"{"name":"ada"}"#);
     }
-    let stats: Value = b
-        .get("/api/v1/cache/stats")
-        .sent()
-        .await
-        .json()
-        .await
-        .unwrap();
+    let stats = cache_stats(&b).await;
     assert_eq!(
         (stats["l2"]["hits"].as_u64(), stats["l1_hits"].as_u64()),
         (Some(1), Some(1)),
@@ -435,11 +438,7 @@ async fn killing_redis_under_load_fails_no_cached_request_and_keel_recovers_by_i
     );
     wait_subscribed(&server).await;
     let key = "/api/v1/cache/keys/hot";
-    let r = server
-        .request(Method::PUT, &format!("{key}?ttl=10m"), Role::Worker)
-        .body("hot value")
-        .sent()
-        .await;
+    let r = put(&server, &format!("{key}?ttl=10m"), "hot value").await;
     assert_eq!(r.status(), 201);
     assert_eq!(redis_health(&server).await, "pass");
 
@@ -483,11 +482,7 @@ async fn killing_redis_under_load_fails_no_cached_request_and_keel_recovers_by_i
     assert_eq!(health, "warn", "health warns while Redis is down");
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     // Writes and deletes go on in memory, without a 5xx.
-    let r = server
-        .request(Method::PUT, "/api/v1/cache/keys/while-down", Role::Worker)
-        .body("x")
-        .sent()
-        .await;
+    let r = put(&server, "/api/v1/cache/keys/while-down", "x").await;
     assert_eq!(r.status(), 201);
     assert_eq!(
         server
@@ -521,19 +516,9 @@ async fn killing_redis_under_load_fails_no_cached_request_and_keel_recovers_by_i
     }
     wait_subscribed(&server).await;
     // Redis takes writes again.
-    let r = server
-        .request(Method::PUT, "/api/v1/cache/keys/after", Role::Worker)
-        .body("y")
-        .sent()
-        .await;
+    let r = put(&server, "/api/v1/cache/keys/after", "y").await;
     assert_eq!(r.status(), 201);
-    let stats: Value = server
-        .get("/api/v1/cache/stats")
-        .sent()
-        .await
-        .json()
-        .await
-        .unwrap();
+    let stats = cache_stats(&server).await;
     assert!(stats["l2"]["writes"].as_u64().unwrap() >= 2, "{stats}");
 }
 
@@ -550,11 +535,7 @@ async fn a_stalled_redis_times_out_cleanly_opens_its_breaker_and_memory_keeps_se
     )
     .await;
     wait_subscribed(&server).await;
-    let r = server
-        .request(Method::PUT, "/api/v1/cache/keys/warm?ttl=10m", Role::Worker)
-        .body("w")
-        .sent()
-        .await;
+    let r = put(&server, "/api/v1/cache/keys/warm?ttl=10m", "w").await;
     assert_eq!(r.status(), 201);
 
     redis.pause();
