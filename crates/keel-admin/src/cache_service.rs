@@ -70,22 +70,16 @@ impl CacheService {
         }
     }
 
-    /// One page of keys matching `pattern` (`text` is the pattern as given).
-    pub(crate) async fn scan(
-        &self,
-        pattern: &Glob,
-        text: &str,
-        cursor: Option<&str>,
-        limit: usize,
-    ) -> KeyPage {
+    /// One page of keys matching `pattern`.
+    pub(crate) async fn scan(&self, pattern: &Glob, cursor: Option<&str>, limit: usize) -> KeyPage {
         match self {
             Self::Memory(cache) => cache.scan(pattern, cursor, limit),
-            Self::Tiered(tiered) => tiered.scan(pattern, text, cursor, limit).await,
+            Self::Tiered(tiered) => tiered.scan(pattern, cursor, limit).await,
         }
     }
 
-    /// Deletes every key matching `pattern` (`text` is the pattern as given).
-    pub(crate) async fn delete_matching(&self, pattern: &Glob, text: &str) -> usize {
+    /// Deletes every key matching `pattern`.
+    pub(crate) async fn delete_matching(&self, pattern: &Glob) -> usize {
         match self {
             Self::Memory(cache) => {
                 let mut deleted = 0;
@@ -100,7 +94,7 @@ impl CacheService {
                     tokio::task::yield_now().await;
                 }
             }
-            Self::Tiered(tiered) => tiered.delete_matching(pattern, text).await,
+            Self::Tiered(tiered) => tiered.delete_matching(pattern).await,
         }
     }
 

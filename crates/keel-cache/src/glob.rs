@@ -30,6 +30,12 @@ impl Glob {
         }
     }
 
+    /// The pattern as given.
+    pub fn as_str(&self) -> &str {
+        // Built from a `&str`.
+        std::str::from_utf8(&self.pattern).unwrap_or_default()
+    }
+
     /// Whether `key` matches.
     pub fn matches(&self, key: &str) -> bool {
         match_bytes(&self.pattern, key.as_bytes())

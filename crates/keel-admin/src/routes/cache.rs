@@ -426,10 +426,8 @@ pub(crate) async fn list_keys(
         )));
     }
     let cursor = decode_cursor(query.cursor.as_deref())?;
-    let text = query.pattern.as_deref().unwrap_or("*");
-    let page = cache
-        .scan(&Glob::new(text), text, cursor.as_deref(), limit)
-        .await;
+    let pattern = Glob::new(query.pattern.as_deref().unwrap_or("*"));
+    let page = cache.scan(&pattern, cursor.as_deref(), limit).await;
     let keys: Vec<Value> = page
         .keys
         .iter()
@@ -468,7 +466,7 @@ pub(crate) async fn delete_keys(
             "pattern {pattern:?} matches every key; add confirm=true to delete them all (or POST /api/v1/cache/reset)"
         )));
     }
-    let deleted = cache.delete_matching(&glob, &pattern).await;
+    let deleted = cache.delete_matching(&glob).await;
     Ok(Json(json!({ "deleted": deleted })))
 }
 

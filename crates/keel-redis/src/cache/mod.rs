@@ -368,11 +368,11 @@ impl TieredCache {
 
     /// Deletes every key matching `pattern` from both tiers (Redis in SCAN batches, never
     /// `KEYS`) and tells the other instances. Returns how many were removed.
-    pub async fn delete_matching(&self, pattern: &Glob, text: &str) -> usize {
+    pub async fn delete_matching(&self, pattern: &Glob) -> usize {
         let in_l1 = self.inner.l1.delete_all_matching(pattern);
-        match self.delete_matching_l2(text).await {
+        match self.delete_matching_l2(pattern.as_str()).await {
             Ok(n) => {
-                self.publish(Op::Pattern, text).await;
+                self.publish(Op::Pattern, pattern.as_str()).await;
                 n.max(in_l1)
             }
             Err(_) => in_l1,
@@ -497,19 +497,13 @@ impl TieredCache {
     /// Lists keys matching `pattern` from Redis (SCAN: a key present throughout the paging is
     /// listed at least once; Redis may list one twice), or from L1 while Redis cannot be asked.
     /// Cursors say which tier they page: `r:<n>` for Redis.
-    pub async fn scan(
-        &self,
-        pattern: &Glob,
-        text: &str,
-        cursor: Option<&str>,
-        limit: usize,
-    ) -> KeyPage {
+    pub async fn scan(&self, pattern: &Glob, cursor: Option<&str>, limit: usize) -> KeyPage {
         let l2_cursor = match cursor {
             None => Some(0),
             Some(c) => c.strip_prefix("r:").and_then(|n| n.parse::<u64>().ok()),
         };
         if let Some(start) = l2_cursor
-            && let Ok(page) = self.scan_l2(text, start, limit).await
+            && let Ok(page) = self.scan_l2(pattern.as_str(), start, limit).await
         {
             return page;
         }
