@@ -34,11 +34,11 @@ pub(crate) async fn run(cache: Weak<Inner>) {
         };
         pause = RETRY_MIN;
         // Whatever L1 holds may have been invalidated while nobody listened.
+        inner.epochs.all_invalidated();
         if inner.l1.stats().entries > 0 {
             inner.l1.reset();
             inner.counters.l1_flushes.fetch_add(1, Ordering::Relaxed);
         }
-        inner.epoch.fetch_add(1, Ordering::AcqRel);
         *lock(&inner.lost_since) = None;
         inner.subscribed.store(true, Ordering::Release);
         tracing::debug!("cache invalidations: subscribed");
@@ -85,8 +85,11 @@ fn apply(inner: &Inner, message: &str) {
     }
     let Some(op) = Op::from_code(op) else { return };
     let argument = argument.unwrap_or_default();
-    // Before the drop: an L2 read in flight from now on will not fill L1.
-    inner.epoch.fetch_add(1, Ordering::AcqRel);
+    // Before the drop: an L2 read or write in flight then will not leave its value in L1.
+    match op {
+        Op::Key => inner.epochs.key_invalidated(argument),
+        Op::Pattern | Op::Tag | Op::Reset => inner.epochs.all_invalidated(),
+    }
     match op {
         Op::Key => {
             inner.l1.delete(argument);

@@ -9,14 +9,16 @@
 //!   tracking reports keys, so a pattern or tag invalidation of many keys would arrive as that
 //!   many messages (and tracking needs RESP3 on every connection); one message per operation
 //!   covers patterns, tags and resets alike.
-//! - An L2 read that an invalidation overtook (one arrived while it was in flight) does not
-//!   fill L1, so a late read cannot bring back a value that was just invalidated.
+//! - An L2 read or write that an invalidation of its key overtook (one arrived while it was in
+//!   flight) leaves nothing in L1, so a late read cannot bring back a value that was just
+//!   invalidated, nor a write one that another instance replaced (see `epochs`).
 //! - **While Redis cannot be reached** (down, too slow, or its breaker open), reads are served
 //!   from L1 (an L2 miss), writes go to L1 only, and nothing fails. When the subscription comes
 //!   back, the instance empties its L1 — it may have missed invalidations — and resumes L2.
 //! - **While only the subscription is lost** and Redis answers, L1 is not trusted for longer
 //!   than `cache.l1_staleness`: reads go to L2 until the subscription is back.
 
+mod epochs;
 mod listener;
 mod scripts;
 
@@ -32,6 +34,7 @@ use keel_core::Clock;
 use keel_core::sync::lock;
 use serde::Serialize;
 
+use self::epochs::{Epoch, Epochs};
 use crate::{Redis, RedisError};
 
 /// Keys one SCAN call asks for, and deletes sent in one pipeline.
@@ -75,7 +78,7 @@ pub(crate) struct Inner {
     tag_prefix: String,
     pub(crate) counters: Counters,
     /// Bumped by every invalidation received; an L2 read during which it moved does not fill L1.
-    pub(crate) epoch: AtomicU64,
+    pub(crate) epochs: Epochs,
     /// Whether invalidations are being received: read by every read, so an atomic.
     pub(crate) subscribed: AtomicBool,
     /// Since when they are not (`None` while subscribed).
@@ -166,7 +169,7 @@ impl TieredCache {
             l1_staleness: config.l1_staleness.get(),
             instance: uuid::Uuid::new_v4().simple().to_string(),
             counters: Counters::default(),
-            epoch: AtomicU64::new(0),
+            epochs: Epochs::default(),
             subscribed: AtomicBool::new(false),
             lost_since: Mutex::new(Some(clock.now())),
             clock,
@@ -207,7 +210,7 @@ impl TieredCache {
         if trusted && let Some(value) = inner.l1.get(key) {
             return Some(value);
         }
-        let epoch = inner.epoch.load(Ordering::Acquire);
+        let epoch = inner.epochs.of(key);
         let found: Result<Option<L2Entry>, _> = inner
             .redis
             .script(&scripts::GET.key(self.entry_key(key)))
@@ -225,9 +228,10 @@ impl TieredCache {
                 };
                 let value = Bytes::from(value);
                 // An invalidation that arrived meanwhile may concern this key: do not keep it.
-                if inner.epoch.load(Ordering::Acquire) == epoch
+                if inner.epochs.of(key) == epoch
                     && let Ok(stored) = inner.l1.fill(key, value.clone(), options.clone())
                 {
+                    self.drop_if_overtaken(key, epoch);
                     return Some(stored);
                 }
                 Some(inner.l1.detached(value, options))
@@ -296,8 +300,18 @@ impl TieredCache {
         Ok(outcomes)
     }
 
+    /// Drops `key` from L1 if an invalidation arrived since `epoch`: one that raced a fill or
+    /// a write between Redis and L1 (it may have removed the key just before this instance put
+    /// an older value there). The next read fetches it from Redis again.
+    fn drop_if_overtaken(&self, key: &str, epoch: Epoch) {
+        if self.inner.epochs.of(key) != epoch {
+            self.inner.l1.delete(key);
+        }
+    }
+
     async fn store(&self, key: &str, value: Bytes, options: SetOptions) -> SetOutcome {
         let inner = &*self.inner;
+        let epoch = inner.epochs.of(key);
         let ttls = self.ttls(&options);
         let mut tags = options.tags.clone();
         tags.sort();
@@ -324,6 +338,8 @@ impl TieredCache {
             .unwrap_or(SetOutcome::Created);
         match stored {
             Ok(replaced) => {
+                // Another instance's write of the key may have landed in Redis after ours.
+                self.drop_if_overtaken(key, epoch);
                 inner.counters.l2_writes.fetch_add(1, Ordering::Relaxed);
                 self.publish(Op::Key, key).await;
                 if replaced == 1 {
