@@ -646,3 +646,26 @@ async fn keel_reaches_redis_over_tls() {
     let e = config.validate().unwrap_err().to_string();
     assert!(e.starts_with("redis.tls_key_file"), "{e}");
 }
+
+#[tokio::test]
+async fn shared_rate_limits_fail_open_while_redis_is_down_and_count_it() {
+    let mut redis = RedisServer::start();
+    let (upstream, count) = start_app().await;
+    let server = instance(&redis, Some(&upstream)).await;
+    let get = |server: &TestServer| server.client().get(server.gateway_url("/api/x")).send();
+    assert_eq!(get(&server).await.unwrap().status(), 200);
+    redis.kill();
+    // The limit (4 an hour) is not enforced while Redis cannot be asked: requests pass.
+    for _ in 0..6 {
+        assert_eq!(get(&server).await.unwrap().status(), 200);
+    }
+    assert_eq!(count.load(Ordering::SeqCst), 7);
+    let metrics = server.get("/metrics").sent().await.text().await.unwrap();
+    let admitted = metrics
+        .lines()
+        .find(|l| l.starts_with("keel_ratelimit_undecided_total{outcome=\"admitted\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_default();
+    assert!(admitted >= 6.0, "{metrics}");
+}
