@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use keel_core::Problem;
-use keel_core::metrics::{Kind, PullCollector, SeriesDef};
 use keel_core::sync::lock;
 use keel_redis::{Limiter, Limits, Locks, Redis, SharedLimits};
 use keel_resilience::Quota;
@@ -110,39 +109,7 @@ pub fn routes(coordination: Coordination) -> OpenApiRouter {
 
 /// Registers Redis's series and stats section, and the shared rate limits' series.
 pub fn observe_redis(state: &AdminState, redis: &Redis, shared: &SharedLimits) {
-    keel_redis::register_metrics(state.metrics(), redis);
-    let counter = |name, help| SeriesDef {
-        name,
-        help,
-        kind: Kind::Counter,
-        labels: &[],
-    };
-    let defs = vec![
-        counter(
-            "keel_ratelimit_redis_decisions_total",
-            "Shared rate limit decisions made in Redis.",
-        ),
-        counter(
-            "keel_ratelimit_local_refusals_total",
-            "Requests refused without asking Redis: the key was known to be over its limit.",
-        ),
-        SeriesDef {
-            name: "keel_ratelimit_undecided_total",
-            help: "Shared rate limit checks Redis could not answer, by what was done (admitted: fail open; refused: fail closed).",
-            kind: Kind::Counter,
-            labels: &["outcome"],
-        },
-    ];
-    let limits = shared.clone();
-    state.metrics().register(PullCollector::new(defs, move || {
-        let s = limits.stats();
-        vec![
-            (0, vec![], s.decisions as f64),
-            (1, vec![], s.local_refusals as f64),
-            (2, vec!["admitted".to_owned()], s.fail_open as f64),
-            (2, vec!["refused".to_owned()], s.fail_closed as f64),
-        ]
-    }));
+    keel_redis::register_metrics(state.metrics(), redis, shared);
     let (redis, limits) = (redis.clone(), shared.clone());
     state.register_stats("redis", move || {
         let (redis, limits) = (redis.clone(), limits.clone());

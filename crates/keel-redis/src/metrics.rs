@@ -1,20 +1,26 @@
-//! The `keel_redis_*` Prometheus series.
+//! The `keel_redis_*` and `keel_ratelimit_*` Prometheus series.
 
 use keel_core::Metrics;
 use keel_core::metrics::{Kind, PullCollector, SeriesDef};
 use keel_resilience::BreakerState;
 
-use crate::Redis;
+use crate::{Redis, SharedLimits};
 
-/// Registers Redis's series: operations, errors, timeouts, refusals while the breaker is open,
-/// reconnects, the breaker's state and the operation latency histogram.
-pub fn register_metrics(metrics: &Metrics, redis: &Redis) {
-    let counter = |name, help| SeriesDef {
+/// An unlabelled counter.
+fn counter(name: &'static str, help: &'static str) -> SeriesDef {
+    SeriesDef {
         name,
         help,
         kind: Kind::Counter,
         labels: &[],
-    };
+    }
+}
+
+/// Registers Redis's series (operations, errors, timeouts, refusals while the breaker is open,
+/// reconnects, the breaker's state, the operation latency histogram) and the shared rate
+/// limits' (decisions in Redis, local refusals, checks Redis could not answer).
+pub fn register_metrics(metrics: &Metrics, redis: &Redis, limits: &SharedLimits) {
+    register_limit_metrics(metrics, limits);
     let defs = vec![
         counter("keel_redis_commands_total", "Redis operations sent."),
         counter(
@@ -62,4 +68,33 @@ pub fn register_metrics(metrics: &Metrics, redis: &Redis) {
         .collect()
     }));
     metrics.register(redis.latency());
+}
+
+fn register_limit_metrics(metrics: &Metrics, limits: &SharedLimits) {
+    let defs = vec![
+        counter(
+            "keel_ratelimit_redis_decisions_total",
+            "Shared rate limit decisions made in Redis.",
+        ),
+        counter(
+            "keel_ratelimit_local_refusals_total",
+            "Requests refused without asking Redis: the key was known to be over its limit.",
+        ),
+        SeriesDef {
+            name: "keel_ratelimit_undecided_total",
+            help: "Shared rate limit checks Redis could not answer, by what was done (admitted: fail open; refused: fail closed).",
+            kind: Kind::Counter,
+            labels: &["outcome"],
+        },
+    ];
+    let limits = limits.clone();
+    metrics.register(PullCollector::new(defs, move || {
+        let s = limits.stats();
+        vec![
+            (0, vec![], s.decisions as f64),
+            (1, vec![], s.local_refusals as f64),
+            (2, vec!["admitted".to_owned()], s.fail_open as f64),
+            (2, vec!["refused".to_owned()], s.fail_closed as f64),
+        ]
+    }));
 }
