@@ -12,6 +12,8 @@
 //!   already over their limit are refused locally without a round trip.
 //! - [`limits`]: [`Limits`] and [`Limiter`], one type for budgets in this process or in Redis.
 //! - [`lock`]: [`Locks`], named leases with fencing tokens, in Redis or (one instance) in memory.
+//! - [`queue`]: [`RedisStore`], the job queue's store in Redis (Lua scripts per state change),
+//!   so workers on every instance share the queues.
 //! - `pool`: where the connections go — one Redis, or the master a set of Sentinels names,
 //!   asked again after a failover.
 //! - [`error`]: [`RedisError`], which never carries the URL or its password.
@@ -27,6 +29,7 @@ pub mod limits;
 pub mod lock;
 mod metrics;
 mod pool;
+pub mod queue;
 
 pub use cache::{Broadcaster, ClusterStats, Invalidation, TierStats, TieredCache};
 pub use client::{Redis, RedisOptions, RedisStats, TlsFiles};
@@ -36,3 +39,4 @@ pub use limits::{Limiter, Limits};
 pub use lock::{Lease, LockError, Locks};
 pub use metrics::register_metrics;
 pub use pool::SentinelOptions;
+pub use queue::RedisStore;

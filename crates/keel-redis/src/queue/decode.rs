@@ -1,0 +1,197 @@
+//! Reading the scripts' replies: jobs from their hashes, and the `{'ok', …}` / `{'nojob'}` /
+//! `{'conflict', why}` outcomes.
+
+use std::collections::HashMap;
+
+use keel_queue::{Job, JobState, QueueError};
+use redis::Value;
+use serde_json::Value as Json;
+
+/// A reply's text, if it is a string or a number.
+pub(super) fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(n) => Some(n.to_string()),
+        Value::Okay => Some("OK".to_owned()),
+        _ => None,
+    }
+}
+
+/// A reply's integer (integers, and strings holding one).
+pub(super) fn int(value: &Value) -> Option<i64> {
+    match value {
+        Value::Int(n) => Some(*n),
+        other => text(other).and_then(|t| number(&t)),
+    }
+}
+
+/// A number as Redis or Lua wrote it (`1700000000000`, or `1.7e+12` from a float).
+fn number(text: &str) -> Option<i64> {
+    text.parse::<i64>()
+        .ok()
+        .or_else(|| text.parse::<f64>().ok().map(|f| f as i64))
+}
+
+/// An array reply's elements (nil and non-arrays: none).
+pub(super) fn items(value: Value) -> Vec<Value> {
+    match value {
+        Value::Array(items) | Value::Set(items) => items,
+        _ => Vec::new(),
+    }
+}
+
+/// A hash from `HGETALL` (a flat list of fields and values, or a map).
+pub(super) fn hash(value: Value) -> HashMap<String, String> {
+    match value {
+        Value::Map(pairs) => pairs
+            .iter()
+            .filter_map(|(k, v)| Some((text(k)?, text(v)?)))
+            .collect(),
+        other => {
+            let items = items(other);
+            items
+                .chunks_exact(2)
+                .filter_map(|pair| Some((text(&pair[0])?, text(&pair[1])?)))
+                .collect()
+        }
+    }
+}
+
+/// What a script said about one job: the rest of an `{'ok', …}` reply, or the refusal.
+pub(super) fn outcome(id: &str, reply: Value) -> Result<Vec<Value>, QueueError> {
+    let mut items = items(reply).into_iter();
+    let status = items.next().as_ref().and_then(text).unwrap_or_default();
+    match status.as_str() {
+        "ok" => Ok(items.collect()),
+        "nojob" => Err(QueueError::NoJob(id.to_owned())),
+        "conflict" => Err(QueueError::Conflict {
+            id: id.to_owned(),
+            reason: items.next().as_ref().and_then(text).unwrap_or_default(),
+        }),
+        other => Err(QueueError::Store(format!(
+            "unexpected reply from the Redis job store: {other:?}"
+        ))),
+    }
+}
+
+/// A state a script named.
+pub(super) fn state(value: Option<&Value>) -> Result<JobState, QueueError> {
+    let name = value.and_then(text).unwrap_or_default();
+    JobState::parse(&name)
+        .ok_or_else(|| QueueError::Store(format!("unknown job state {name:?} in Redis")))
+}
+
+/// A job from its hash; `None` when the hash is empty (no such job).
+pub(super) fn job(fields: &HashMap<String, String>) -> Result<Option<Job>, QueueError> {
+    let Some(id) = fields.get("id") else {
+        return Ok(None);
+    };
+    let corrupt = |field: &str| QueueError::Store(format!("job {id}: unreadable field {field}"));
+    let get = |field: &str| fields.get(field).map(String::as_str);
+    let num = |field: &str| get(field).and_then(number);
+    let required = |field: &str| num(field).ok_or_else(|| corrupt(field));
+    let json = |field: &str| -> Result<Option<Json>, QueueError> {
+        get(field)
+            .map(|text| serde_json::from_str(text).map_err(|_| corrupt(field)))
+            .transpose()
+    };
+    let queue = super::queue_of(id).ok_or_else(|| corrupt("id"))?;
+    let state = get("st")
+        .and_then(JobState::parse)
+        .ok_or_else(|| corrupt("st"))?;
+    Ok(Some(Job {
+        id: id.clone(),
+        queue: queue.to_owned(),
+        name: get("n").unwrap_or_default().to_owned(),
+        payload: json("p")?.unwrap_or(Json::Null),
+        state,
+        priority: i32::try_from(required("pr")?).map_err(|_| corrupt("pr"))?,
+        attempts_made: u32::try_from(num("am").unwrap_or(0)).unwrap_or(0),
+        max_attempts: u32::try_from(required("ma")?).map_err(|_| corrupt("ma"))?,
+        backoff: get("bk")
+            .and_then(|b| serde_json::from_str(b).ok())
+            .unwrap_or_default(),
+        unique_key: get("uk").map(str::to_owned),
+        group: get("g").map(str::to_owned),
+        created_at: unsigned(required("ca")?),
+        run_at: unsigned(required("ra")?),
+        started_at: num("sa").map(unsigned),
+        finished_at: num("fa").map(unsigned),
+        progress: u8::try_from(num("pg").unwrap_or(0).clamp(0, 100)).unwrap_or(0),
+        result: json("rs")?,
+        errors: get("er")
+            .and_then(|e| serde_json::from_str(e).ok())
+            .unwrap_or_default(),
+        stalls: u32::try_from(num("sl").unwrap_or(0)).unwrap_or(0),
+        worker: get("wk").map(str::to_owned),
+        progress_data: json("pd")?,
+        timeout_ms: num("to").map(unsigned),
+    }))
+}
+
+fn unsigned(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn a_job_is_read_from_its_hash() {
+        let id = "0192d5c4-0000-7000-8000-000000000001~mail";
+        let flat: Vec<Value> = [
+            ("id", id),
+            ("n", "send"),
+            ("p", r#"{"to":"ada@example.com"}"#),
+            ("st", "active"),
+            ("pr", "-5"),
+            ("am", "1"),
+            ("ma", "3"),
+            ("bk", r#"{"type":"fixed","delay_ms":500,"jitter":0.0}"#),
+            ("ca", "1700000000000"),
+            ("ra", "1.700000000001e+12"),
+            ("sa", "1700000000002"),
+            ("er", r#"["boom \/ bang"]"#),
+            ("wk", "w1"),
+            ("pg", "40"),
+        ]
+        .iter()
+        .flat_map(|(k, v)| [bulk(k), bulk(v)])
+        .collect();
+        let read = job(&hash(Value::Array(flat))).unwrap().unwrap();
+        assert!(job(&HashMap::new()).unwrap().is_none(), "no hash, no job");
+        let job = read;
+        assert_eq!(job.queue, "mail");
+        assert_eq!(job.state, JobState::Active);
+        assert_eq!(job.priority, -5);
+        assert_eq!(job.run_at, 1_700_000_000_001, "a float Lua wrote");
+        assert_eq!(job.errors, ["boom / bang"], "cjson escapes slashes");
+        assert_eq!(job.backoff.delay_ms, 500);
+        assert_eq!(job.progress, 40);
+        assert_eq!(job.finished_at, None);
+    }
+
+    #[test]
+    fn outcomes_name_the_refusal() {
+        let conflict = Value::Array(vec![bulk("conflict"), bulk("the lease has expired")]);
+        assert_eq!(
+            outcome("j", conflict),
+            Err(QueueError::Conflict {
+                id: "j".into(),
+                reason: "the lease has expired".into()
+            })
+        );
+        let nojob = Value::Array(vec![bulk("nojob")]);
+        assert_eq!(outcome("j", nojob), Err(QueueError::NoJob("j".into())));
+        let ok = Value::Array(vec![bulk("ok"), bulk("completed"), Value::Int(7)]);
+        let rest = outcome("j", ok).unwrap();
+        assert_eq!(state(rest.first()).unwrap(), JobState::Completed);
+        assert_eq!(int(&rest[1]), Some(7));
+    }
+}
