@@ -30,11 +30,25 @@ impl From<DurabilityMode> for Durability {
     }
 }
 
+/// Where the jobs live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueBackend {
+    /// Embedded SQLite under the data directory: one keel instance.
+    #[default]
+    Sqlite,
+    /// Redis (the `[redis]` section): every keel instance on the same Redis shares the queues.
+    Redis,
+}
+
 /// The job queue.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct QueueConfig {
-    /// `normal` (survives a keel crash) or `full` (also survives power loss, at an fsync per
+    /// Where jobs live: `sqlite` (embedded, one instance) or `redis` (shared by every keel
+    /// instance on the same Redis; needs the `[redis]` section).
+    pub backend: QueueBackend,
+    /// With `backend = "sqlite"`: `normal` (survives a keel crash) or `full` (also survives power loss, at an fsync per
     /// commit).
     pub durability: DurabilityMode,
     /// Largest job payload accepted (JSON text).
@@ -60,6 +74,7 @@ pub struct QueueConfig {
 impl Default for QueueConfig {
     fn default() -> Self {
         Self {
+            backend: QueueBackend::Sqlite,
             durability: DurabilityMode::Normal,
             max_payload: ByteSize::mib(1),
             default_lease: HumanDuration::from_secs(30),

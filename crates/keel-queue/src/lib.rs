@@ -29,8 +29,8 @@ mod worker;
 
 pub use activity::ActivitySummary;
 pub use config::{
-    BackoffSettings, DeliverSettings, DurabilityMode, QueueConfig, QueueConfigError, QueueSettings,
-    QueueSettingsError,
+    BackoffSettings, DeliverSettings, DurabilityMode, QueueBackend, QueueConfig, QueueConfigError,
+    QueueSettings, QueueSettingsError,
 };
 pub use error::QueueError;
 pub use events::{EventKind, QueueEvent};

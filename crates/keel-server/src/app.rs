@@ -22,8 +22,8 @@ use keel_admin::{AdminState, AdminStateBuilder};
 use keel_auth::{AuthConfigError, Authenticator};
 use keel_cache::Cache;
 use keel_core::{Clock, HealthRegistry, Metrics, Shutdown};
-use keel_queue::{Queues, SqliteStore};
-use keel_redis::{Limits, Locks, SharedLimits, TieredCache};
+use keel_queue::{QueueBackend, Queues, SqliteStore};
+use keel_redis::{Limits, Locks, RedisStore, SharedLimits, TieredCache};
 use tokio::net::TcpListener;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -171,13 +171,23 @@ impl AppBuilder {
             None => CacheService::Memory(cache.clone()),
         };
         keel_admin::cache_api::observe(&state, &cache_service);
-        let store = SqliteStore::open(
-            &data_dir.join("queue.db"),
-            config.queue.durability.into(),
-            self.clock.clone(),
-        )
-        .map_err(StartError::Queue)?;
-        let queues = Queues::with_clock(store, config.queue.clone(), self.clock.clone());
+        let queues = match (&config.queue.backend, &redis) {
+            (QueueBackend::Redis, Some(redis)) => Queues::with_clock(
+                RedisStore::new(redis.clone(), self.clock.clone()),
+                config.queue.clone(),
+                self.clock.clone(),
+            ),
+            // Config validation refuses `redis` without a Redis.
+            _ => {
+                let store = SqliteStore::open(
+                    &data_dir.join("queue.db"),
+                    config.queue.durability.into(),
+                    self.clock.clone(),
+                )
+                .map_err(StartError::Queue)?;
+                Queues::with_clock(store, config.queue.clone(), self.clock.clone())
+            }
+        };
         keel_admin::queue_api::observe(&state, &queues);
         let gateway = match config.gateway.upstream {
             Some(_) => Some(keel_gateway::Gateway::with_sharing(

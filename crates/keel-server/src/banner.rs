@@ -22,9 +22,13 @@ pub fn render(app: &App, addr: SocketAddr, gateway: Option<SocketAddr>) -> Strin
         _ => String::new(),
     };
     let redis = &app.config().redis;
+    let jobs = match app.config().queue.backend {
+        keel_queue::QueueBackend::Redis => ", job queues included",
+        keel_queue::QueueBackend::Sqlite => "",
+    };
     let redis_line = if !redis.sentinels.is_empty() {
         format!(
-            "shared through Redis: master {:?} of Sentinels {} (keys under {:?})\n",
+            "shared through Redis: master {:?} of Sentinels {} (keys under {:?}{jobs})\n",
             redis.sentinel_master.as_deref().unwrap_or_default(),
             redis.sentinels.join(", "),
             redis.key_prefix
@@ -33,7 +37,7 @@ pub fn render(app: &App, addr: SocketAddr, gateway: Option<SocketAddr>) -> Strin
         match redis.connection_url() {
             // Redacted: the URL may carry a password.
             Some(url) => format!(
-                "shared through Redis at {} (keys under {:?})\n",
+                "shared through Redis at {} (keys under {:?}{jobs})\n",
                 crate::config::redis::redact_url(url.expose()),
                 redis.key_prefix
             ),

@@ -20,7 +20,7 @@ mod sections;
 use keel_auth::AuthConfig;
 use keel_cache::CacheConfig;
 use keel_gateway::GatewayConfig;
-use keel_queue::{QueueConfig, QueueSettings};
+use keel_queue::{QueueBackend, QueueConfig, QueueSettings};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -91,6 +91,12 @@ impl Config {
             .validate()
             .map_err(|e| FieldError::new(e.field, e.reason))?;
         self.redis.validate()?;
+        if self.queue.backend == QueueBackend::Redis && self.redis.connection_url().is_none() {
+            return Err(FieldError::new(
+                "queue.backend",
+                "\"redis\" needs a Redis: set redis.url (or redis.host, or redis.sentinels)",
+            ));
+        }
         QueueSettings::validate_all(&self.queues)
             .map_err(|e| FieldError::new(e.field, e.reason))?;
         self.gateway

@@ -238,3 +238,33 @@ fn secret_values_do_not_appear_in_errors_or_redacted_output() {
     assert!(!shown.contains("hunter2"), "{shown}");
     assert!(shown.contains("redis://user:[redacted]@cache"), "{shown}");
 }
+
+#[test]
+fn a_redis_job_store_needs_a_redis() {
+    let f = file_with("[queue]\nbackend = \"redis\"\n");
+    let err = load_with(Some(f.path()), &[], Overrides::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("queue.backend: \"redis\" needs a Redis: set redis.url"),
+        "{err}"
+    );
+    let cfg = load_with(
+        Some(f.path()),
+        &[("REDIS_URL", "redis://127.0.0.1:6379")],
+        Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!(cfg.queue.backend, keel_queue::QueueBackend::Redis);
+    let err = load_with(
+        None,
+        &[("KEEL_QUEUE_BACKEND", "postgres")],
+        Overrides::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with("queue.backend: unknown variant `postgres`"),
+        "{err}"
+    );
+}
