@@ -82,11 +82,11 @@ pub(super) fn state(value: Option<&Value>) -> Result<JobState, QueueError> {
         .ok_or_else(|| QueueError::Store(format!("unknown job state {name:?} in Redis")))
 }
 
-/// A job from its hash; `None` when the hash is empty (no such job).
-pub(super) fn job(fields: &HashMap<String, String>) -> Result<Option<Job>, QueueError> {
-    let Some(id) = fields.get("id") else {
+/// Job `id` from its hash; `None` when the hash is empty (no such job).
+pub(super) fn job(id: &str, fields: &HashMap<String, String>) -> Result<Option<Job>, QueueError> {
+    if fields.is_empty() {
         return Ok(None);
-    };
+    }
     let corrupt = |field: &str| QueueError::Store(format!("job {id}: unreadable field {field}"));
     let get = |field: &str| fields.get(field).map(String::as_str);
     let num = |field: &str| get(field).and_then(number);
@@ -101,7 +101,7 @@ pub(super) fn job(fields: &HashMap<String, String>) -> Result<Option<Job>, Queue
         .and_then(JobState::parse)
         .ok_or_else(|| corrupt("st"))?;
     Ok(Some(Job {
-        id: id.clone(),
+        id: id.to_owned(),
         queue: queue.to_owned(),
         name: get("n").unwrap_or_default().to_owned(),
         payload: json("p")?.unwrap_or(Json::Null),
@@ -124,7 +124,10 @@ pub(super) fn job(fields: &HashMap<String, String>) -> Result<Option<Job>, Queue
             .and_then(|e| serde_json::from_str(e).ok())
             .unwrap_or_default(),
         stalls: u32::try_from(num("sl").unwrap_or(0)).unwrap_or(0),
-        worker: get("wk").map(str::to_owned),
+        // Left behind when the job stopped being active.
+        worker: get("wk")
+            .filter(|_| state == JobState::Active)
+            .map(str::to_owned),
         progress_data: json("pd")?,
         timeout_ms: num("to").map(unsigned),
     }))
@@ -146,7 +149,6 @@ mod tests {
     fn a_job_is_read_from_its_hash() {
         let id = "0192d5c4-0000-7000-8000-000000000001~mail";
         let flat: Vec<Value> = [
-            ("id", id),
             ("n", "send"),
             ("p", r#"{"to":"ada@example.com"}"#),
             ("st", "active"),
@@ -164,8 +166,11 @@ mod tests {
         .iter()
         .flat_map(|(k, v)| [bulk(k), bulk(v)])
         .collect();
-        let read = job(&hash(Value::Array(flat))).unwrap().unwrap();
-        assert!(job(&HashMap::new()).unwrap().is_none(), "no hash, no job");
+        let read = job(id, &hash(Value::Array(flat))).unwrap().unwrap();
+        assert!(
+            job(id, &HashMap::new()).unwrap().is_none(),
+            "no hash, no job"
+        );
         let job = read;
         assert_eq!(job.queue, "mail");
         assert_eq!(job.state, JobState::Active);
@@ -175,6 +180,8 @@ mod tests {
         assert_eq!(job.backoff.delay_ms, 500);
         assert_eq!(job.progress, 40);
         assert_eq!(job.finished_at, None);
+        assert_eq!(job.worker.as_deref(), Some("w1"));
+        assert_eq!(job.stalls, 0, "left out at its default");
     }
 
     #[test]

@@ -254,28 +254,29 @@ impl RedisStore {
         if max == 0 || Queues::validate_queue(queue).is_err() {
             return Ok(Vec::new());
         }
+        let (now, lease_ms) = (self.now(), ms(lease));
+        let prefix = uuid::Uuid::new_v4().simple().to_string();
         let mut cmd = scripts::FETCH.call(&self.meta(queue));
-        cmd.arg(self.now())
-            .arg(worker)
-            .arg(max)
-            .arg(ms(lease))
-            .arg(uuid::Uuid::new_v4().simple().to_string());
+        cmd.arg(now).arg(worker).arg(max).arg(lease_ms).arg(&prefix);
         let reply = self.call(cmd).await?;
         let mut fetched = Vec::new();
-        for hash in items(reply) {
-            let fields = decode::hash(hash);
-            let token = fields.get("tk").cloned().unwrap_or_default();
-            let lease_expires_at = fields
-                .get("le")
-                .and_then(|le| le.parse::<f64>().ok())
-                .map_or(0, |le| le as u64);
-            if let Some(job) = decode::job(&fields)? {
-                fetched.push(Fetched {
-                    job,
-                    token,
-                    lease_expires_at,
-                });
-            }
+        let mut replies = items(reply).into_iter();
+        while let (Some(id), Some(hash)) = (replies.next(), replies.next()) {
+            let id = text(&id).unwrap_or_default();
+            let Some(mut job) = decode::job(&id, &decode::hash(hash))? else {
+                continue;
+            };
+            // The hash as it was before the lease; the lease's changes are known here.
+            let token = format!("{prefix}.{}", fetched.len() + 1);
+            job.state = JobState::Active;
+            job.attempts_made += 1;
+            job.started_at = Some(now);
+            job.worker = Some(worker.to_owned());
+            fetched.push(Fetched {
+                job,
+                token,
+                lease_expires_at: now + lease_ms,
+            });
         }
         Ok(fetched)
     }
@@ -444,10 +445,11 @@ impl RedisStore {
             let mut reply = items(self.call(cmd).await?).into_iter();
             let last = reply.next().as_ref().and_then(text).unwrap_or_default();
             let exhausted = reply.next().as_ref().and_then(int) == Some(1);
-            for hash in reply {
+            while let (Some(id), Some(hash)) = (reply.next(), reply.next()) {
+                let id = text(&id).unwrap_or_default();
                 let fields = decode::hash(hash);
                 let seq = fields.get("sq").cloned().unwrap_or_default();
-                if let Some(job) = decode::job(&fields)? {
+                if let Some(job) = decode::job(&id, &fields)? {
                     jobs.push((job, seq));
                 }
             }
@@ -782,7 +784,7 @@ impl Store for RedisStore {
             pipe.cmd("HGETALL")
                 .arg(self.queue_key(queue, &format!("j:{id}")));
             let (hash,): (Value,) = self.run(&pipe).await?;
-            decode::job(&decode::hash(hash))
+            decode::job(id, &decode::hash(hash))
         })
     }
 

@@ -7,7 +7,8 @@
 //!   and the limits `conc`, `rmax`/`rper`, `gmax`/`gper`;
 //! - `g`: each group's next turn (jobs without a group are the group `''`);
 //! - `w`: waiting jobs, all at score 0, so ordered by member: 8 hex digits of priority
-//!   (offset to unsigned), 12 of turn, 12 of add order, then the id;
+//!   (offset to unsigned), 12 of turn, 12 of add order, then the id (a member is rebuilt from
+//!   the job's `pr`, `rk` and `sq`, not stored);
 //! - `r`: waiting jobs by when they became ready (for the oldest wait);
 //! - `d`: delayed jobs by run time; `a`: active jobs by lease expiry; `t`: active jobs with
 //!   a timeout, by deadline;
@@ -25,8 +26,12 @@ use std::sync::LazyLock;
 /// add order, `am` attempts made, `ma` attempts allowed, `bk` backoff (JSON), `uk` unique key,
 /// `g` group, `ca` created, `ra` run at, `sa` started, `fa` finished, `pg` progress, `pd`
 /// progress data, `rs` result, `er` errors (JSON list), `sl` stalls, `cx` cancel asked,
-/// `wk` worker, `tk` lease token, `le` lease expiry, `to` timeout, `wm` its member in `w`,
-/// `id` its id.
+/// `wk` worker, `tk` lease token, `le` lease expiry, `to` timeout. Fields at their default
+/// (no attempts, stalls, progress or errors yet) are left out, and `wk`, `tk` and `le` are left
+/// behind when a job stops being active (they mean something only while `st` is `active`): a
+/// hash small enough for Redis's compact encoding, written with few commands.
+///
+/// Many jobs' moves in one script write the state sets with one command per set (`batch`).
 const PRELUDE: &str = r#"
 local M = KEYS[1]
 local B = string.sub(M, 1, -2)
@@ -39,28 +44,37 @@ local function wmember(pr, rk, sq, id)
   return string.format('%08x%012x%012x', tonumber(pr) + 2147483648, tonumber(rk), tonumber(sq)) .. id
 end
 
+-- Runs `cmd key items…` in chunks (Lua's unpack has a limit); nothing for no items.
+local function batch(cmd, key, items)
+  for i = 1, #items, 1000 do
+    redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
+  end
+end
+
 -- Makes job `id` (hash `jk`) ready since `now`.
 local function to_waiting(id, jk, now)
   local f = redis.call('HMGET', jk, 'pr', 'rk', 'sq')
-  local m = wmember(f[1], f[2], f[3], id)
-  redis.call('HSET', jk, 'st', 'waiting', 'ra', now, 'wm', m)
-  redis.call('ZADD', B .. 'w', 0, m)
+  redis.call('HSET', jk, 'st', 'waiting', 'ra', now)
+  redis.call('ZADD', B .. 'w', 0, wmember(f[1], f[2], f[3], id))
   redis.call('ZADD', B .. 'r', now, id)
 end
 
 -- Takes an active job out of the lease sets.
-local function unlease(id, jk)
+local function unlease(id)
   redis.call('ZREM', B .. 'a', id)
   redis.call('ZREM', B .. 't', id)
-  redis.call('HDEL', jk, 'wk', 'tk', 'le')
+end
+
+-- Frees unique key `uk` if job `id` holds it.
+local function free_unique(uk, id)
+  if uk and redis.call('HGET', B .. 'u', uk) == id then redis.call('HDEL', B .. 'u', uk) end
 end
 
 -- Ends job `id` in a finished state; its unique key is free again.
 local function finish(id, jk, state, now)
   redis.call('HSET', jk, 'st', state, 'fa', now)
   redis.call('ZADD', B .. FINISHED[state], now, id)
-  local uk = redis.call('HGET', jk, 'uk')
-  if uk and redis.call('HGET', B .. 'u', uk) == id then redis.call('HDEL', B .. 'u', uk) end
+  free_unique(redis.call('HGET', jk, 'uk'), id)
 end
 
 local function push_error(errors, text)
@@ -88,7 +102,7 @@ end
 -- else failed. `retry_after` (ms or nil) replaces the backoff. Returns the new state.
 local function end_failed(id, jk, now, retry, retry_after, random, note)
   local f = redis.call('HMGET', jk, 'cx', 'am', 'bk', 'er')
-  unlease(id, jk)
+  unlease(id)
   redis.call('HSET', jk, 'er', push_error(f[4], note))
   if f[1] == '1' then
     finish(id, jk, 'cancelled', now)
@@ -104,23 +118,26 @@ local function end_failed(id, jk, now, retry, retry_after, random, note)
   return 'failed'
 end
 
--- Deletes job `id` and every index entry of it.
-local function delete_job(id)
-  local jk = jkey(id)
-  local f = redis.call('HMGET', jk, 'st', 'wm', 'uk')
-  local st = f[1]
+-- Takes job `id` out of the set of its state `st` (its hash fields `f`: pr, rk, sq).
+local function leave_state(id, st, f)
   if st == 'waiting' then
-    if f[2] then redis.call('ZREM', B .. 'w', f[2]) end
+    redis.call('ZREM', B .. 'w', wmember(f[1], f[2], f[3], id))
     redis.call('ZREM', B .. 'r', id)
   elseif st == 'delayed' then
     redis.call('ZREM', B .. 'd', id)
   elseif st == 'active' then
-    redis.call('ZREM', B .. 'a', id)
-    redis.call('ZREM', B .. 't', id)
+    unlease(id)
   elseif st and FINISHED[st] then
     redis.call('ZREM', B .. FINISHED[st], id)
   end
-  if f[3] and redis.call('HGET', B .. 'u', f[3]) == id then redis.call('HDEL', B .. 'u', f[3]) end
+end
+
+-- Deletes job `id` and every index entry of it.
+local function delete_job(id)
+  local jk = jkey(id)
+  local f = redis.call('HMGET', jk, 'pr', 'rk', 'sq', 'st', 'uk')
+  leave_state(id, f[4], f)
+  free_unique(f[5], id)
   redis.call('ZREM', B .. 'i', id)
   redis.call('DEL', jk)
 end
@@ -132,7 +149,7 @@ local function add_jobs(now, at, n)
   local floor = tonumber(redis.call('HGET', M, 'floor') or '0')
   local seq = redis.call('HINCRBY', M, 'seq', n) - n
   local turns = {}
-  local ids = {}
+  local ids, waiting, ready, delayed, all = {}, {}, {}, {}, {}
   for k = 0, n - 1 do
     local a = at + k * 10
     local id, uk, g, to = ARGV[a], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9]
@@ -149,48 +166,55 @@ local function add_jobs(now, at, n)
       if not turn then turn = tonumber(redis.call('HGET', B .. 'g', g) or '0') end
       if turn < floor then turn = floor end
       turns[g] = turn + 1
-      local jk = jkey(id)
       local delay = tonumber(ARGV[a + 4])
       local pr = ARGV[a + 3]
-      local fields = {'id', id, 'n', ARGV[a + 1], 'p', ARGV[a + 2], 'pr', pr, 'rk', turn, 'sq', seq,
-        'am', 0, 'ma', ARGV[a + 5], 'bk', ARGV[a + 6], 'ca', now, 'ra', now + delay,
-        'pg', 0, 'sl', 0, 'er', '[]'}
+      local state = 'waiting'
+      if delay > 0 then state = 'delayed' end
+      local fields = {'st', state, 'n', ARGV[a + 1], 'p', ARGV[a + 2], 'pr', pr, 'rk', turn,
+        'sq', seq, 'ma', ARGV[a + 5], 'bk', ARGV[a + 6], 'ca', now, 'ra', now + delay}
       if uk ~= '' then
         fields[#fields + 1] = 'uk'; fields[#fields + 1] = uk
         redis.call('HSET', B .. 'u', uk, id)
       end
       if g ~= '' then fields[#fields + 1] = 'g'; fields[#fields + 1] = g end
       if to ~= '' then fields[#fields + 1] = 'to'; fields[#fields + 1] = to end
+      redis.call('HSET', jkey(id), unpack(fields))
       if delay > 0 then
-        fields[#fields + 1] = 'st'; fields[#fields + 1] = 'delayed'
-        redis.call('ZADD', B .. 'd', now + delay, id)
+        delayed[#delayed + 1] = now + delay; delayed[#delayed + 1] = id
       else
-        local m = wmember(pr, turn, seq, id)
-        fields[#fields + 1] = 'st'; fields[#fields + 1] = 'waiting'
-        fields[#fields + 1] = 'wm'; fields[#fields + 1] = m
-        redis.call('ZADD', B .. 'w', 0, m)
-        redis.call('ZADD', B .. 'r', now, id)
+        waiting[#waiting + 1] = 0; waiting[#waiting + 1] = wmember(pr, turn, seq, id)
+        ready[#ready + 1] = now; ready[#ready + 1] = id
       end
-      redis.call('HSET', jk, unpack(fields))
-      redis.call('ZADD', B .. 'i', seq, id)
+      all[#all + 1] = seq; all[#all + 1] = id
       ids[#ids + 1] = id
     end
   end
+  batch('ZADD', B .. 'w', waiting)
+  batch('ZADD', B .. 'r', ready)
+  batch('ZADD', B .. 'd', delayed)
+  batch('ZADD', B .. 'i', all)
   for g, next_turn in pairs(turns) do redis.call('HSET', B .. 'g', g, next_turn) end
   return ids
+end
+
+-- Why the active job with hash fields `f` (st, tk, le) may not be reported with `token` at
+-- `now`: nil when it may.
+local function refusal(f, token, now)
+  if not f[1] then return {'nojob'} end
+  if f[1] ~= 'active' then return {'conflict', 'the job is ' .. f[1] .. ', not active'} end
+  if f[2] ~= token then
+    return {'conflict', 'the lease token does not match: the job is leased to another attempt'}
+  end
+  if tonumber(f[3]) <= now then return {'conflict', 'the lease has expired'} end
+  return nil
 end
 
 -- The active job `id` if `token` holds its lease at `now`: its hash key; else nil and the
 -- reply that says why.
 local function leased(id, token, now)
   local jk = jkey(id)
-  local f = redis.call('HMGET', jk, 'st', 'tk', 'le')
-  if not f[1] then return nil, {'nojob'} end
-  if f[1] ~= 'active' then return nil, {'conflict', 'the job is ' .. f[1] .. ', not active'} end
-  if f[2] ~= token then
-    return nil, {'conflict', 'the lease token does not match: the job is leased to another attempt'}
-  end
-  if tonumber(f[3]) <= now then return nil, {'conflict', 'the lease has expired'} end
+  local refused = refusal(redis.call('HMGET', jk, 'st', 'tk', 'le'), token, now)
+  if refused then return nil, refused end
   return jk
 end
 
@@ -244,21 +268,22 @@ return add_jobs(tonumber(ARGV[1]), 3, tonumber(ARGV[2]))
 });
 
 /// Leases ready jobs. ARGV: now, worker, max, lease (ms), token prefix. Returns each leased
-/// job's hash (flat field/value list).
+/// job's id and hash (flat field/value list) as it was before the lease: the caller knows
+/// what the lease changed (state, one more attempt, start, worker, token `<prefix>.<n>` for
+/// the n-th job, expiry).
 pub(super) static FETCH: LazyLock<Lua> = LazyLock::new(|| {
     script(
         r#"
 local now, worker, max, lease, tb = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
-local meta = redis.call('HMGET', M, 'paused', 'conc', 'rmax', 'rper', 'gmax', 'gper')
+local meta = redis.call('HMGET', M, 'paused', 'conc', 'rmax', 'rper', 'gmax', 'gper', 'floor')
 if meta[1] == '1' or max <= 0 then return {} end
 -- Delayed jobs whose time has come are ready (a bounded step; the rest on the next fetch).
 local due = redis.call('ZRANGEBYSCORE', B .. 'd', '-inf', now, 'LIMIT', 0, 1000)
 for _, id in ipairs(due) do
   local jk = jkey(id)
-  local ra = tonumber(redis.call('HGET', jk, 'ra'))
-  to_waiting(id, jk, ra)
-  redis.call('ZREM', B .. 'd', id)
+  to_waiting(id, jk, tonumber(redis.call('HGET', jk, 'ra')))
 end
+batch('ZREM', B .. 'd', due)
 local budget = max
 local conc, rmax, rper, gmax, gper = tonumber(meta[2]), tonumber(meta[3]), tonumber(meta[4]), tonumber(meta[5]), tonumber(meta[6])
 if conc then budget = math.min(budget, conc - redis.call('ZCARD', B .. 'a')) end
@@ -267,45 +292,53 @@ if rmax then
   budget = math.min(budget, rmax - redis.call('ZCARD', B .. 's'))
 end
 if budget <= 0 then return {} end
--- Jobs of groups at their limit are passed over, so look further than needed.
-local look = budget
-if gmax then look = budget * 4 + 64 end
-local candidates = redis.call('ZRANGE', B .. 'w', 0, look - 1)
-local out = {}
-local floor = nil
-local expires = now + lease
-for _, m in ipairs(candidates) do
-  if #out == budget then break end
-  local id = string.sub(m, 33)
-  local jk = jkey(id)
-  local admitted = true
-  local g = nil
-  if gmax then
-    g = redis.call('HGET', jk, 'g')
+local picked = {}
+if gmax then
+  -- Jobs of groups at their limit are passed over, so look further than needed.
+  for _, m in ipairs(redis.call('ZRANGE', B .. 'w', 0, budget * 4 + 63)) do
+    if #picked == budget then break end
+    local g = redis.call('HGET', jkey(string.sub(m, 33)), 'g')
+    local admitted = true
     if g then
       redis.call('ZREMRANGEBYSCORE', B .. 's:' .. g, '-inf', now - gper)
       admitted = redis.call('ZCARD', B .. 's:' .. g) < gmax
+      if admitted then redis.call('ZADD', B .. 's:' .. g, now, tb .. '.' .. (#picked + 1)) end
     end
+    if admitted then picked[#picked + 1] = m end
   end
-  if admitted then
-    local token = tb .. '.' .. (#out + 1)
-    redis.call('ZREM', B .. 'w', m)
-    redis.call('ZREM', B .. 'r', id)
-    redis.call('HSET', jk, 'st', 'active', 'sa', now, 'wk', worker, 'tk', token, 'le', expires)
-    redis.call('HINCRBY', jk, 'am', 1)
-    redis.call('ZADD', B .. 'a', expires, id)
-    local to = redis.call('HGET', jk, 'to')
-    if to then redis.call('ZADD', B .. 't', now + tonumber(to), id) end
-    if rmax then redis.call('ZADD', B .. 's', now, token) end
-    if g then redis.call('ZADD', B .. 's:' .. g, now, token) end
-    local rank = tonumber(string.sub(m, 9, 20), 16)
-    if not floor or rank > floor then floor = rank end
-    out[#out + 1] = redis.call('HGETALL', jk)
+  batch('ZREM', B .. 'w', picked)
+else
+  local popped = redis.call('ZPOPMIN', B .. 'w', budget)
+  for k = 1, #popped, 2 do picked[#picked + 1] = popped[k] end
+end
+local out, ids, active, timed, starts = {}, {}, {}, {}, {}
+local expires = now + lease
+local floor = tonumber(meta[7] or '0')
+local raised = false
+for n, m in ipairs(picked) do
+  local id = string.sub(m, 33)
+  local jk = jkey(id)
+  local h = redis.call('HGETALL', jk)
+  local am, to = 0, nil
+  for k = 1, #h, 2 do
+    if h[k] == 'am' then am = tonumber(h[k + 1]) elseif h[k] == 'to' then to = tonumber(h[k + 1]) end
   end
+  local token = tb .. '.' .. n
+  redis.call('HSET', jk, 'st', 'active', 'am', am + 1, 'sa', now, 'wk', worker, 'tk', token, 'le', expires)
+  ids[#ids + 1] = id
+  active[#active + 1] = expires; active[#active + 1] = id
+  if to then timed[#timed + 1] = now + to; timed[#timed + 1] = id end
+  if rmax then starts[#starts + 1] = now; starts[#starts + 1] = token end
+  local rank = tonumber(string.sub(m, 9, 20), 16)
+  if rank > floor then floor = rank; raised = true end
+  out[#out + 1] = id
+  out[#out + 1] = h
 end
-if floor and floor > tonumber(redis.call('HGET', M, 'floor') or '0') then
-  redis.call('HSET', M, 'floor', floor)
-end
+batch('ZREM', B .. 'r', ids)
+batch('ZADD', B .. 'a', active)
+batch('ZADD', B .. 't', timed)
+batch('ZADD', B .. 's', starts)
+if raised then redis.call('HSET', M, 'floor', floor) end
 return out
 "#,
     )
@@ -317,23 +350,34 @@ pub(super) static COMPLETE: LazyLock<Lua> = LazyLock::new(|| {
     script(
         r#"
 local now = tonumber(ARGV[1])
-local out = {}
+local out, ids, timed = {}, {}, {}
+local ended = {c = {}, x = {}}
 for a = 2, #ARGV, 3 do
   local id = ARGV[a]
-  local jk, refused = leased(id, ARGV[a + 1], now)
-  if not jk then
+  local jk = jkey(id)
+  local f = redis.call('HMGET', jk, 'st', 'tk', 'le', 'cx', 'sa', 'uk', 'to')
+  local refused = refusal(f, ARGV[a + 1], now)
+  if refused then
     out[#out + 1] = refused
   else
-    local f = redis.call('HMGET', jk, 'cx', 'sa')
-    local state = 'completed'
-    if f[1] == '1' then state = 'cancelled' end
-    unlease(id, jk)
-    if ARGV[a + 2] == '' then redis.call('HDEL', jk, 'rs') else redis.call('HSET', jk, 'rs', ARGV[a + 2]) end
-    redis.call('HSET', jk, 'pg', 100)
-    finish(id, jk, state, now)
-    out[#out + 1] = {'ok', state, now - tonumber(f[2] or now)}
+    local state, set = 'completed', ended.c
+    if f[4] == '1' then state, set = 'cancelled', ended.x end
+    if ARGV[a + 2] == '' then
+      redis.call('HSET', jk, 'st', state, 'fa', now, 'pg', 100)
+    else
+      redis.call('HSET', jk, 'st', state, 'fa', now, 'pg', 100, 'rs', ARGV[a + 2])
+    end
+    free_unique(f[6], id)
+    ids[#ids + 1] = id
+    if f[7] then timed[#timed + 1] = id end
+    set[#set + 1] = now; set[#set + 1] = id
+    out[#out + 1] = {'ok', state, now - tonumber(f[5] or now)}
   end
 end
+batch('ZREM', B .. 'a', ids)
+batch('ZREM', B .. 't', timed)
+batch('ZADD', B .. 'c', ended.c)
+batch('ZADD', B .. 'x', ended.x)
 return out
 "#,
     )
@@ -385,21 +429,17 @@ pub(super) static ACT: LazyLock<Lua> = LazyLock::new(|| {
         r#"
 local now, id, action = tonumber(ARGV[1]), ARGV[2], ARGV[3]
 local jk = jkey(id)
-local f = redis.call('HMGET', jk, 'st', 'wm', 'uk')
-local st = f[1]
+local f = redis.call('HMGET', jk, 'pr', 'rk', 'sq', 'st', 'uk')
+local st = f[4]
 if not st then return {'nojob'} end
 if action == 'cancel' then
-  if st == 'waiting' then
-    redis.call('ZREM', B .. 'w', f[2])
-    redis.call('ZREM', B .. 'r', id)
-  elseif st == 'delayed' then
-    redis.call('ZREM', B .. 'd', id)
-  elseif st == 'active' then
+  if st == 'active' then
     redis.call('HSET', jk, 'cx', 1)
     return {'ok', 'active'}
-  else
+  elseif st ~= 'waiting' and st ~= 'delayed' then
     return {'ok', st}
   end
+  leave_state(id, st, f)
   finish(id, jk, 'cancelled', now)
   return {'ok', 'cancelled'}
 elseif action == 'promote' then
@@ -417,7 +457,7 @@ redis.call('ZREM', B .. FINISHED[st], id)
 redis.call('HSET', jk, 'am', 0, 'sl', 0, 'cx', 0, 'pg', 0)
 redis.call('HDEL', jk, 'fa', 'pd')
 to_waiting(id, jk, now)
-if f[3] then redis.call('HSETNX', B .. 'u', f[3], id) end
+if f[5] then redis.call('HSETNX', B .. 'u', f[5], id) end
 return {'ok', 'waiting'}
 "#,
     )
@@ -457,7 +497,7 @@ for _, id in ipairs(stalled) do
   local f = redis.call('HMGET', jk, 'wk', 'am', 'ma', 'sl', 'er', 'cx')
   local stalls = tonumber(f[4] or '0') + 1
   local note = string.format('stalled: the lease of worker %s expired without a report (stall %d)', f[1] or '?', stalls)
-  unlease(id, jk)
+  unlease(id)
   redis.call('HSET', jk, 'sl', stalls, 'er', push_error(f[5], note))
   if f[6] == '1' then
     finish(id, jk, 'cancelled', now)
@@ -565,7 +605,7 @@ return #ids
 /// ('+inf' from the newest), newest first, keeping those that match — state ARGV[4], name
 /// ARGV[5], group ARGV[6] ('' for any), and search ARGV[7] ('' for none: the id, or text in
 /// the name or payload, ASCII case ignored) — until ARGV[2] match. Returns {the add order of
-/// the last job examined, 1 if no job is left, the matching jobs' hashes…}.
+/// the last job examined, 1 if no job is left, the id and hash of each matching job…}.
 pub(super) static LIST: LazyLock<Lua> = LazyLock::new(|| {
     script(
         r#"
@@ -590,6 +630,7 @@ for k = 1, #page, 2 do
       or string.find(string.lower(f[4] or ''), needle, 1, true) ~= nil
   end
   if ok then
+    out[#out + 1] = id
     out[#out + 1] = redis.call('HGETALL', jk)
     found = found + 1
     if found == want then break end
