@@ -82,7 +82,19 @@ pub(super) fn state(value: Option<&Value>) -> Result<JobState, QueueError> {
         .ok_or_else(|| QueueError::Store(format!("unknown job state {name:?} in Redis")))
 }
 
-/// Job `id` from its hash; `None` when the hash is empty (no such job).
+/// A job's order column (`o`): priority and add order.
+fn order(o: &str) -> Option<(i32, u64)> {
+    let priority = i64::from_str_radix(o.get(0..8)?, 16).ok()? - 2_147_483_648;
+    let seq = u64::from_str_radix(o.get(20..32)?, 16).ok()?;
+    Some((i32::try_from(priority).ok()?, seq))
+}
+
+/// The add order of the job with columns `fields` (the cursor of listings).
+pub(super) fn seq(fields: &HashMap<String, String>) -> Option<u64> {
+    order(fields.get("o")?).map(|(_, seq)| seq)
+}
+
+/// Job `id` from its columns; `None` when it has none (no such job).
 pub(super) fn job(id: &str, fields: &HashMap<String, String>) -> Result<Option<Job>, QueueError> {
     if fields.is_empty() {
         return Ok(None);
@@ -90,7 +102,6 @@ pub(super) fn job(id: &str, fields: &HashMap<String, String>) -> Result<Option<J
     let corrupt = |field: &str| QueueError::Store(format!("job {id}: unreadable field {field}"));
     let get = |field: &str| fields.get(field).map(String::as_str);
     let num = |field: &str| get(field).and_then(number);
-    let required = |field: &str| num(field).ok_or_else(|| corrupt(field));
     let json = |field: &str| -> Result<Option<Json>, QueueError> {
         get(field)
             .map(|text| serde_json::from_str(text).map_err(|_| corrupt(field)))
@@ -100,22 +111,29 @@ pub(super) fn job(id: &str, fields: &HashMap<String, String>) -> Result<Option<J
     let state = get("st")
         .and_then(JobState::parse)
         .ok_or_else(|| corrupt("st"))?;
+    let (priority, _) = get("o").and_then(order).ok_or_else(|| corrupt("o"))?;
+    let created_at = num("ca").map(unsigned).ok_or_else(|| corrupt("ca"))?;
+    // The lease is `token|expiry|worker`, kept while the job is active.
+    let worker = get("ls")
+        .filter(|_| state == JobState::Active)
+        .and_then(|lease| lease.splitn(3, '|').nth(2))
+        .map(str::to_owned);
     Ok(Some(Job {
         id: id.to_owned(),
         queue: queue.to_owned(),
         name: get("n").unwrap_or_default().to_owned(),
         payload: json("p")?.unwrap_or(Json::Null),
         state,
-        priority: i32::try_from(required("pr")?).map_err(|_| corrupt("pr"))?,
+        priority,
         attempts_made: u32::try_from(num("am").unwrap_or(0)).unwrap_or(0),
-        max_attempts: u32::try_from(required("ma")?).map_err(|_| corrupt("ma"))?,
+        max_attempts: u32::try_from(num("ma").unwrap_or(1)).map_err(|_| corrupt("ma"))?,
         backoff: get("bk")
             .and_then(|b| serde_json::from_str(b).ok())
             .unwrap_or_default(),
         unique_key: get("uk").map(str::to_owned),
         group: get("g").map(str::to_owned),
-        created_at: unsigned(required("ca")?),
-        run_at: unsigned(required("ra")?),
+        created_at,
+        run_at: num("ra").map_or(created_at, unsigned),
         started_at: num("sa").map(unsigned),
         finished_at: num("fa").map(unsigned),
         progress: u8::try_from(num("pg").unwrap_or(0).clamp(0, 100)).unwrap_or(0),
@@ -124,10 +142,7 @@ pub(super) fn job(id: &str, fields: &HashMap<String, String>) -> Result<Option<J
             .and_then(|e| serde_json::from_str(e).ok())
             .unwrap_or_default(),
         stalls: u32::try_from(num("sl").unwrap_or(0)).unwrap_or(0),
-        // Left behind when the job stopped being active.
-        worker: get("wk")
-            .filter(|_| state == JobState::Active)
-            .map(str::to_owned),
+        worker,
         progress_data: json("pd")?,
         timeout_ms: num("to").map(unsigned),
     }))
@@ -146,13 +161,14 @@ mod tests {
     }
 
     #[test]
-    fn a_job_is_read_from_its_hash() {
+    fn a_job_is_read_from_its_columns() {
         let id = "0192d5c4-0000-7000-8000-000000000001~mail";
         let flat: Vec<Value> = [
             ("n", "send"),
             ("p", r#"{"to":"ada@example.com"}"#),
             ("st", "active"),
-            ("pr", "-5"),
+            ("o", "7ffffffb000000000002000000000011"),
+            ("ls", "abc.1|1700000030000|w|1"),
             ("am", "1"),
             ("ma", "3"),
             ("bk", r#"{"type":"fixed","delay_ms":500,"jitter":0.0}"#),
@@ -160,7 +176,6 @@ mod tests {
             ("ra", "1.700000000001e+12"),
             ("sa", "1700000000002"),
             ("er", r#"["boom \/ bang"]"#),
-            ("wk", "w1"),
             ("pg", "40"),
         ]
         .iter()
@@ -180,7 +195,16 @@ mod tests {
         assert_eq!(job.backoff.delay_ms, 500);
         assert_eq!(job.progress, 40);
         assert_eq!(job.finished_at, None);
-        assert_eq!(job.worker.as_deref(), Some("w1"));
+        assert_eq!(
+            job.worker.as_deref(),
+            Some("w|1"),
+            "a worker may hold the separator"
+        );
+        let order = [(
+            "o".to_owned(),
+            "7ffffffb000000000002000000000011".to_owned(),
+        )];
+        assert_eq!(seq(&order.into()), Some(17));
         assert_eq!(job.stalls, 0, "left out at its default");
     }
 

@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use keel_core::Clock;
 use keel_queue::{
-    Failure, Fetched, Job, JobFilter, JobPage, JobState, Moved, NewJob, NewSchedule, QueueError,
-    QueueLimits, QueueOverview, Queues, RetentionPolicy, Schedule, Store, StoreFuture,
+    Backoff, Failure, Fetched, Job, JobFilter, JobPage, JobState, Moved, NewJob, NewSchedule,
+    QueueError, QueueLimits, QueueOverview, Queues, RetentionPolicy, Schedule, Store, StoreFuture,
 };
 use redis::Value;
 use serde_json::Value as Json;
@@ -63,6 +63,11 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis())
         .unwrap_or(u64::MAX)
         .min(LONGEST_MS)
+}
+
+/// The backoff of jobs added without their own (not stored with each job), as JSON.
+fn default_backoff() -> String {
+    serde_json::to_string(&Backoff::default()).unwrap_or_default()
 }
 
 /// A number in [0, 1) for backoff jitter.
@@ -205,8 +210,13 @@ impl RedisStore {
     /// first): the 10 arguments of each job.
     fn job_args(cmd: &mut redis::Cmd, queue: &str, jobs: &[NewJob]) -> Result<(), QueueError> {
         for job in jobs {
-            let backoff = serde_json::to_string(&job.options.backoff)
-                .map_err(|e| QueueError::Store(e.to_string()))?;
+            // The default backoff is not stored with each job.
+            let backoff = if job.options.backoff == Backoff::default() {
+                String::new()
+            } else {
+                serde_json::to_string(&job.options.backoff)
+                    .map_err(|e| QueueError::Store(e.to_string()))?
+            };
             cmd.arg(format!("{}~{queue}", uuid::Uuid::now_v7()))
                 .arg(&job.name)
                 .arg(job.payload.to_string())
@@ -263,12 +273,13 @@ impl RedisStore {
         let mut replies = items(reply).into_iter();
         while let (Some(id), Some(hash)) = (replies.next(), replies.next()) {
             let id = text(&id).unwrap_or_default();
-            let Some(mut job) = decode::job(&id, &decode::hash(hash))? else {
+            let mut fields = decode::hash(hash);
+            fields.insert("st".to_owned(), JobState::Active.as_str().to_owned());
+            let Some(mut job) = decode::job(&id, &fields)? else {
                 continue;
             };
-            // The hash as it was before the lease; the lease's changes are known here.
+            // The columns as they were before the lease; the lease's changes are known here.
             let token = format!("{prefix}.{}", fetched.len() + 1);
-            job.state = JobState::Active;
             job.attempts_made += 1;
             job.started_at = Some(now);
             job.worker = Some(worker.to_owned());
@@ -364,7 +375,10 @@ impl RedisStore {
             let mut pipe = redis::pipe();
             for queue in &queues {
                 let mut cmd = scripts::RECOVER.call(&self.meta(queue));
-                cmd.arg(self.now()).arg(max_stalls).arg(random_unit());
+                cmd.arg(self.now())
+                    .arg(max_stalls)
+                    .arg(random_unit())
+                    .arg(default_backoff());
                 pipe.add_command(cmd);
             }
             let replies: Vec<Value> = self.run(&pipe).await?;
@@ -448,7 +462,7 @@ impl RedisStore {
             while let (Some(id), Some(hash)) = (reply.next(), reply.next()) {
                 let id = text(&id).unwrap_or_default();
                 let fields = decode::hash(hash);
-                let seq = fields.get("sq").cloned().unwrap_or_default();
+                let seq = decode::seq(&fields).unwrap_or_default().to_string();
                 if let Some(job) = decode::job(&id, &fields)? {
                     jobs.push((job, seq));
                 }
@@ -780,11 +794,13 @@ impl Store for RedisStore {
             let Some(queue) = queue_of(id) else {
                 return Ok(None);
             };
-            let mut pipe = redis::pipe();
-            pipe.cmd("HGETALL")
-                .arg(self.queue_key(queue, &format!("j:{id}")));
-            let (hash,): (Value,) = self.run(&pipe).await?;
-            decode::job(id, &decode::hash(hash))
+            let mut cmd = scripts::READ.call(&self.meta(queue));
+            cmd.arg(id);
+            let mut reply = items(self.call(cmd).await?).into_iter();
+            match (reply.next(), reply.next()) {
+                (Some(_), Some(fields)) => decode::job(id, &decode::hash(fields)),
+                _ => Ok(None),
+            }
         })
     }
 

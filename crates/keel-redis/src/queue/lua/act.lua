@@ -1,0 +1,36 @@
+-- Acts on one job by id. ARGV: now, id, then 'cancel', 'promote' or 'retry'. Returns
+-- {'ok', state} or a refusal.
+local now, id, action = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+local st = get('st', id)
+if not st then return {'nojob'} end
+if action == 'cancel' then
+  if st == 'active' then
+    put('cx', id, 1)
+    return {'ok', 'active'}
+  elseif st == 'waiting' then
+    redis.call('ZREM', B .. 'w', get('o', id) .. id)
+    redis.call('ZREM', B .. 'r', id)
+  elseif st == 'delayed' then
+    redis.call('ZREM', B .. 'd', id)
+  else
+    return {'ok', st}
+  end
+  finish(id, 'cancelled', now)
+  return {'ok', 'cancelled'}
+elseif action == 'promote' then
+  if st ~= 'delayed' then
+    return {'conflict', 'only a delayed job can be promoted; this one is ' .. st}
+  end
+  redis.call('ZREM', B .. 'd', id)
+  to_waiting(id, now)
+  return {'ok', 'waiting'}
+end
+if st ~= 'failed' and st ~= 'cancelled' then
+  return {'conflict', 'only a failed or cancelled job can be retried; this one is ' .. st}
+end
+redis.call('ZREM', B .. FINISHED[st], id)
+for _, name in ipairs({'am', 'sl', 'cx', 'pg', 'fa', 'pd'}) do drop(name, id) end
+to_waiting(id, now)
+local uk = get('uk', id)
+if uk then redis.call('HSETNX', B .. 'u', uk, id) end
+return {'ok', 'waiting'}

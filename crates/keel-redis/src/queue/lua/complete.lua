@@ -1,0 +1,39 @@
+-- Completes active jobs of one queue. ARGV: now, then id, token, result ('' for none) per
+-- job. Returns one reply per job: {'ok', state, ran ms} or {'nojob'} or {'conflict', why}.
+local now = tonumber(ARGV[1])
+local ids = {}
+for a = 2, #ARGV, 3 do ids[#ids + 1] = ARGV[a] end
+local states, leases, cancels, starts, uniques = column('st', ids), column('ls', ids), column('cx', ids), column('sa', ids), column('uk', ids)
+local out, done, moved, finished, progress, results = {}, {}, {}, {}, {}, {}
+local ended = {c = {}, x = {}}
+for k, id in ipairs(ids) do
+  local a = 2 + (k - 1) * 3
+  -- The same job twice in one call: the second report finds it finished.
+  local refused = refusal(moved[id] or states[k], leases[k], ARGV[a + 1], now)
+  if refused then
+    out[k] = refused
+  else
+    local state, set = 'completed', ended.c
+    if cancels[k] == '1' then state, set = 'cancelled', ended.x end
+    moved[id] = state
+    done[#done + 1] = id
+    finished[#finished + 1] = id; finished[#finished + 1] = now
+    progress[#progress + 1] = id; progress[#progress + 1] = 100
+    if ARGV[a + 2] ~= '' then results[#results + 1] = id; results[#results + 1] = ARGV[a + 2] end
+    set[#set + 1] = now; set[#set + 1] = id
+    free_unique(uniques[k], id)
+    out[k] = {'ok', state, now - tonumber(starts[k] or now)}
+  end
+end
+local states_out = {}
+for id, state in pairs(moved) do states_out[#states_out + 1] = id; states_out[#states_out + 1] = state end
+batch('HSET', col('st'), states_out)
+batch('HSET', col('fa'), finished)
+batch('HSET', col('pg'), progress)
+batch('HSET', col('rs'), results)
+batch('HDEL', col('ls'), done)
+batch('ZREM', B .. 'a', done)
+batch('ZREM', B .. 't', done)
+batch('ZADD', B .. 'c', ended.c)
+batch('ZADD', B .. 'x', ended.x)
+return out

@@ -1,0 +1,10 @@
+-- Records a failed attempt. ARGV: now, id, token, error, retry (1/0), retry-after ms (''
+-- for the backoff), a random number in [0, 1), the default backoff (JSON). Returns {'ok',
+-- state, ran ms} or a refusal.
+local now, id = tonumber(ARGV[1]), ARGV[2]
+local refused = leased(id, ARGV[3], now)
+if refused then return refused end
+local retry = ARGV[5] == '1' and tonumber(get('am', id) or '0') < tonumber(get('ma', id) or '1')
+local started = tonumber(get('sa', id) or now)
+local state = end_failed(id, now, retry, tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[4], ARGV[8])
+return {'ok', state, now - started}
