@@ -53,7 +53,9 @@ pub fn routes(queues: Queues) -> OpenApiRouter {
 }
 
 /// Registers the queues' metrics, health checks and stats section with the admin state.
-pub fn observe(state: &AdminState, queues: &Queues) {
+/// `shared_store`: the store is shared by every instance (Redis), so its outage warns instead
+/// of failing readiness.
+pub fn observe(state: &AdminState, queues: &Queues, shared_store: bool) {
     let defs = vec![
         SeriesDef {
             name: "keel_queue_jobs",
@@ -137,19 +139,24 @@ pub fn observe(state: &AdminState, queues: &Queues) {
 
     register_timings(state, queues);
 
+    // A shared store (Redis) is the same for every instance: its outage warns rather than
+    // fails readiness, or every instance would leave the load balancer at once, with the
+    // cache and the gateway that still serve without it.
+    let spec = CheckSpec::new("queue", "store", "datastore");
+    let spec = if shared_store { spec } else { spec.required() };
     let store = queues.clone();
-    state.health().register(
-        CheckSpec::new("queue", "store", "datastore").required(),
-        move || {
-            let queues = store.clone();
-            async move {
-                match queues.overview().await {
-                    Ok(_) => CheckOutcome::pass(),
-                    Err(e) => CheckOutcome::fail(format!("the job store does not answer: {e}")),
+    state.health().register(spec, move || {
+        let queues = store.clone();
+        async move {
+            match queues.overview().await {
+                Ok(_) => CheckOutcome::pass(),
+                Err(e) if shared_store => {
+                    CheckOutcome::warn(format!("the job store does not answer: {e}"))
                 }
+                Err(e) => CheckOutcome::fail(format!("the job store does not answer: {e}")),
             }
-        },
-    );
+        }
+    });
 
     let depth = queues.clone();
     state

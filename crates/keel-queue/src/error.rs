@@ -26,6 +26,10 @@ pub enum QueueError {
     /// The store failed (disk full, corrupted file, …).
     #[error("queue store: {0}")]
     Store(String),
+    /// The store cannot be reached for now (a shared store's server is down or slow); the
+    /// operation may or may not have taken effect, and can be tried again.
+    #[error("queue store unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl QueueError {

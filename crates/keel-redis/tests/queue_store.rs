@@ -38,6 +38,7 @@ async fn two_stores_on_one_redis_share_the_queue_and_each_job_is_leased_once() {
     let server = RedisServer::start();
     let a = RedisStore::new(redis(&server, "keel:"), Clock::system());
     let b = RedisStore::new(redis(&server, "keel:"), Clock::system());
+    assert!(a.overview().await.unwrap().is_empty(), "no queues yet");
     let jobs: Vec<NewJob> = (0..200)
         .map(|i| NewJob::new("j", json!({"i": i})))
         .collect();

@@ -188,7 +188,11 @@ impl AppBuilder {
                 Queues::with_clock(store, config.queue.clone(), self.clock.clone())
             }
         };
-        keel_admin::queue_api::observe(&state, &queues);
+        keel_admin::queue_api::observe(
+            &state,
+            &queues,
+            config.queue.backend == QueueBackend::Redis,
+        );
         let gateway = match config.gateway.upstream {
             Some(_) => Some(keel_gateway::Gateway::with_sharing(
                 &config.gateway,

@@ -47,6 +47,9 @@ async fn get(server: &TestServer, path: &str) -> Value {
 async fn jobs_added_on_one_instance_are_worked_on_the_other() {
     let redis = RedisServer::start();
     let (a, b) = (instance(&redis).await, instance(&redis).await);
+    // Ready with no queue yet: the job store answers.
+    let ready = a.get("/ready").sent().await;
+    assert_eq!(ready.status(), 200, "{:?}", ready.text().await);
     let jobs: Vec<Value> = (0..30)
         .map(|i| json!({"name": "resize", "payload": {"image": i}}))
         .collect();

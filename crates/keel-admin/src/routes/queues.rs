@@ -35,6 +35,9 @@ pub(crate) fn problem_for(e: &QueueError) -> Problem {
         QueueError::Store(_) => {
             Problem::status(StatusCode::INTERNAL_SERVER_ERROR).with_detail(e.to_string())
         }
+        QueueError::Unavailable(_) => {
+            Problem::status(StatusCode::SERVICE_UNAVAILABLE).with_detail(e.to_string())
+        }
     }
 }
 

@@ -89,9 +89,17 @@ fn order(o: &str) -> Option<(i32, u64)> {
     Some((i32::try_from(priority).ok()?, seq))
 }
 
+/// A job's `d` column: created, attempts allowed, order, backoff (JSON; empty for the
+/// default).
+fn described(d: &str) -> Option<(&str, &str, &str, &str)> {
+    let mut parts = d.splitn(4, '|');
+    Some((parts.next()?, parts.next()?, parts.next()?, parts.next()?))
+}
+
 /// The add order of the job with columns `fields` (the cursor of listings).
 pub(super) fn seq(fields: &HashMap<String, String>) -> Option<u64> {
-    order(fields.get("o")?).map(|(_, seq)| seq)
+    let (_, _, o, _) = described(fields.get("d")?)?;
+    order(o).map(|(_, seq)| seq)
 }
 
 /// Job `id` from its columns; `None` when it has none (no such job).
@@ -111,13 +119,28 @@ pub(super) fn job(id: &str, fields: &HashMap<String, String>) -> Result<Option<J
     let state = get("st")
         .and_then(JobState::parse)
         .ok_or_else(|| corrupt("st"))?;
-    let (priority, _) = get("o").and_then(order).ok_or_else(|| corrupt("o"))?;
-    let created_at = num("ca").map(unsigned).ok_or_else(|| corrupt("ca"))?;
-    // The lease is `token|expiry|worker`, kept while the job is active.
-    let worker = get("ls")
+    let (created, max_attempts, o, backoff) =
+        get("d").and_then(described).ok_or_else(|| corrupt("d"))?;
+    let (priority, _) = order(o).ok_or_else(|| corrupt("d"))?;
+    let created_at = number(created).map(unsigned).ok_or_else(|| corrupt("d"))?;
+    let max_attempts = number(max_attempts)
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| corrupt("d"))?;
+    // The last lease is `token|expiry|started|worker`; its worker holds the job while active.
+    let lease: Vec<&str> = get("ls")
+        .map(|l| l.splitn(4, '|').collect())
+        .unwrap_or_default();
+    let worker = lease
+        .get(3)
         .filter(|_| state == JobState::Active)
-        .and_then(|lease| lease.splitn(3, '|').nth(2))
-        .map(str::to_owned);
+        .map(|w| (*w).to_owned());
+    let started_at = lease.get(2).and_then(|s| number(s)).map(unsigned);
+    // A completed job's progress is not written: it is 100.
+    let progress = match num("pg") {
+        Some(p) => p.clamp(0, 100),
+        None if state == JobState::Completed => 100,
+        None => 0,
+    };
     Ok(Some(Job {
         id: id.to_owned(),
         queue: queue.to_owned(),
@@ -126,17 +149,15 @@ pub(super) fn job(id: &str, fields: &HashMap<String, String>) -> Result<Option<J
         state,
         priority,
         attempts_made: u32::try_from(num("am").unwrap_or(0)).unwrap_or(0),
-        max_attempts: u32::try_from(num("ma").unwrap_or(1)).map_err(|_| corrupt("ma"))?,
-        backoff: get("bk")
-            .and_then(|b| serde_json::from_str(b).ok())
-            .unwrap_or_default(),
+        max_attempts,
+        backoff: serde_json::from_str(backoff).unwrap_or_default(),
         unique_key: get("uk").map(str::to_owned),
         group: get("g").map(str::to_owned),
         created_at,
         run_at: num("ra").map_or(created_at, unsigned),
-        started_at: num("sa").map(unsigned),
+        started_at,
         finished_at: num("fa").map(unsigned),
-        progress: u8::try_from(num("pg").unwrap_or(0).clamp(0, 100)).unwrap_or(0),
+        progress: u8::try_from(progress).unwrap_or(0),
         result: json("rs")?,
         errors: get("er")
             .and_then(|e| serde_json::from_str(e).ok())
@@ -167,14 +188,13 @@ mod tests {
             ("n", "send"),
             ("p", r#"{"to":"ada@example.com"}"#),
             ("st", "active"),
-            ("o", "7ffffffb000000000002000000000011"),
-            ("ls", "abc.1|1700000030000|w|1"),
+            (
+                "d",
+                r#"1700000000000|3|7ffffffb000000000002000000000011|{"type":"fixed","delay_ms":500,"jitter":0.0}"#,
+            ),
+            ("ls", "abc|1700000030000|1700000000002|w|1"),
             ("am", "1"),
-            ("ma", "3"),
-            ("bk", r#"{"type":"fixed","delay_ms":500,"jitter":0.0}"#),
-            ("ca", "1700000000000"),
             ("ra", "1.700000000001e+12"),
-            ("sa", "1700000000002"),
             ("er", r#"["boom \/ bang"]"#),
             ("pg", "40"),
         ]
@@ -200,11 +220,11 @@ mod tests {
             Some("w|1"),
             "a worker may hold the separator"
         );
-        let order = [(
-            "o".to_owned(),
-            "7ffffffb000000000002000000000011".to_owned(),
+        let d = [(
+            "d".to_owned(),
+            "1|3|7ffffffb000000000002000000000011|".to_owned(),
         )];
-        assert_eq!(seq(&order.into()), Some(17));
+        assert_eq!(seq(&d.into()), Some(17));
         assert_eq!(job.stalls, 0, "left out at its default");
     }
 

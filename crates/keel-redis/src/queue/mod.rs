@@ -56,7 +56,11 @@ fn queue_of(id: &str) -> Option<&str> {
 }
 
 fn store_error(e: RedisError) -> QueueError {
-    QueueError::Store(format!("Redis: {e}"))
+    if e.is_outage() {
+        QueueError::Unavailable(format!("Redis: {e}"))
+    } else {
+        QueueError::Store(format!("Redis: {e}"))
+    }
 }
 
 fn ms(d: Duration) -> u64 {
@@ -173,19 +177,29 @@ impl RedisStore {
         &self,
         queues: &[String],
     ) -> Result<Vec<(bool, BTreeMap<String, u64>)>, QueueError> {
-        const SETS: [(&str, JobState); 6] = [
+        // The state's sorted set and list (waiting jobs are in both).
+        const SETS: [(&str, JobState); 7] = [
             ("w", JobState::Waiting),
+            ("wl", JobState::Waiting),
             ("d", JobState::Delayed),
             ("a", JobState::Active),
             ("c", JobState::Completed),
             ("f", JobState::Failed),
             ("x", JobState::Cancelled),
         ];
+        if queues.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut pipe = redis::pipe();
         for queue in queues {
             pipe.cmd("HGET").arg(self.meta(queue)).arg("paused");
             for (suffix, _) in SETS {
-                pipe.cmd("ZCARD").arg(self.queue_key(queue, suffix));
+                let count = if matches!(suffix, "wl" | "c" | "f" | "x") {
+                    "LLEN"
+                } else {
+                    "ZCARD"
+                };
+                pipe.cmd(count).arg(self.queue_key(queue, suffix));
             }
         }
         let replies: Vec<Value> = self.run(&pipe).await?;
@@ -193,14 +207,13 @@ impl RedisStore {
             .chunks(1 + SETS.len())
             .map(|chunk| {
                 let paused = chunk.first().and_then(text).as_deref() == Some("1");
-                let counts = SETS
-                    .iter()
-                    .zip(&chunk[1..])
-                    .filter_map(|((_, state), n)| {
-                        let n = u64::try_from(int(n)?).ok().filter(|n| *n > 0)?;
-                        Some((state.as_str().to_owned(), n))
-                    })
-                    .collect();
+                let mut counts = BTreeMap::new();
+                for ((_, state), n) in SETS.iter().zip(&chunk[1..]) {
+                    let n = int(n).and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
+                    if n > 0 {
+                        *counts.entry(state.as_str().to_owned()).or_insert(0) += n;
+                    }
+                }
                 (paused, counts)
             })
             .collect())
@@ -264,29 +277,59 @@ impl RedisStore {
         if max == 0 || Queues::validate_queue(queue).is_err() {
             return Ok(Vec::new());
         }
-        let (now, lease_ms) = (self.now(), ms(lease));
-        let prefix = uuid::Uuid::new_v4().simple().to_string();
+        let now = self.now();
+        let expires = now.saturating_add(ms(lease));
+        // One token for the jobs of this fetch: it tells this lease of each from its others.
+        let token = uuid::Uuid::new_v4().simple().to_string();
         let mut cmd = scripts::FETCH.call(&self.meta(queue));
-        cmd.arg(now).arg(worker).arg(max).arg(lease_ms).arg(&prefix);
+        cmd.arg(now).arg(worker).arg(max).arg(expires).arg(&token);
         let reply = self.call(cmd).await?;
-        let mut fetched = Vec::new();
+        // Members of the waiting set (order, then id) with the attempts made, in pairs.
+        let mut leased = Vec::new();
         let mut replies = items(reply).into_iter();
-        while let (Some(id), Some(hash)) = (replies.next(), replies.next()) {
-            let id = text(&id).unwrap_or_default();
-            let mut fields = decode::hash(hash);
+        while let (Some(member), Some(made)) = (replies.next(), replies.next()) {
+            let member = text(&member).unwrap_or_default();
+            if let Some(id) = member.get(32..) {
+                leased.push((id.to_owned(), text(&made).unwrap_or_default()));
+            }
+        }
+        if leased.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The jobs' other columns, read with a plain pipeline.
+        const READ: [&str; 11] = ["n", "p", "d", "uk", "g", "to", "ra", "pg", "pd", "er", "sl"];
+        let mut pipe = redis::pipe();
+        for column in READ {
+            let cmd = pipe
+                .cmd("HMGET")
+                .arg(self.queue_key(queue, &format!("h:{column}")));
+            for (id, _) in &leased {
+                cmd.arg(id);
+            }
+        }
+        let columns: Vec<Vec<Option<String>>> = self.run(&pipe).await?;
+        let lease = format!("{token}|{expires}|{now}|{worker}");
+        let mut fetched = Vec::with_capacity(leased.len());
+        for (k, (id, made)) in leased.into_iter().enumerate() {
+            let mut fields: HashMap<String, String> = READ
+                .iter()
+                .zip(&columns)
+                .filter_map(|(name, values)| Some(((*name).to_owned(), values.get(k)?.clone()?)))
+                .collect();
+            // Deleted between the lease and the read (the queue was drained): not handed out.
+            if !fields.contains_key("d") {
+                continue;
+            }
             fields.insert("st".to_owned(), JobState::Active.as_str().to_owned());
-            let Some(mut job) = decode::job(&id, &fields)? else {
+            fields.insert("am".to_owned(), made);
+            fields.insert("ls".to_owned(), lease.clone());
+            let Some(job) = decode::job(&id, &fields)? else {
                 continue;
             };
-            // The columns as they were before the lease; the lease's changes are known here.
-            let token = format!("{prefix}.{}", fetched.len() + 1);
-            job.attempts_made += 1;
-            job.started_at = Some(now);
-            job.worker = Some(worker.to_owned());
             fetched.push(Fetched {
                 job,
-                token,
-                lease_expires_at: now + lease_ms,
+                token: token.clone(),
+                lease_expires_at: expires,
             });
         }
         Ok(fetched)
@@ -418,7 +461,6 @@ impl RedisStore {
             let mut cmd = scripts::DELETE_FINISHED.call(&self.meta(&queue));
             cmd.arg("prune")
                 .arg(room)
-                .arg(now)
                 .arg(retention.completed)
                 .arg(retention.failed)
                 .arg(oldest_kept);
@@ -435,15 +477,16 @@ impl RedisStore {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<JobPage, QueueError> {
+        // A cursor is the add order (12 hex digits) of the last job of the page before.
         let mut before = match cursor {
-            None => "+inf".to_owned(),
-            Some(c) => c
-                .parse::<u64>()
-                .map_err(|_| QueueError::Invalid {
+            None => String::new(),
+            Some(c) if c.len() == 12 && c.bytes().all(|b| b.is_ascii_hexdigit()) => c.to_owned(),
+            Some(_) => {
+                return Err(QueueError::Invalid {
                     field: "cursor".into(),
                     detail: "not a cursor this API returned".into(),
-                })?
-                .to_string(),
+                });
+            }
         };
         let want = limit + 1;
         let mut jobs: Vec<(Job, String)> = Vec::with_capacity(want);
@@ -462,7 +505,7 @@ impl RedisStore {
             while let (Some(id), Some(hash)) = (reply.next(), reply.next()) {
                 let id = text(&id).unwrap_or_default();
                 let fields = decode::hash(hash);
-                let seq = decode::seq(&fields).unwrap_or_default().to_string();
+                let seq = format!("{:012x}", decode::seq(&fields).unwrap_or_default());
                 if let Some(job) = decode::job(&id, &fields)? {
                     jobs.push((job, seq));
                 }
@@ -900,14 +943,27 @@ impl Store for RedisStore {
 
     fn oldest_waiting<'a>(&'a self, queue: &'a str) -> StoreFuture<'a, Option<u64>> {
         Box::pin(async move {
+            // The first of the plain list was added first of them (and ready since); the
+            // others are in `r` by when they became ready.
             let mut pipe = redis::pipe();
             pipe.cmd("ZRANGE")
                 .arg(self.queue_key(queue, "r"))
                 .arg(0)
                 .arg(0)
                 .arg("WITHSCORES");
-            let (first,): (Vec<(String, f64)>,) = self.run(&pipe).await?;
-            Ok(first.first().map(|(_, at)| *at as u64))
+            pipe.cmd("LINDEX").arg(self.queue_key(queue, "wl")).arg(0);
+            let (first, head): (Vec<(String, f64)>, Option<String>) = self.run(&pipe).await?;
+            let mut oldest = first.first().map(|(_, at)| *at as u64);
+            if let Some(id) = head.as_deref().and_then(|m| m.get(32..)) {
+                let mut pipe = redis::pipe();
+                pipe.cmd("HGET").arg(self.queue_key(queue, "h:ca")).arg(id);
+                let (created,): (Option<u64>,) = self.run(&pipe).await?;
+                oldest = match (oldest, created) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+            Ok(oldest)
         })
     }
 }

@@ -8,7 +8,8 @@ if action == 'cancel' then
     put('cx', id, 1)
     return {'ok', 'active'}
   elseif st == 'waiting' then
-    redis.call('ZREM', B .. 'w', get('o', id) .. id)
+    local member = order_of(id) .. id
+    if redis.call('ZREM', B .. 'w', member) == 0 then redis.call('LREM', B .. 'wl', 1, member) end
     redis.call('ZREM', B .. 'r', id)
   elseif st == 'delayed' then
     redis.call('ZREM', B .. 'd', id)
@@ -28,7 +29,7 @@ end
 if st ~= 'failed' and st ~= 'cancelled' then
   return {'conflict', 'only a failed or cancelled job can be retried; this one is ' .. st}
 end
-redis.call('ZREM', B .. FINISHED[st], id)
+redis.call('LREM', B .. FINISHED[st], 1, id)
 for _, name in ipairs({'am', 'sl', 'cx', 'pg', 'fa', 'pd'}) do drop(name, id) end
 to_waiting(id, now)
 local uk = get('uk', id)

@@ -1,10 +1,11 @@
 -- Completes active jobs of one queue. ARGV: now, then id, token, result ('' for none) per
 -- job. Returns one reply per job: {'ok', state, ran ms} or {'nojob'} or {'conflict', why}.
-local now = tonumber(ARGV[1])
+local now_s = ARGV[1]
+local now = tonumber(now_s)
 local ids = {}
 for a = 2, #ARGV, 3 do ids[#ids + 1] = ARGV[a] end
-local states, leases, cancels, starts, uniques = column('st', ids), column('ls', ids), column('cx', ids), column('sa', ids), column('uk', ids)
-local out, done, moved, finished, progress, results = {}, {}, {}, {}, {}, {}
+local states, leases, cancels, uniques = column('st', ids), column('ls', ids), column('cx', ids), column('uk', ids)
+local out, done, moved, finished, results, cancelled = {}, {}, {}, {}, {}, {}
 local ended = {c = {}, x = {}}
 for k, id in ipairs(ids) do
   local a = 2 + (k - 1) * 3
@@ -14,26 +15,29 @@ for k, id in ipairs(ids) do
     out[k] = refused
   else
     local state, set = 'completed', ended.c
-    if cancels[k] == '1' then state, set = 'cancelled', ended.x end
+    if cancels[k] == '1' then
+      state, set = 'cancelled', ended.x
+      cancelled[#cancelled + 1] = id; cancelled[#cancelled + 1] = '100'
+    end
     moved[id] = state
     done[#done + 1] = id
-    finished[#finished + 1] = id; finished[#finished + 1] = now
-    progress[#progress + 1] = id; progress[#progress + 1] = 100
+    finished[#finished + 1] = id; finished[#finished + 1] = now_s
     if ARGV[a + 2] ~= '' then results[#results + 1] = id; results[#results + 1] = ARGV[a + 2] end
-    set[#set + 1] = now; set[#set + 1] = id
+    set[#set + 1] = id
     free_unique(uniques[k], id)
-    out[k] = {'ok', state, now - tonumber(starts[k] or now)}
+    local _, _, started = lease_parts(leases[k])
+    out[k] = {'ok', state, now - (tonumber(started) or now)}
   end
 end
 local states_out = {}
 for id, state in pairs(moved) do states_out[#states_out + 1] = id; states_out[#states_out + 1] = state end
 batch('HSET', col('st'), states_out)
 batch('HSET', col('fa'), finished)
-batch('HSET', col('pg'), progress)
 batch('HSET', col('rs'), results)
-batch('HDEL', col('ls'), done)
+-- A completed job's progress is 100 without being written; a cancelled one's is written.
+batch('HSET', col('pg'), cancelled)
 batch('ZREM', B .. 'a', done)
 batch('ZREM', B .. 't', done)
-batch('ZADD', B .. 'c', ended.c)
-batch('ZADD', B .. 'x', ended.x)
+batch('LPUSH', B .. 'c', ended.c)
+batch('LPUSH', B .. 'x', ended.x)
 return out

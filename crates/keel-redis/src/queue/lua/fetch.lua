@@ -1,17 +1,17 @@
--- Leases ready jobs. ARGV: now, worker, max, lease (ms), token prefix. Returns {id, {column,
--- value, …}, …} of each leased job as it was before the lease: the caller knows what the
--- lease changed (state, one more attempt, start, worker, token `<prefix>.<n>` for the n-th
--- job, expiry).
-local now, worker, max, lease, tb = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+-- Leases ready jobs. ARGV: now, worker, max, lease expiry (Unix ms), lease token. Returns
+-- {member of `w` (order and id), attempts made with this one, …}.
+local now_s, worker, max, expires_s, token = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local now = tonumber(now_s)
 local meta = redis.call('HMGET', M, 'paused', 'conc', 'rmax', 'rper', 'gmax', 'gper', 'floor')
 if meta[1] == '1' or max <= 0 then return {} end
 -- Delayed jobs whose time has come are ready (a bounded step; the rest on the next fetch).
 local due = redis.call('ZRANGEBYSCORE', B .. 'd', '-inf', now, 'LIMIT', 0, 1000)
 if #due > 0 then
-  local runs, orders = column('ra', due), column('o', due)
+  local runs, descs = column('ra', due), column('d', due)
   local waiting, ready, states = {}, {}, {}
   for k, id in ipairs(due) do
-    waiting[#waiting + 1] = 0; waiting[#waiting + 1] = orders[k] .. id
+    local _, _, o = described(descs[k])
+    waiting[#waiting + 1] = '0'; waiting[#waiting + 1] = o .. id
     ready[#ready + 1] = runs[k]; ready[#ready + 1] = id
     states[#states + 1] = id; states[#states + 1] = 'waiting'
   end
@@ -28,59 +28,78 @@ if rmax then
   budget = math.min(budget, rmax - redis.call('ZCARD', B .. 's'))
 end
 if budget <= 0 then return {} end
-local picked = {}
-if gmax then
-  -- Jobs of groups at their limit are passed over, so look further than needed.
-  for _, m in ipairs(redis.call('ZRANGE', B .. 'w', 0, budget * 4 + 63)) do
-    if #picked == budget then break end
-    local g = get('g', string.sub(m, 33))
+-- The next jobs: the heads of `w` and of the list `wl` merged (members compare as their
+-- orders). Jobs of groups at their limit are passed over, so look further than needed.
+local look = budget
+if gmax then look = budget * 4 + 64 end
+local sorted = {}
+if redis.call('ZCARD', B .. 'w') > 0 then sorted = redis.call('ZRANGE', B .. 'w', 0, look - 1) end
+local plain = redis.call('LRANGE', B .. 'wl', 0, look - 1)
+local picked, from_sorted, from_plain = {}, {}, 0
+local i, j = 1, 1
+while #picked < budget and (i <= #sorted or j <= #plain) do
+  local m
+  if j > #plain or (i <= #sorted and sorted[i] < plain[j]) then
+    m = sorted[i]; i = i + 1
     local admitted = true
-    if g then
-      redis.call('ZREMRANGEBYSCORE', B .. 's:' .. g, '-inf', now - gper)
-      admitted = redis.call('ZCARD', B .. 's:' .. g) < gmax
-      if admitted then redis.call('ZADD', B .. 's:' .. g, now, tb .. '.' .. (#picked + 1)) end
+    if gmax then
+      local g = get('g', string.sub(m, 33))
+      if g then
+        redis.call('ZREMRANGEBYSCORE', B .. 's:' .. g, '-inf', now - gper)
+        admitted = redis.call('ZCARD', B .. 's:' .. g) < gmax
+        if admitted then redis.call('ZADD', B .. 's:' .. g, now_s, token .. string.sub(m, 33)) end
+      end
     end
-    if admitted then picked[#picked + 1] = m end
+    if admitted then
+      picked[#picked + 1] = m
+      from_sorted[#from_sorted + 1] = m
+    end
+  else
+    -- Plain jobs have no group: never held back by a group limit.
+    m = plain[j]; j = j + 1
+    picked[#picked + 1] = m
+    from_plain = from_plain + 1
   end
-  batch('ZREM', B .. 'w', picked)
-else
-  local popped = redis.call('ZPOPMIN', B .. 'w', budget)
-  for k = 1, #popped, 2 do picked[#picked + 1] = popped[k] end
 end
+batch('ZREM', B .. 'w', from_sorted)
+if from_plain > 0 then redis.call('LTRIM', B .. 'wl', from_plain, -1) end
 if #picked == 0 then return {} end
 local ids = {}
 local floor = tonumber(meta[7] or '0')
 local raised = false
+local from_sorted_ids = {}
+for n, m in ipairs(from_sorted) do from_sorted_ids[n] = string.sub(m, 33) end
 for n, m in ipairs(picked) do
   ids[n] = string.sub(m, 33)
   local rank = tonumber(string.sub(m, 9, 20), 16)
   if rank > floor then floor = rank; raised = true end
 end
-local out = read_jobs(ids, {'n', 'p', 'ca', 'o', 'ma', 'bk', 'uk', 'g', 'to', 'ra', 'am', 'pg', 'pd', 'er', 'sl'})
-local expires = now + lease
-local states, attempts, starts, leases, active, timed, window = {}, {}, {}, {}, {}, {}, {}
+-- The caller reads the jobs' columns itself (a plain pipeline costs Redis less than a
+-- script's tables); what the lease changes is returned: {member, attempts made, …}.
+local attempts_before = column('am', ids)
+local timeouts = column('to', ids)
+local out = {}
+local lease = token .. '|' .. expires_s .. '|' .. now_s .. '|' .. worker
+local ATTEMPT = {'1', '2', '3', '4', '5', '6', '7', '8', '9', '10'}
+local states, attempts, leases, active, timed, window = {}, {}, {}, {}, {}, {}
 for n, id in ipairs(ids) do
-  local am, to = 0, nil
-  local fields = out[2 * n]
-  for k = 1, #fields, 2 do
-    if fields[k] == 'am' then am = tonumber(fields[k + 1]) elseif fields[k] == 'to' then to = tonumber(fields[k + 1]) end
-  end
-  local token = tb .. '.' .. n
+  local am = tonumber(attempts_before[n]) or 0
+  local made = ATTEMPT[am + 1] or string.format('%d', am + 1)
+  out[#out + 1] = picked[n]
+  out[#out + 1] = made
   states[#states + 1] = id; states[#states + 1] = 'active'
-  attempts[#attempts + 1] = id; attempts[#attempts + 1] = am + 1
-  starts[#starts + 1] = id; starts[#starts + 1] = now
-  leases[#leases + 1] = id; leases[#leases + 1] = token .. '|' .. expires .. '|' .. worker
-  active[#active + 1] = expires; active[#active + 1] = id
-  if to then timed[#timed + 1] = now + to; timed[#timed + 1] = id end
-  if rmax then window[#window + 1] = now; window[#window + 1] = token end
+  attempts[#attempts + 1] = id; attempts[#attempts + 1] = made
+  leases[#leases + 1] = id; leases[#leases + 1] = lease
+  active[#active + 1] = expires_s; active[#active + 1] = id
+  if timeouts[n] then timed[#timed + 1] = now + tonumber(timeouts[n]); timed[#timed + 1] = id end
+  if rmax then window[#window + 1] = now_s; window[#window + 1] = token .. id end
 end
 batch('HSET', col('st'), states)
 batch('HSET', col('am'), attempts)
-batch('HSET', col('sa'), starts)
 batch('HSET', col('ls'), leases)
-batch('ZREM', B .. 'r', ids)
+batch('ZREM', B .. 'r', from_sorted_ids)
 batch('ZADD', B .. 'a', active)
 batch('ZADD', B .. 't', timed)
 batch('ZADD', B .. 's', window)
-if raised then redis.call('HSET', M, 'floor', floor) end
+if raised then redis.call('HSET', M, 'floor', string.format('%d', floor)) end
 return out

@@ -4,7 +4,7 @@
 -- did.
 local now, name = tonumber(ARGV[1]), ARGV[2]
 if redis.call('HGET', B .. 'N', name) ~= ARGV[3] then return 0 end
-add_jobs(now, 6, 1)
+add_jobs(ARGV[1], 6, 1)
 redis.call('HSET', B .. 'S', name, ARGV[4])
 if ARGV[5] == '' then redis.call('HDEL', B .. 'N', name) else redis.call('HSET', B .. 'N', name, ARGV[5]) end
 return 1

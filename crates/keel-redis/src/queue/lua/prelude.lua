@@ -4,21 +4,46 @@
 -- A job is a field of several per-queue hashes ("columns", `h:<name>`, each job id → value),
 -- not a hash of its own: a script moving fifty jobs then writes each column with one command
 -- for all of them, instead of one command per job, and Redis spends its time on the data
--- rather than on script calls. Columns: `n` name, `p` payload (JSON), `ca` created, `o`
--- order (the waiting member without the id), `st` state, `ma` attempts allowed, `bk` backoff
--- (JSON; absent = the default), `uk` unique key, `g` group, `to` timeout, `ra` run at (absent
--- = created), `am` attempts made, `sa` started, `fa` finished, `ls` lease (token|expiry|worker,
--- while active), `cx` cancel asked, `pg` progress, `pd` progress data, `rs` result, `er`
--- errors (JSON list), `sl` stalls. Absent means the default (0, none).
+-- rather than on script calls. Columns: `n` name, `p` payload (JSON), `d` what else never
+-- changes, `created|attempts allowed|order|backoff` (the order is the waiting member without
+-- the id; the backoff is JSON, empty for the default), `st` state, `uk` unique key, `g` group,
+-- `to` timeout, `ra` run at (absent = created), `am` attempts made, `fa` finished, `ls` the last lease
+-- (token|expiry|started|worker; its worker and expiry count only while the job is active),
+-- `cx` cancel asked, `pg` progress (absent for a completed job: 100), `pd` progress data, `rs`
+-- result, `er` errors (JSON list), `sl` stalls. Absent means the default (0, none).
+--
+-- Waiting jobs of priority 0 without a group, in the order they were added, are the list `wl`
+-- (members as in `w`): most jobs, taken by LPOP instead of through the sorted set `w`, which
+-- holds the others (and jobs back from a delay, a retry or a stall); a fetch merges the two
+-- heads. Finished jobs are the lists `c`, `f` and `x`, newest first, so retention and cleaning
+-- pop the oldest from their tails.
+--
+-- Numbers are handed to Redis as strings where the hot paths can: Redis writes a Lua number
+-- with printf's `%.17g`, which costs more than the command it goes to. Times come in ARGV as
+-- text and go out as that text; lease tokens are one per fetch call (a token only has to tell
+-- one job's attempts apart).
 local M = KEYS[1]
 local B = string.sub(M, 1, -2)
 local FINISHED = {completed = 'c', failed = 'f', cancelled = 'x'}
 local LIVE = {waiting = true, delayed = true, active = true}
-local COLUMNS = {'n', 'p', 'ca', 'o', 'st', 'ma', 'bk', 'uk', 'g', 'to', 'ra', 'am', 'sa', 'fa',
-  'ls', 'cx', 'pg', 'pd', 'rs', 'er', 'sl'}
+local COLUMNS = {'n', 'p', 'd', 'st', 'uk', 'g', 'to', 'ra', 'am', 'fa', 'ls', 'cx', 'pg', 'pd',
+  'rs', 'er', 'sl'}
 
 local function col(name) return B .. 'h:' .. name end
 local function get(name, id) return redis.call('HGET', col(name), id) end
+
+-- The parts of a job's `d`: created, attempts allowed, order, backoff ('' for the default).
+local function described(d)
+  return string.match(d or '', '^([^|]*)|([^|]*)|([^|]*)|(.*)$')
+end
+local function order_of(id)
+  local _, _, o = described(get('d', id))
+  return o
+end
+local function max_attempts(id)
+  local _, ma = described(get('d', id))
+  return tonumber(ma) or 1
+end
 local function put(name, id, value) redis.call('HSET', col(name), id, value) end
 local function drop(name, id) redis.call('HDEL', col(name), id) end
 
@@ -66,15 +91,14 @@ end
 local function to_waiting(id, now)
   put('st', id, 'waiting')
   put('ra', id, now)
-  redis.call('ZADD', B .. 'w', 0, get('o', id) .. id)
+  redis.call('ZADD', B .. 'w', 0, order_of(id) .. id)
   redis.call('ZADD', B .. 'r', now, id)
 end
 
--- Takes an active job out of the lease sets.
+-- Takes an active job out of the lease sets (its lease stays, for its start time).
 local function unlease(id)
   redis.call('ZREM', B .. 'a', id)
   redis.call('ZREM', B .. 't', id)
-  drop('ls', id)
 end
 
 -- Frees unique key `uk` if job `id` holds it.
@@ -86,8 +110,13 @@ end
 local function finish(id, state, now)
   put('st', id, state)
   put('fa', id, now)
-  redis.call('ZADD', B .. FINISHED[state], now, id)
+  redis.call('LPUSH', B .. FINISHED[state], id)
   free_unique(get('uk', id), id)
+end
+
+-- The parts of a lease: token, expiry, started, worker (which may hold the separator).
+local function lease_parts(ls)
+  return string.match(ls or '', '^([^|]*)|([^|]*)|([^|]*)|(.*)$')
 end
 
 local function push_error(id, text)
@@ -124,7 +153,9 @@ local function end_failed(id, now, retry, retry_after, random, note, default_bk)
   elseif retry then
     local wait = retry_after
     if not wait then
-      wait = backoff_wait(get('bk', id) or default_bk, tonumber(get('am', id) or '0'), random)
+      local _, _, _, bk = described(get('d', id))
+      if bk == '' then bk = default_bk end
+      wait = backoff_wait(bk, tonumber(get('am', id) or '0'), random)
     end
     local at = now + wait
     put('st', id, 'delayed')
@@ -136,43 +167,51 @@ local function end_failed(id, now, retry, retry_after, random, note, default_bk)
   return 'failed'
 end
 
--- Deletes jobs `ids` (of any state) and every index entry of them.
-local function delete_jobs(ids)
+-- Deletes jobs `ids` (of any state) and every index entry of them; `popped`: they were
+-- already taken out of the list of their state.
+local function delete_jobs(ids, popped)
   if #ids == 0 then return end
-  local states, orders, uniques = column('st', ids), column('o', ids), column('uk', ids)
-  local sets = {w = {}, r = {}, d = {}, a = {}, t = {}, c = {}, f = {}, x = {}}
+  local states, descs, uniques = column('st', ids), column('d', ids), column('uk', ids)
+  local orders = {}
+  for k = 1, #ids do
+    local _, _, o = described(descs[k])
+    orders[k] = o
+  end
+  local sets = {w = {}, r = {}, d = {}, a = {}, t = {}, i = {}}
   for k, id in ipairs(ids) do
     local st = states[k]
+    if orders[k] then sets.i[#sets.i + 1] = string.sub(orders[k], 21) .. id end
     if st == 'waiting' then
       sets.w[#sets.w + 1] = orders[k] .. id
       sets.r[#sets.r + 1] = id
+      -- In the list of plain waiting jobs, if not in `w` (a scan of the list: rare).
+      if not popped then redis.call('LREM', B .. 'wl', 1, orders[k] .. id) end
     elseif st == 'delayed' then
       sets.d[#sets.d + 1] = id
     elseif st == 'active' then
       sets.a[#sets.a + 1] = id
       sets.t[#sets.t + 1] = id
-    elseif st and FINISHED[st] then
-      local set = sets[FINISHED[st]]
-      set[#set + 1] = id
+    elseif st and FINISHED[st] and not popped then
+      redis.call('LREM', B .. FINISHED[st], 1, id)
     end
     free_unique(uniques[k], id)
   end
   for name, members in pairs(sets) do batch('ZREM', B .. name, members) end
-  batch('ZREM', B .. 'i', ids)
   for _, name in ipairs(COLUMNS) do batch('HDEL', col(name), ids) end
 end
 
 -- Adds the jobs in ARGV from `at`, `n` of them, 10 arguments each: id, name, payload,
 -- priority, delay (ms), attempts, backoff ('' for the default), unique key, group, timeout
--- ('' for none). Returns each job's id (an existing live job's for a duplicate unique key).
-local function add_jobs(now, at, n)
+-- ('' for none), at `now_s` (Unix ms, as text). Returns each job's id (an existing live
+-- job's for a duplicate unique key).
+local function add_jobs(now_s, at, n)
+  local now = tonumber(now_s)
   local floor = tonumber(redis.call('HGET', M, 'floor') or '0')
   local seq = redis.call('HINCRBY', M, 'seq', n) - n
   local turns = {}
   local ids = {}
-  local cols = {n = {}, p = {}, ca = {}, o = {}, st = {}, ma = {}, bk = {}, uk = {}, g = {},
-    to = {}, ra = {}}
-  local waiting, ready, delayed, all = {}, {}, {}, {}
+  local cols = {n = {}, p = {}, d = {}, st = {}, uk = {}, g = {}, to = {}, ra = {}}
+  local waiting, ready, plain, delayed, all = {}, {}, {}, {}, {}
   local fresh = {}
   local function add(name, id, value)
     local list = cols[name]
@@ -197,9 +236,8 @@ local function add_jobs(now, at, n)
       turns[g] = turn + 1
       local delay = tonumber(ARGV[a + 4])
       local o = order(ARGV[a + 3], turn, seq)
-      add('n', id, ARGV[a + 1]); add('p', id, ARGV[a + 2]); add('ca', id, now)
-      add('o', id, o); add('ma', id, ARGV[a + 5])
-      if ARGV[a + 6] ~= '' then add('bk', id, ARGV[a + 6]) end
+      add('n', id, ARGV[a + 1]); add('p', id, ARGV[a + 2])
+      add('d', id, now_s .. '|' .. ARGV[a + 5] .. '|' .. o .. '|' .. ARGV[a + 6])
       if uk ~= '' then
         add('uk', id, uk)
         fresh[uk] = id
@@ -210,18 +248,23 @@ local function add_jobs(now, at, n)
       if delay > 0 then
         add('st', id, 'delayed'); add('ra', id, now + delay)
         delayed[#delayed + 1] = now + delay; delayed[#delayed + 1] = id
+      elseif ARGV[a + 3] == '0' and g == '' then
+        add('st', id, 'waiting')
+        plain[#plain + 1] = o .. id
       else
         add('st', id, 'waiting')
-        waiting[#waiting + 1] = 0; waiting[#waiting + 1] = o .. id
-        ready[#ready + 1] = now; ready[#ready + 1] = id
+        waiting[#waiting + 1] = '0'; waiting[#waiting + 1] = o .. id
+        ready[#ready + 1] = now_s; ready[#ready + 1] = id
       end
-      all[#all + 1] = seq; all[#all + 1] = id
+      -- By add order: all at score 0, the order's last 12 hex digits first.
+      all[#all + 1] = '0'; all[#all + 1] = string.sub(o, 21) .. id
       ids[#ids + 1] = id
     end
   end
   for name, pairs_ in pairs(cols) do batch('HSET', col(name), pairs_) end
   batch('ZADD', B .. 'w', waiting)
   batch('ZADD', B .. 'r', ready)
+  batch('RPUSH', B .. 'wl', plain)
   batch('ZADD', B .. 'd', delayed)
   batch('ZADD', B .. 'i', all)
   for g, next_turn in pairs(turns) do redis.call('HSET', B .. 'g', g, next_turn) end
@@ -233,7 +276,7 @@ end
 local function refusal(st, ls, token, now)
   if not st then return {'nojob'} end
   if st ~= 'active' then return {'conflict', 'the job is ' .. st .. ', not active'} end
-  local held, expires = string.match(ls or '', '^([^|]*)|([^|]*)|')
+  local held, expires = lease_parts(ls)
   if held ~= token then
     return {'conflict', 'the lease token does not match: the job is leased to another attempt'}
   end

@@ -7,8 +7,8 @@ if refused then return refused end
 if get('cx', id) == '1' then return {'conflict', 'the job was cancelled'} end
 if ARGV[4] == 'extend' then
   local expires = now + tonumber(ARGV[5])
-  local worker = string.match(get('ls', id), '^[^|]*|[^|]*|(.*)$')
-  put('ls', id, token .. '|' .. expires .. '|' .. worker)
+  local _, _, started, worker = lease_parts(get('ls', id))
+  put('ls', id, token .. '|' .. expires .. '|' .. started .. '|' .. worker)
   redis.call('ZADD', B .. 'a', expires, id)
   return {'ok', expires}
 end

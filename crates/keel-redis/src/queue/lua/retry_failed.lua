@@ -1,12 +1,11 @@
 -- Puts up to 1,000 failed jobs back to waiting with fresh attempts. ARGV: now. Returns how
 -- many (call again while it answers 1,000).
 local now = tonumber(ARGV[1])
-local ids = redis.call('ZRANGE', B .. 'f', 0, 999)
+local ids = redis.call('RPOP', B .. 'f', 1000) or {}
 for _, id in ipairs(ids) do
   for _, name in ipairs({'am', 'sl', 'cx', 'pg', 'fa', 'pd'}) do drop(name, id) end
   to_waiting(id, now)
   local uk = get('uk', id)
   if uk then redis.call('HSETNX', B .. 'u', uk, id) end
 end
-batch('ZREM', B .. 'f', ids)
 return #ids

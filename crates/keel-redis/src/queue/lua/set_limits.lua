@@ -12,12 +12,24 @@ local rper, gper = tonumber(ARGV[4]), tonumber(ARGV[6])
 if not rper and not gper then return 0 end
 local since = now - math.max(rper or 0, gper or 0)
 local ids = redis.call('ZRANGE', B .. 'a', 0, -1)
+-- Finished lists are newest first: read each until a job finished before the window.
 for _, set in ipairs({'c', 'f', 'x'}) do
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', B .. set, '(' .. since, '+inf')) do ids[#ids + 1] = id end
+  local from = 0
+  repeat
+    local page = redis.call('LRANGE', B .. set, from, from + 99)
+    local ends = column('fa', page)
+    local older = false
+    for k, id in ipairs(page) do
+      if tonumber(ends[k] or '0') <= since then older = true; break end
+      ids[#ids + 1] = id
+    end
+    from = from + 100
+  until older or #page < 100
 end
-local starts, groups = column('sa', ids), column('g', ids)
+local leases, groups = column('ls', ids), column('g', ids)
 for k, id in ipairs(ids) do
-  local at = tonumber(starts[k] or '0')
+  local _, _, started = lease_parts(leases[k])
+  local at = tonumber(started or '0') or 0
   if rper and at > now - rper then redis.call('ZADD', B .. 's', at, id) end
   if gper and groups[k] and at > now - gper then redis.call('ZADD', B .. 's:' .. groups[k], at, id) end
 end

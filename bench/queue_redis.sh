@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# keel's Redis job store vs BullMQ 5 on the same redis-server, in the same run: bulk enqueue
+# and processing throughput, same job count, payload and concurrency. BullMQ is driven by
+# bench/queue/bench.mjs (one Worker); keel by the same driver over HTTP (the release binary
+# with queue.backend = "redis" on that Redis, one request-serving thread as Redis has one) and
+# in process (crates/keel-redis/benches/queue_store.rs: direct store calls, and the in-process
+# Rust worker with a no-op handler). Redis is flushed before every measurement.
+#
+# Usage: bench/queue_redis.sh [rounds] [jobs] [concurrency]     (defaults 3, 50000, 100)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. bench/lib.sh
+ROUNDS=${1:-3}
+JOBS=${2:-50000}
+CONCURRENCY=${3:-100}
+
+prepare_bullmq_comparison
+cargo bench -q -p keel-redis --bench queue_store --no-run 2>/dev/null
+STORE_BENCH=$(ls -t target/release/deps/queue_store-* | grep -v '\.d$' | head -1)
+KEEL=$PWD/target/release/keel
+WORK=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+rate() { awk '{print $(NF-1)}'; }
+
+REDIS_PORT=$(free_port)
+start_redis "$REDIS_PORT"
+export REDIS_PORT
+flush() { redis-cli -p "$REDIS_PORT" flushall >/dev/null; }
+write_bench_config "$WORK/keel.toml"
+printf '[queue]\nbackend = "redis"\n[redis]\nurl = "redis://127.0.0.1:%s"\n' "$REDIS_PORT" >> "$WORK/keel.toml"
+export KEEL_TOKEN=$BENCH_TOKEN
+
+start_keel() {
+  rm -rf "$WORK/data"
+  KEEL_PORT=$(free_port)
+  KEEL_SERVER_WORKER_THREADS=1 "$KEEL" serve --config "$WORK/keel.toml" --listen "127.0.0.1:$KEEL_PORT" --data-dir "$WORK/data" >/dev/null 2>&1 &
+  KEEL_PID=$!
+  export KEEL_URL="http://127.0.0.1:$KEEL_PORT"
+  for _ in $(seq 100); do curl -fs "$KEEL_URL/ready" >/dev/null 2>&1 && return; sleep 0.05; done
+  echo "keel did not start"; exit 1
+}
+
+be=(); bp=(); ke=(); kp=(); sa=(); sd=(); si=()
+for round in $(seq "$ROUNDS"); do
+  flush; b1=$(node bench/queue/bench.mjs bullmq enqueue "$JOBS" "$CONCURRENCY" | rate)
+  b2=$(node bench/queue/bench.mjs bullmq process "$JOBS" "$CONCURRENCY" | rate)
+  flush; start_keel
+  k1=$(node bench/queue/bench.mjs keel enqueue "$JOBS" "$CONCURRENCY" | rate)
+  k2=$(node bench/queue/bench.mjs keel process "$JOBS" "$CONCURRENCY" | rate)
+  kill "$KEEL_PID"; wait "$KEEL_PID" 2>/dev/null || true
+  out=$("$STORE_BENCH" "$JOBS" "$CONCURRENCY")
+  s1=$(awk '/^add/ {print int($2)}' <<<"$out"); s2=$(awk '/^direct/ {print int($2)}' <<<"$out"); s3=$(awk '/^in-process/ {print int($2)}' <<<"$out")
+  be+=("$b1"); bp+=("$b2"); ke+=("$k1"); kp+=("$k2"); sa+=("$s1"); sd+=("$s2"); si+=("$s3")
+  echo "round $round: enqueue bullmq $b1 keel http $k1 store $s1 | process bullmq $b2 keel http $k2 direct $s2 in-process $s3 jobs/s"
+done
+mbe=$(median "${be[@]}"); mbp=$(median "${bp[@]}")
+for row in "enqueue (HTTP, bulk of 1,000):$(median "${ke[@]}"):$mbe:2" "enqueue (store, bulk of 1,000):$(median "${sa[@]}"):$mbe:2" \
+           "process (HTTP pull workers):$(median "${kp[@]}"):$mbp:3" "process (direct store calls):$(median "${sd[@]}"):$mbp:3" \
+           "process (in-process worker):$(median "${si[@]}"):$mbp:3"; do
+  IFS=: read -r what keel bull target <<<"$row"
+  echo "$what median bullmq $bull, keel $keel jobs/s, keel/bullmq = $(ratio "$keel" "$bull") (target >= $target)"
+done
