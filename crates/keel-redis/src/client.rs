@@ -109,6 +109,9 @@ impl RedisOptions {
     }
 }
 
+/// The longest a connection waits for any answer; operations have shorter timeouts of their own.
+const RESPONSE_BACKSTOP: Duration = Duration::from_secs(60);
+
 /// A handle on Redis. Cheap to clone; clones share the connections, breaker and statistics.
 #[derive(Clone)]
 pub struct Redis {
@@ -164,9 +167,11 @@ impl Redis {
         } else {
             None
         };
+        // Each operation is bounded by its own timeout in `run` (the command timeout, or a
+        // longer one the caller chose for large work); the connection's is only a backstop.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.connect_timeout))
-            .set_response_timeout(Some(options.command_timeout))
+            .set_response_timeout(Some(options.command_timeout.max(RESPONSE_BACKSTOP)))
             .set_min_delay(options.reconnect_min)
             .set_max_delay(options.reconnect_max)
             .set_number_of_retries(usize::MAX);
@@ -230,8 +235,10 @@ impl Redis {
         &self,
         cmd: &redis::Cmd,
     ) -> Result<T, RedisError> {
-        self.run(|mut conn| async move { cmd.query_async(&mut conn).await })
-            .await
+        self.run(self.inner.command_timeout, |mut conn| async move {
+            cmd.query_async(&mut conn).await
+        })
+        .await
     }
 
     /// Runs a script (EVALSHA; the script is loaded again if Redis answers NOSCRIPT, as after
@@ -240,8 +247,10 @@ impl Redis {
         &self,
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<T, RedisError> {
-        self.run(|mut conn| async move { invocation.invoke_async(&mut conn).await })
-            .await
+        self.run(self.inner.command_timeout, |mut conn| async move {
+            invocation.invoke_async(&mut conn).await
+        })
+        .await
     }
 
     /// Runs a pipeline (atomic if built with `.atomic()`).
@@ -249,8 +258,25 @@ impl Redis {
         &self,
         pipe: &redis::Pipeline,
     ) -> Result<T, RedisError> {
-        self.run(|mut conn| async move { pipe.query_async(&mut conn).await })
-            .await
+        self.pipeline_within(pipe, self.inner.command_timeout).await
+    }
+
+    /// Runs a pipeline that may take up to `timeout` instead of the command timeout (work
+    /// whose size the caller knows, such as adding thousands of jobs in one script).
+    pub async fn pipeline_within<T: redis::FromRedisValue + Send>(
+        &self,
+        pipe: &redis::Pipeline,
+        timeout: Duration,
+    ) -> Result<T, RedisError> {
+        self.run(timeout, |mut conn| async move {
+            pipe.query_async(&mut conn).await
+        })
+        .await
+    }
+
+    /// The longest an operation may take (`redis.command_timeout`).
+    pub fn command_timeout(&self) -> Duration {
+        self.inner.command_timeout
     }
 
     /// Opens a connection of its own subscribed to `channel` (subscriptions cannot share the
@@ -304,7 +330,7 @@ impl Redis {
 
     /// Runs `op` on the next connection, within the command timeout and the breaker, counting
     /// it.
-    async fn run<T, F, Fut>(&self, op: F) -> Result<T, RedisError>
+    async fn run<T, F, Fut>(&self, timeout: Duration, op: F) -> Result<T, RedisError>
     where
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
@@ -330,14 +356,12 @@ impl Redis {
             used = Some(connections);
             op(conn).await.map_err(RedisError::from)
         };
-        let outcome = tokio::time::timeout(inner.command_timeout, attempt).await;
+        let outcome = tokio::time::timeout(timeout, attempt).await;
         let took = started.elapsed();
         inner.latency.observe(took.as_secs_f64());
         let result = match outcome {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(RedisError::Timeout(_))) | Err(_) => {
-                Err(RedisError::Timeout(inner.command_timeout))
-            }
+            Ok(Err(RedisError::Timeout(_))) | Err(_) => Err(RedisError::Timeout(timeout)),
             Ok(Err(e)) => Err(e),
         };
         // A demoted master counts as an outage when following Sentinels (they name another).

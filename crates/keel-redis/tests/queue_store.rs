@@ -115,3 +115,22 @@ async fn scripts_are_loaded_again_after_redis_forgets_them() {
         "{missing:?}"
     );
 }
+
+#[tokio::test]
+async fn a_bulk_add_of_ten_thousand_jobs_is_not_cut_off_by_the_command_timeout() {
+    let server = RedisServer::start();
+    // The default command timeout (250 ms); such an add keeps Redis busy for a good part of it.
+    let redis = Redis::connect(
+        &RedisOptions::new(Secret::new(server.url())),
+        Clock::system(),
+    )
+    .unwrap();
+    let store = RedisStore::new(redis, Clock::system());
+    let jobs: Vec<NewJob> = (0..10_000)
+        .map(|i| NewJob::new("import", json!({"row": i, "source": "orders.csv"})))
+        .collect();
+    let ids = store.add("bulk", jobs).await.unwrap();
+    assert_eq!(ids.len(), 10_000);
+    let counts = store.counts("bulk").await.unwrap();
+    assert_eq!(counts.get("waiting"), Some(&10_000));
+}

@@ -1,5 +1,7 @@
--- Leases ready jobs. ARGV: now, worker, max, lease expiry (Unix ms), lease token. Returns
--- {member of `w` (order and id), attempts made with this one, …}.
+-- Leases ready jobs. ARGV: now, worker, max, lease expiry (Unix ms), lease token, then the
+-- names of the columns to return. Returns {members of `w` (order and id), attempts made with
+-- this lease, then each column asked for: its values for those jobs, in order, or 0 when no
+-- job of the queue has that column}.
 local now_s, worker, max, expires_s, token = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local now = tonumber(now_s)
 local meta = redis.call('HMGET', M, 'paused', 'conc', 'rmax', 'rper', 'gmax', 'gper', 'floor')
@@ -74,19 +76,19 @@ for n, m in ipairs(picked) do
   local rank = tonumber(string.sub(m, 9, 20), 16)
   if rank > floor then floor = rank; raised = true end
 end
--- The caller reads the jobs' columns itself (a plain pipeline costs Redis less than a
--- script's tables); what the lease changes is returned: {member, attempts made, …}.
-local attempts_before = column('am', ids)
-local timeouts = column('to', ids)
-local out = {}
+-- A column no job of the queue has (no progress, no unique keys…) is not read per job.
+local function present(name) return redis.call('EXISTS', col(name)) == 1 end
+local attempts_before, timeouts = {}, {}
+if present('am') then attempts_before = column('am', ids) end
+if present('to') then timeouts = column('to', ids) end
+local made_all = {}
 local lease = token .. '|' .. expires_s .. '|' .. now_s .. '|' .. worker
 local ATTEMPT = {'1', '2', '3', '4', '5', '6', '7', '8', '9', '10'}
 local states, attempts, leases, active, timed, window = {}, {}, {}, {}, {}, {}
 for n, id in ipairs(ids) do
   local am = tonumber(attempts_before[n]) or 0
   local made = ATTEMPT[am + 1] or string.format('%d', am + 1)
-  out[#out + 1] = picked[n]
-  out[#out + 1] = made
+  made_all[n] = made
   states[#states + 1] = id; states[#states + 1] = 'active'
   attempts[#attempts + 1] = id; attempts[#attempts + 1] = made
   leases[#leases + 1] = id; leases[#leases + 1] = lease
@@ -102,4 +104,8 @@ batch('ZADD', B .. 'a', active)
 batch('ZADD', B .. 't', timed)
 batch('ZADD', B .. 's', window)
 if raised then redis.call('HSET', M, 'floor', string.format('%d', floor)) end
+local out = {picked, made_all}
+for k = 6, #ARGV do
+  if present(ARGV[k]) then out[#out + 1] = column(ARGV[k], ids) else out[#out + 1] = 0 end
+end
 return out
