@@ -115,8 +115,10 @@ impl From<Retention> for RetentionPolicy {
 }
 
 /// A job store. Every implementation passes [`crate::conformance`]. Operations that answer
-/// success have reached durable storage. An operation is submitted when its method is called,
-/// not when its future is first polled, so operations started together can share a commit.
+/// success have reached the store's storage (durable as the store is). A store may submit an
+/// operation when its method is called rather than when its future is first polled, so
+/// operations started together share a commit (the SQLite store does); callers start together
+/// what may go together, and await in the order they need.
 pub trait Store: Send + Sync {
     /// Adds `jobs` to `queue`, all or none (each is validated first). Returns each job's id; a
     /// job whose `unique_key` matches a waiting, delayed or active job gets that job's id.

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 mod binary;
 
-use binary::{Served, serve, signal};
+use binary::{Served, admin_client, serve, signal};
 
 const JOBS: usize = 20_000;
 const WORKERS: usize = 4;
@@ -35,16 +35,7 @@ async fn start(dir: &std::path::Path) -> (Served, reqwest::Client) {
         ],
     )
     .await;
-    let token = std::fs::read_to_string(dir.join("admin-token")).unwrap();
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        format!("Bearer {}", token.trim()).parse().unwrap(),
-    );
-    let client = reqwest::Client::builder()
-        .default_headers(headers)
-        .build()
-        .unwrap();
+    let client = admin_client(dir);
     (served, client)
 }
 

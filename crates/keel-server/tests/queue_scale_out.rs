@@ -133,17 +133,14 @@ async fn child(dir: &std::path::Path, redis_url: &str) -> (binary::Served, reqwe
         ],
     )
     .await;
-    let token = std::fs::read_to_string(dir.join("admin-token")).unwrap();
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        format!("Bearer {}", token.trim()).parse().unwrap(),
-    );
-    let client = reqwest::Client::builder()
-        .default_headers(headers)
-        .build()
-        .unwrap();
+    let client = binary::admin_client(dir);
     (served, client)
+}
+
+/// POSTs `body` to `url` and returns the JSON answer.
+async fn post_json(client: &reqwest::Client, url: String, body: Value) -> Value {
+    let r = client.post(url).json(&body).send().await.unwrap();
+    r.json().await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,15 +160,12 @@ async fn jobs_leased_through_an_instance_killed_with_sigkill_are_completed_by_an
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     // A worker of A takes half of them on a 1 s lease; then A dies without a word.
-    let fetched: Value = client_a
-        .post(format!("{}/api/v1/queues/billing/fetch", a.base))
-        .json(&json!({"max": 10, "lease": "1s", "worker": "doomed"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let fetched = post_json(
+        &client_a,
+        format!("{}/api/v1/queues/billing/fetch", a.base),
+        json!({"max": 10, "lease": "1s", "worker": "doomed"}),
+    )
+    .await;
     let leased: HashSet<String> = fetched["jobs"]
         .as_array()
         .unwrap()
@@ -186,15 +180,12 @@ async fn jobs_leased_through_an_instance_killed_with_sigkill_are_completed_by_an
     let mut completed = HashSet::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while completed.len() < 20 && tokio::time::Instant::now() < deadline {
-        let fetched: Value = client_b
-            .post(format!("{}/api/v1/queues/billing/fetch", b.base))
-            .json(&json!({"max": 10, "lease": "30s", "wait": "1s", "worker": "survivor"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let fetched = post_json(
+            &client_b,
+            format!("{}/api/v1/queues/billing/fetch", b.base),
+            json!({"max": 10, "lease": "30s", "wait": "1s", "worker": "survivor"}),
+        )
+        .await;
         let batch: Vec<Value> = fetched["jobs"]
             .as_array()
             .unwrap()
@@ -204,15 +195,12 @@ async fn jobs_leased_through_an_instance_killed_with_sigkill_are_completed_by_an
         if batch.is_empty() {
             continue;
         }
-        let answer: Value = client_b
-            .post(format!("{}/api/v1/jobs/complete", b.base))
-            .json(&json!({"jobs": batch}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let answer = post_json(
+            &client_b,
+            format!("{}/api/v1/jobs/complete", b.base),
+            json!({"jobs": batch}),
+        )
+        .await;
         for result in answer["results"].as_array().unwrap() {
             assert_eq!(result["ok"], true, "{answer}");
             completed.insert(result["id"].as_str().unwrap().to_owned());

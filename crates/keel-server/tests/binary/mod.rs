@@ -103,3 +103,17 @@ pub(crate) async fn exit_code(child: &mut Child) -> i32 {
         .unwrap();
     status.code().unwrap_or(-1)
 }
+
+/// A client that sends the admin token `keel serve` generated in `data_dir`.
+pub(crate) fn admin_client(data_dir: &Path) -> reqwest::Client {
+    let token = std::fs::read_to_string(data_dir.join("admin-token")).unwrap();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {}", token.trim()).parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
