@@ -17,6 +17,18 @@ BENCH_TOKEN=bench-token-0123456789abcdef
 write_bench_config() {
   printf '[[auth.tokens]]\nname = "bench"\ntoken = "%s"\nrole = "admin"\n' "$BENCH_TOKEN" > "$1"
 }
+# Starts the release keel ($KEEL) for the queue comparisons in the background, with
+# $WORK/keel.toml, a fresh data directory and one request-serving thread (Redis serves on one);
+# sets KEEL_PID and exports KEEL_URL once it is ready.
+start_keel() {
+  rm -rf "$WORK/data"
+  KEEL_PORT=$(free_port)
+  KEEL_SERVER_WORKER_THREADS=1 "$KEEL" serve --config "$WORK/keel.toml" --listen "127.0.0.1:$KEEL_PORT" --data-dir "$WORK/data" >/dev/null 2>&1 &
+  KEEL_PID=$!
+  export KEEL_URL="http://127.0.0.1:$KEEL_PORT"
+  for _ in $(seq 100); do curl -fs "$KEEL_URL/ready" >/dev/null 2>&1 && return; sleep 0.05; done
+  echo "keel did not start"; exit 1
+}
 # What the BullMQ comparisons need: redis-server (from Debian if missing), the pinned bullmq
 # (npm), and the release keel.
 prepare_bullmq_comparison() {

@@ -29,16 +29,6 @@ TOKEN=$BENCH_TOKEN
 write_bench_config "$WORK/keel.toml"
 export KEEL_TOKEN=$TOKEN
 
-start_keel() {
-  rm -rf "$WORK/data"
-  KEEL_PORT=$(free_port)
-  KEEL_SERVER_WORKER_THREADS=1 "$KEEL" serve --config "$WORK/keel.toml" --listen "127.0.0.1:$KEEL_PORT" --data-dir "$WORK/data" >/dev/null 2>&1 &
-  KEEL_PID=$!
-  export KEEL_URL="http://127.0.0.1:$KEEL_PORT"
-  for _ in $(seq 100); do curl -fs "$KEEL_URL/ready" >/dev/null 2>&1 && return; sleep 0.05; done
-  echo "keel did not start"; exit 1
-}
-
 be=(); bp=(); ke=(); kp=(); ki=()
 for round in $(seq "$ROUNDS"); do
   redis-cli -p "$REDIS_PORT" flushall >/dev/null
