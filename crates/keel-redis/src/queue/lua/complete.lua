@@ -4,7 +4,10 @@ local now_s = ARGV[1]
 local now = tonumber(now_s)
 local ids = {}
 for a = 2, #ARGV, 3 do ids[#ids + 1] = ARGV[a] end
-local states, leases, cancels, uniques = column('st', ids), column('ls', ids), column('cx', ids), column('uk', ids)
+local states, leases = column('st', ids), column('ls', ids)
+local cancels, uniques = {}, {}
+if has_column('cx') then cancels = column('cx', ids) end
+if has_column('uk') then uniques = column('uk', ids) end
 local out, done, moved, finished, results, cancelled = {}, {}, {}, {}, {}, {}
 local ended = {c = {}, x = {}}
 for k, id in ipairs(ids) do
@@ -37,7 +40,7 @@ batch('HSET', col('rs'), results)
 -- A completed job's progress is 100 without being written; a cancelled one's is written.
 batch('HSET', col('pg'), cancelled)
 batch('ZREM', B .. 'a', done)
-batch('ZREM', B .. 't', done)
+if redis.call('EXISTS', B .. 't') == 1 then batch('ZREM', B .. 't', done) end
 batch('LPUSH', B .. 'c', ended.c)
 batch('LPUSH', B .. 'x', ended.x)
 return out

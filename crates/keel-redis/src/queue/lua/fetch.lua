@@ -76,11 +76,9 @@ for n, m in ipairs(picked) do
   local rank = tonumber(string.sub(m, 9, 20), 16)
   if rank > floor then floor = rank; raised = true end
 end
--- A column no job of the queue has (no progress, no unique keys…) is not read per job.
-local function present(name) return redis.call('EXISTS', col(name)) == 1 end
 local attempts_before, timeouts = {}, {}
-if present('am') then attempts_before = column('am', ids) end
-if present('to') then timeouts = column('to', ids) end
+if has_column('am') then attempts_before = column('am', ids) end
+if has_column('to') then timeouts = column('to', ids) end
 local made_all = {}
 local lease = token .. '|' .. expires_s .. '|' .. now_s .. '|' .. worker
 local ATTEMPT = {'1', '2', '3', '4', '5', '6', '7', '8', '9', '10'}
@@ -106,6 +104,6 @@ batch('ZADD', B .. 's', window)
 if raised then redis.call('HSET', M, 'floor', string.format('%d', floor)) end
 local out = {picked, made_all}
 for k = 6, #ARGV do
-  if present(ARGV[k]) then out[#out + 1] = column(ARGV[k], ids) else out[#out + 1] = 0 end
+  if has_column(ARGV[k]) then out[#out + 1] = column(ARGV[k], ids) else out[#out + 1] = 0 end
 end
 return out

@@ -46,6 +46,9 @@ local function max_attempts(id)
 end
 local function put(name, id, value) redis.call('HSET', col(name), id, value) end
 local function drop(name, id) redis.call('HDEL', col(name), id) end
+-- Whether any job of the queue has column `name` (most queues never use some: no unique keys,
+-- no cancels…); reading such a column for a batch is skipped.
+local function has_column(name) return redis.call('EXISTS', col(name)) == 1 end
 
 -- Runs `cmd key items…` in chunks (Lua's unpack has a limit); nothing for no items.
 local function batch(cmd, key, items)
@@ -171,7 +174,9 @@ end
 -- already taken out of the list of their state.
 local function delete_jobs(ids, popped)
   if #ids == 0 then return end
-  local states, descs, uniques = column('st', ids), column('d', ids), column('uk', ids)
+  local states, descs = column('st', ids), column('d', ids)
+  local uniques = {}
+  if has_column('uk') then uniques = column('uk', ids) end
   local orders = {}
   for k = 1, #ids do
     local _, _, o = described(descs[k])
@@ -197,7 +202,9 @@ local function delete_jobs(ids, popped)
     free_unique(uniques[k], id)
   end
   for name, members in pairs(sets) do batch('ZREM', B .. name, members) end
-  for _, name in ipairs(COLUMNS) do batch('HDEL', col(name), ids) end
+  for _, name in ipairs(COLUMNS) do
+    if has_column(name) then batch('HDEL', col(name), ids) end
+  end
 end
 
 -- Adds the jobs in ARGV from `at`, `n` of them, 10 arguments each: id, name, payload,
