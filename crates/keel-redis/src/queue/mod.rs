@@ -128,7 +128,10 @@ impl RedisStore {
     ) -> Result<T, QueueError> {
         match self.redis.pipeline_within(pipe, timeout).await {
             Err(RedisError::Server(e)) if e.starts_with("NOSCRIPT") => {
+                // All at once (MULTI): another instance's pipeline never finds some loaded and
+                // others not, and so never has a part of it run twice by its own retry.
                 let mut load = redis::pipe();
+                load.atomic();
                 for script in scripts::all() {
                     load.add_command(script.load()).ignore();
                 }
