@@ -270,4 +270,11 @@ pub trait Store: Send + Sync {
     /// Since when `queue`'s longest-waiting ready job has been ready (Unix ms: the later of
     /// when it was added and when its delay ended), if any job is waiting.
     fn oldest_waiting<'a>(&'a self, queue: &'a str) -> StoreFuture<'a, Option<u64>>;
+
+    /// The queues to which other processes sharing this store add jobs, as they add them, so
+    /// [`Queues`](crate::Queues) can wake its waiting fetches at once. `None` (the default)
+    /// for a store only this process writes. Called from within a Tokio runtime.
+    fn added_elsewhere(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        None
+    }
 }

@@ -134,3 +134,62 @@ async fn a_bulk_add_of_ten_thousand_jobs_is_not_cut_off_by_the_command_timeout()
     let counts = store.counts("bulk").await.unwrap();
     assert_eq!(counts.get("waiting"), Some(&10_000));
 }
+
+/// Waits (bounded) for the next queue `receiver` is told of.
+async fn told(receiver: &mut tokio::sync::broadcast::Receiver<String>) -> Option<String> {
+    tokio::time::timeout(Duration::from_millis(200), receiver.recv())
+        .await
+        .ok()
+        .and_then(Result::ok)
+}
+
+#[tokio::test]
+async fn each_store_hears_of_the_others_adds_and_not_of_its_own() {
+    let server = RedisServer::start();
+    let a = RedisStore::new(redis(&server, "keel:"), Clock::system());
+    let b = RedisStore::new(redis(&server, "keel:"), Clock::system());
+    let mut heard_by_a = a.added_elsewhere().expect("a shared store tells");
+    let mut heard_by_b = b.added_elsewhere().expect("a shared store tells");
+    // Each subscribes on its own time: add until the other hears (bounded).
+    let mut subscribed = false;
+    for _ in 0..50 {
+        a.add("first", vec![NewJob::new("j", json!(1))])
+            .await
+            .unwrap();
+        if told(&mut heard_by_b).await.as_deref() == Some("first") {
+            subscribed = true;
+            break;
+        }
+    }
+    assert!(subscribed, "B never heard of A's adds");
+    let mut subscribed = false;
+    for _ in 0..50 {
+        b.add("second", vec![NewJob::new("j", json!(1))])
+            .await
+            .unwrap();
+        if told(&mut heard_by_a).await.as_deref() == Some("second") {
+            subscribed = true;
+            break;
+        }
+    }
+    assert!(subscribed, "A never heard of B's adds");
+    // Both listen now. A's own add reaches A's subscription before B's later one does; A
+    // passes on B's and never its own.
+    a.add("own", vec![NewJob::new("j", json!(1))])
+        .await
+        .unwrap();
+    let mut b_heard = Vec::new();
+    while !b_heard.iter().any(|q| q == "own") && b_heard.len() < 50 {
+        b_heard.push(told(&mut heard_by_b).await.unwrap_or_default());
+    }
+    assert!(b_heard.iter().any(|q| q == "own"), "{b_heard:?}");
+    b.add("theirs", vec![NewJob::new("j", json!(1))])
+        .await
+        .unwrap();
+    let mut a_heard = Vec::new();
+    while !a_heard.iter().any(|q| q == "theirs") && a_heard.len() < 50 {
+        a_heard.push(told(&mut heard_by_a).await.unwrap_or_default());
+    }
+    assert!(a_heard.iter().any(|q| q == "theirs"), "{a_heard:?}");
+    assert!(!a_heard.iter().any(|q| q == "own"), "{a_heard:?}");
+}

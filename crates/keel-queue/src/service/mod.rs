@@ -93,6 +93,32 @@ pub struct Events {
     pub cancelled: u64,
 }
 
+/// Wakes the fetches waiting on a queue another process added jobs to, until the queues are
+/// dropped or the store stops telling.
+async fn wake_on_adds_elsewhere(
+    queues: std::sync::Weak<Inner>,
+    mut added: tokio::sync::broadcast::Receiver<String>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let queue = added.recv().await;
+        let Some(inner) = queues.upgrade() else {
+            return;
+        };
+        let waiting = lock(&inner.added);
+        match queue {
+            Ok(queue) => {
+                if let Some(wake) = waiting.get(&queue) {
+                    wake.notify_waiters();
+                }
+            }
+            // Some were missed: wake every queue's fetches, they look for themselves.
+            Err(RecvError::Lagged(_)) => waiting.values().for_each(|w| w.notify_waiters()),
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
 /// What a fetch asks for.
 #[derive(Debug, Clone)]
 pub struct FetchRequest {
@@ -114,7 +140,8 @@ impl Queues {
 
     /// Queues over `store`; `clock` times the activity windows (give the store the same).
     pub fn with_clock(store: impl Store + 'static, config: QueueConfig, clock: Clock) -> Self {
-        Self {
+        let elsewhere = store.added_elsewhere();
+        let queues = Self {
             inner: Arc::new(Inner {
                 store: Box::new(store),
                 config,
@@ -129,7 +156,11 @@ impl Queues {
                 timings: std::sync::OnceLock::new(),
                 clock,
             }),
+        };
+        if let Some(added) = elsewhere {
+            tokio::spawn(wake_on_adds_elsewhere(Arc::downgrade(&queues.inner), added));
         }
+        queues
     }
 
     /// The configuration.

@@ -113,6 +113,10 @@ impl RedisStore {
         let mut pipe = redis::pipe();
         pipe.cmd("SADD").arg(&self.queues).arg(queue).ignore();
         pipe.add_command(cmd);
+        pipe.cmd("PUBLISH")
+            .arg(&self.added_channel)
+            .arg(added::message(&self.instance, queue))
+            .ignore();
         let timeout = self.redis.command_timeout()
             + ADD_TIME_PER_JOB * u32::try_from(jobs.len()).unwrap_or(u32::MAX);
         let (ids,): (Vec<String>,) = self.run_within(&pipe, timeout).await?;

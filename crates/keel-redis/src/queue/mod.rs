@@ -13,6 +13,7 @@
 //! their clocks in step (NTP), as leases and delays compare times written by different
 //! instances.
 
+mod added;
 mod decode;
 mod jobs;
 mod schedules;
@@ -53,6 +54,9 @@ pub struct RedisStore {
     clock: Clock,
     queues: String,
     schedule_queues: String,
+    /// Where adds are announced (see `added`), and this store's name in the announcements.
+    added_channel: String,
+    instance: String,
 }
 
 /// The queue a job id names (`<uuid>~<queue>`), if it is one of this store's ids.
@@ -92,6 +96,8 @@ impl RedisStore {
         Self {
             queues: redis.key("queues"),
             schedule_queues: redis.key("schedule-queues"),
+            added_channel: redis.key("queue:added"),
+            instance: uuid::Uuid::new_v4().simple().to_string(),
             redis,
             clock,
         }

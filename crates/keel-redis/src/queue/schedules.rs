@@ -117,6 +117,10 @@ impl RedisStore {
                 let mut pipe = redis::pipe();
                 pipe.cmd("SADD").arg(&self.queues).arg(queue).ignore();
                 pipe.add_command(cmd);
+                pipe.cmd("PUBLISH")
+                    .arg(&self.added_channel)
+                    .arg(added::message(&self.instance, queue))
+                    .ignore();
                 let (added,): (i64,) = self.run(&pipe).await?;
                 if added == 1 && !fired.contains(queue) {
                     fired.push(queue.clone());

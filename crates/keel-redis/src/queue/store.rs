@@ -294,6 +294,18 @@ impl Store for RedisStore {
         })
     }
 
+    fn added_elsewhere(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        tokio::runtime::Handle::try_current().ok()?;
+        let (sender, receiver) = tokio::sync::broadcast::channel(256);
+        tokio::spawn(added::listen(
+            self.redis.clone(),
+            self.added_channel.clone(),
+            self.instance.clone(),
+            sender,
+        ));
+        Some(receiver)
+    }
+
     fn oldest_waiting<'a>(&'a self, queue: &'a str) -> StoreFuture<'a, Option<u64>> {
         Box::pin(async move {
             // The first of the plain list was added first of them (and ready since); the
