@@ -110,13 +110,7 @@ impl RedisStore {
         let mut cmd = scripts::ADD.call(&self.meta(queue));
         cmd.arg(self.now()).arg(jobs.len());
         Self::job_args(&mut cmd, queue, &jobs)?;
-        let mut pipe = redis::pipe();
-        pipe.cmd("SADD").arg(&self.queues).arg(queue).ignore();
-        pipe.add_command(cmd);
-        pipe.cmd("PUBLISH")
-            .arg(&self.added_channel)
-            .arg(added::message(&self.instance, queue))
-            .ignore();
+        let pipe = self.adding(queue, cmd);
         let timeout = self.redis.command_timeout()
             + ADD_TIME_PER_JOB * u32::try_from(jobs.len()).unwrap_or(u32::MAX);
         let (ids,): (Vec<String>,) = self.run_within(&pipe, timeout).await?;

@@ -117,6 +117,19 @@ impl RedisStore {
         self.redis.key(&format!("q:{{{queue}}}:{suffix}"))
     }
 
+    /// The round trip of `script`, which adds jobs to `queue`: the queue joins the set of
+    /// queues, and the other instances hear of the add.
+    fn adding(&self, queue: &str, script: redis::Cmd) -> redis::Pipeline {
+        let mut pipe = redis::pipe();
+        pipe.cmd("SADD").arg(&self.queues).arg(queue).ignore();
+        pipe.add_command(script);
+        pipe.cmd("PUBLISH")
+            .arg(&self.added_channel)
+            .arg(added::message(&self.instance, queue))
+            .ignore();
+        pipe
+    }
+
     /// Runs `pipe`; when Redis no longer knows the scripts (NOSCRIPT), loads them and runs it
     /// again.
     async fn run<T: redis::FromRedisValue + Send>(

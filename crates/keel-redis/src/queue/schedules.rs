@@ -114,14 +114,7 @@ impl RedisStore {
                         .unwrap_or_default(),
                 );
                 Self::job_args(&mut cmd, queue, &[job])?;
-                let mut pipe = redis::pipe();
-                pipe.cmd("SADD").arg(&self.queues).arg(queue).ignore();
-                pipe.add_command(cmd);
-                pipe.cmd("PUBLISH")
-                    .arg(&self.added_channel)
-                    .arg(added::message(&self.instance, queue))
-                    .ignore();
-                let (added,): (i64,) = self.run(&pipe).await?;
+                let (added,): (i64,) = self.run(&self.adding(queue, cmd)).await?;
                 if added == 1 && !fired.contains(queue) {
                     fired.push(queue.clone());
                 }
