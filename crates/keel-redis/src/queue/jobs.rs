@@ -61,8 +61,8 @@ impl RedisStore {
             .collect())
     }
 
-    /// Adds `jobs` to `queue` with `script` (ADD, or FIRE_SCHEDULE with its own arguments
-    /// first): the 10 arguments of each job.
+    /// Appends to `cmd` (ADD, or FIRE_SCHEDULE after its own arguments) the 10 arguments the
+    /// scripts' `add_jobs` takes for each of `jobs`, with the ids made here (`<uuid>~<queue>`).
     pub(super) fn job_args(
         cmd: &mut redis::Cmd,
         queue: &str,
