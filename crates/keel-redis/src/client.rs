@@ -18,11 +18,13 @@ use std::time::{Duration, Instant};
 use keel_core::{Clock, Secret};
 use keel_resilience::{BreakerConfig, BreakerState, CircuitBreaker};
 use prometheus::{Histogram, HistogramOpts};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManagerConfig;
 use serde::Serialize;
 
+use crate::cluster;
 use crate::error::RedisError;
-use crate::pool::{Opener, Pool, SentinelOptions};
+use crate::pipe::Pipeline;
+use crate::pool::{Conn, Opener, Pool, SentinelOptions};
 
 /// How to reach Redis and how patient to be with it.
 #[derive(Debug, Clone)]
@@ -50,6 +52,9 @@ pub struct RedisOptions {
     /// Follow the master these Sentinels name (the URL's host and port are then replaced by
     /// the master's).
     pub sentinel: Option<SentinelOptions>,
+    /// `host:port` of some nodes of a Redis Cluster to use (the URL's host and port are then
+    /// replaced by each node's); empty for one Redis.
+    pub cluster: Vec<String>,
 }
 
 /// PEM files for `rediss://` connections.
@@ -105,6 +110,7 @@ impl RedisOptions {
             breaker_cool_down: Duration::from_secs(1),
             tls: TlsFiles::default(),
             sentinel: None,
+            cluster: Vec::new(),
         }
     }
 }
@@ -181,8 +187,9 @@ impl Redis {
             config,
             size: options.pool_size,
             connect_timeout: options.connect_timeout,
+            response_timeout: options.command_timeout.max(RESPONSE_BACKSTOP),
         };
-        let pool = Pool::new(opener, options.sentinel.clone())?;
+        let pool = Pool::new(opener, options.sentinel.clone(), &options.cluster)?;
         let breaker = CircuitBreaker::new(
             BreakerConfig {
                 failure_threshold: options.breaker_failures.max(1),
@@ -253,10 +260,12 @@ impl Redis {
         .await
     }
 
-    /// Runs a pipeline (atomic if built with `.atomic()`).
+    /// Runs a pipeline (atomic if built with `.atomic()`). On a Cluster, a pipeline over
+    /// several slots is sent as one pipeline per slot, concurrently (a transaction must stay
+    /// within one slot).
     pub async fn pipeline<T: redis::FromRedisValue + Send>(
         &self,
-        pipe: &redis::Pipeline,
+        pipe: &Pipeline,
     ) -> Result<T, RedisError> {
         self.pipeline_within(pipe, self.inner.command_timeout).await
     }
@@ -265,13 +274,52 @@ impl Redis {
     /// whose size the caller knows, such as adding thousands of jobs in one script).
     pub async fn pipeline_within<T: redis::FromRedisValue + Send>(
         &self,
-        pipe: &redis::Pipeline,
+        pipe: &Pipeline,
         timeout: Duration,
     ) -> Result<T, RedisError> {
-        self.run(timeout, |mut conn| async move {
-            pipe.query_async(&mut conn).await
+        self.pipeline_loading(pipe, timeout, &[]).await
+    }
+
+    /// Runs a pipeline (of script calls, say) within `timeout`. Where Redis does not know
+    /// a script (NOSCRIPT: it restarted, or its scripts were flushed), `loads` — `SCRIPT LOAD`
+    /// commands — are run there all at once (MULTI, so no concurrent caller finds some loaded
+    /// and others not) and what failed is sent again: the whole pipeline on one Redis, the
+    /// failed slot's part on a Cluster.
+    pub async fn pipeline_loading<T: redis::FromRedisValue + Send>(
+        &self,
+        pipe: &Pipeline,
+        timeout: Duration,
+        loads: &[redis::Cmd],
+    ) -> Result<T, RedisError> {
+        self.run(timeout, |conn| async move {
+            match conn {
+                Conn::Single(mut conn) => {
+                    let pipe = pipe.as_redis();
+                    match pipe.query_async(&mut conn).await {
+                        Err(e) if cluster::is_noscript(&e) && !loads.is_empty() => {
+                            let mut load = redis::pipe();
+                            load.atomic();
+                            for cmd in loads {
+                                load.add_command(cmd.clone()).ignore();
+                            }
+                            let () = load.query_async(&mut conn).await?;
+                            pipe.query_async(&mut conn).await
+                        }
+                        other => other,
+                    }
+                }
+                Conn::Cluster(conn) => {
+                    let value = cluster::run_split(&conn, pipe, loads).await?;
+                    Ok(redis::from_redis_value(value)?)
+                }
+            }
         })
         .await
+    }
+
+    /// Whether this handle talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.inner.pool.cluster().is_some()
     }
 
     /// The longest an operation may take (`redis.command_timeout`).
@@ -283,6 +331,13 @@ impl Redis {
     /// multiplexed connections). Fails when Redis cannot be reached within the connect timeout.
     pub async fn subscribe(&self, channel: &str) -> Result<redis::aio::PubSub, RedisError> {
         let inner = &*self.inner;
+        if let Some(cluster) = inner.pool.cluster() {
+            let connect = cluster::subscribe(cluster, channel);
+            return match tokio::time::timeout(inner.connect_timeout, connect).await {
+                Ok(result) => result,
+                Err(_) => Err(RedisError::Timeout(inner.connect_timeout)),
+            };
+        }
         let connect = async {
             let connections = inner.pool.get().await?;
             let subscribed = async {
@@ -303,13 +358,26 @@ impl Redis {
     }
 
     /// One `SCAN` step over keys matching `pattern` (Redis glob), about `count` keys examined:
-    /// the next cursor (0 when done) and the keys found.
+    /// the next cursor (0 when done) and the keys found. On a Cluster the steps go through
+    /// every master in turn (the cursor says which).
     pub async fn scan(
         &self,
         cursor: u64,
         pattern: &str,
         count: usize,
     ) -> Result<(u64, Vec<String>), RedisError> {
+        if self.is_cluster() {
+            return self
+                .run(self.inner.command_timeout, |conn| async move {
+                    match conn {
+                        Conn::Cluster(conn) => cluster::scan(&conn, cursor, pattern, count).await,
+                        Conn::Single(_) => {
+                            unreachable!("a Cluster handle hands out Cluster connections")
+                        }
+                    }
+                })
+                .await;
+        }
         self.query(
             redis::cmd("SCAN")
                 .arg(cursor)
@@ -332,7 +400,7 @@ impl Redis {
     /// it.
     async fn run<T, F, Fut>(&self, timeout: Duration, op: F) -> Result<T, RedisError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let inner = &*self.inner;
@@ -350,10 +418,18 @@ impl Redis {
         let started = Instant::now();
         let mut used = None;
         let attempt = async {
-            let connections = inner.pool.get().await?;
-            let index = inner.next.fetch_add(1, Ordering::Relaxed) % connections.managers.len();
-            let conn = connections.managers[index].clone();
-            used = Some(connections);
+            let conn = match inner.pool.cluster() {
+                // One connection object: it multiplexes over a connection per node itself.
+                Some(cluster) => Conn::Cluster(cluster.connection.clone()),
+                None => {
+                    let connections = inner.pool.get().await?;
+                    let index =
+                        inner.next.fetch_add(1, Ordering::Relaxed) % connections.managers.len();
+                    let conn = connections.managers[index].clone();
+                    used = Some(connections);
+                    Conn::Single(conn)
+                }
+            };
             op(conn).await.map_err(RedisError::from)
         };
         let outcome = tokio::time::timeout(timeout, attempt).await;
@@ -421,6 +497,7 @@ impl std::fmt::Debug for Redis {
         f.debug_struct("Redis")
             .field("prefix", &self.inner.prefix)
             .field("sentinels", &self.inner.pool.follows_sentinels())
+            .field("cluster", &self.is_cluster())
             .finish()
     }
 }

@@ -14,8 +14,10 @@
 //! - [`lock`]: [`Locks`], named leases with fencing tokens, in Redis or (one instance) in memory.
 //! - [`queue`]: [`RedisStore`], the job queue's store in Redis (Lua scripts per state change),
 //!   so workers on every instance share the queues.
-//! - `pool`: where the connections go — one Redis, or the master a set of Sentinels names,
-//!   asked again after a failover.
+//! - `pool`: where the connections go — one Redis, the master a set of Sentinels names (asked
+//!   again after a failover), or a Redis Cluster.
+//! - [`pipe`]: [`Pipeline`], commands sent in one round trip, split by slot on a Cluster
+//!   (`cluster` runs the parts, and `SCAN`s every master in turn).
 //! - [`error`]: [`RedisError`], which never carries the URL or its password.
 //!
 //! Keys are `<prefix><kind>:…` (default prefix `keel:`). A key that a script touches together
@@ -23,11 +25,13 @@
 
 pub mod cache;
 pub mod client;
+mod cluster;
 pub mod error;
 pub mod limiter;
 pub mod limits;
 pub mod lock;
 mod metrics;
+pub mod pipe;
 mod pool;
 pub mod queue;
 
@@ -38,5 +42,6 @@ pub use limiter::{FailureMode, SharedLimitStats, SharedLimits, SharedRateLimiter
 pub use limits::{Limiter, Limits};
 pub use lock::{Lease, LockError, Locks};
 pub use metrics::register_metrics;
+pub use pipe::{Pipeline, pipe};
 pub use pool::SentinelOptions;
 pub use queue::RedisStore;

@@ -1,16 +1,24 @@
-//! Where the connections go: one fixed Redis, or the master that a set of Sentinels names.
+//! Where the connections go: one fixed Redis, the master that a set of Sentinels names, or a
+//! Redis Cluster.
 //!
 //! With Sentinels, the master's address is asked for (`SENTINEL get-master-addr-by-name`) on
 //! first use and again after any outage or `READONLY` answer (a failover turned the old master
 //! into a replica): the connections are then rebuilt for the master the Sentinels name now.
 //! The configured URL still gives the scheme, credentials, database and TLS files; only its
 //! host and port are replaced.
+//!
+//! A Cluster is reached through the client crate's cluster connection: it learns which node
+//! serves which slot from the seed nodes, sends each command to its slot's node, follows
+//! `MOVED`/`ASK` redirections and refreshes its map after a failover or a resharding.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use keel_core::sync::{read, write};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, RedisFuture, Value};
 
 use crate::RedisError;
 
@@ -30,6 +38,50 @@ pub(crate) struct Connections {
     pub(crate) managers: Vec<ConnectionManager>,
 }
 
+/// One connection handed to an operation: to one Redis, or to a Cluster.
+#[derive(Clone)]
+pub(crate) enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Connections to a Redis Cluster.
+pub(crate) struct Cluster {
+    /// The seed nodes' URLs (the configured URL with each seed's host and port), for
+    /// subscriptions: a plain connection to any node hears every node's `PUBLISH`.
+    pub(crate) seeds: Vec<String>,
+    pub(crate) tls: Option<redis::TlsCertificates>,
+    pub(crate) connection: ClusterConnection,
+}
+
 /// How to open connections.
 pub(crate) struct Opener {
     pub(crate) url: String,
@@ -37,9 +89,44 @@ pub(crate) struct Opener {
     pub(crate) config: ConnectionManagerConfig,
     pub(crate) size: usize,
     pub(crate) connect_timeout: Duration,
+    /// The longest a cluster connection waits for an answer (operations have shorter timeouts
+    /// of their own).
+    pub(crate) response_timeout: Duration,
 }
 
 impl Opener {
+    /// A lazy connection to the Cluster that `seeds` (`host:port`) belong to: it connects in
+    /// the background and maps the slots on first use.
+    fn open_cluster(&self, seeds: &[String]) -> Result<Cluster, RedisError> {
+        let urls = seeds
+            .iter()
+            .map(|seed| {
+                let (host, port) = split_address(seed)?;
+                with_address(&self.url, host, port)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut builder = ClusterClientBuilder::new(urls.clone())
+            .connection_timeout(self.connect_timeout)
+            .response_timeout(self.response_timeout);
+        if let Some(certificates) = &self.tls {
+            builder = builder.certs(certificates.clone());
+        }
+        let client = builder.build().map_err(|e| {
+            RedisError::InvalidUrl(match e.detail() {
+                Some(detail) => detail.to_owned(),
+                None => format!("{:?}", e.kind()),
+            })
+        })?;
+        let config = redis::cluster::ClusterConfig::new()
+            .set_connection_timeout(self.connect_timeout)
+            .set_response_timeout(self.response_timeout);
+        Ok(Cluster {
+            seeds: urls,
+            tls: self.tls.clone(),
+            connection: client.get_pending_async_connection_with_config(config),
+        })
+    }
+
     /// Lazy connections to `url` (they connect on first use and reconnect by themselves).
     fn open(&self, url: &str) -> Result<Arc<Connections>, RedisError> {
         let opened = match &self.tls {
@@ -64,6 +151,7 @@ impl Opener {
 pub(crate) enum Pool {
     Fixed(Arc<Connections>),
     Sentinel(Box<Followed>),
+    Cluster(Box<Cluster>),
 }
 
 /// Connections to the master the Sentinels name.
@@ -79,7 +167,16 @@ impl Pool {
     pub(crate) fn new(
         opener: Opener,
         sentinels: Option<SentinelOptions>,
+        cluster: &[String],
     ) -> Result<Self, RedisError> {
+        if !cluster.is_empty() {
+            if sentinels.is_some() {
+                return Err(RedisError::InvalidUrl(
+                    "a Cluster is not followed through Sentinels: give one or the other".into(),
+                ));
+            }
+            return Ok(Self::Cluster(Box::new(opener.open_cluster(cluster)?)));
+        }
         match sentinels {
             None => Ok(Self::Fixed(opener.open(&opener.url)?)),
             Some(sentinels) => {
@@ -98,10 +195,14 @@ impl Pool {
         }
     }
 
-    /// The connections to use now (asking the Sentinels first if needed).
+    /// The connections to use now (asking the Sentinels first if needed). Not for a Cluster
+    /// (see [`Pool::cluster`]).
     pub(crate) async fn get(&self) -> Result<Arc<Connections>, RedisError> {
         match self {
             Self::Fixed(connections) => Ok(connections.clone()),
+            Self::Cluster(_) => Err(RedisError::Connection(
+                "a Redis Cluster has no single connection".into(),
+            )),
             Self::Sentinel(followed) => {
                 let Followed {
                     sentinels,
@@ -140,6 +241,26 @@ impl Pool {
     pub(crate) fn follows_sentinels(&self) -> bool {
         matches!(self, Self::Sentinel(_))
     }
+
+    /// The Cluster connections, if this is a Cluster.
+    pub(crate) fn cluster(&self) -> Option<&Cluster> {
+        match self {
+            Self::Cluster(cluster) => Some(cluster),
+            _ => None,
+        }
+    }
+}
+
+/// `host:port` (or `[v6]:port`) as host and port.
+pub(crate) fn split_address(address: &str) -> Result<(&str, u16), RedisError> {
+    let bad = || RedisError::InvalidUrl(format!("{address:?} is not host:port"));
+    let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = port.parse::<u16>().map_err(|_| bad())?;
+    if host.is_empty() {
+        return Err(bad());
+    }
+    Ok((host, port))
 }
 
 /// Asks each Sentinel in turn for the master's address.

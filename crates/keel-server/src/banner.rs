@@ -26,7 +26,13 @@ pub fn render(app: &App, addr: SocketAddr, gateway: Option<SocketAddr>) -> Strin
         keel_queue::QueueBackend::Redis => ", job queues included",
         keel_queue::QueueBackend::Sqlite => "",
     };
-    let redis_line = if !redis.sentinels.is_empty() {
+    let redis_line = if !redis.cluster.is_empty() {
+        format!(
+            "shared through a Redis Cluster of {} (keys under {:?}{jobs})\n",
+            redis.cluster.join(", "),
+            redis.key_prefix
+        )
+    } else if !redis.sentinels.is_empty() {
         format!(
             "shared through Redis: master {:?} of Sentinels {} (keys under {:?}{jobs})\n",
             redis.sentinel_master.as_deref().unwrap_or_default(),

@@ -1,9 +1,12 @@
 //! Test support: [`TestServer`] runs the real keel [`App`] on `127.0.0.1:0` with a temporary
 //! data directory and one API token per role, and hands out HTTP clients for it;
-//! [`RedisServer`] runs a private `redis-server` on a free port.
+//! [`RedisServer`] runs a private `redis-server` on a free port, [`RedisCluster`] a private
+//! Redis Cluster.
 
+mod cluster;
 mod redis;
 
+pub use cluster::RedisCluster;
 pub use redis::{RedisSentinel, RedisServer, RedisTls};
 
 use std::net::SocketAddr;

@@ -318,7 +318,7 @@ impl Drop for RedisSentinel {
 
 /// Runs `redis-server` on `addr` and waits until it answers PING (or, speaking TLS, accepts
 /// connections).
-fn spawn_on(
+pub(crate) fn spawn_on(
     addr: SocketAddr,
     tls: Option<(&RedisTls, bool)>,
     extra: &[String],
@@ -387,7 +387,7 @@ impl Drop for RedisServer {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -19,6 +19,7 @@
 //!   than `cache.l1_staleness`: reads go to L2 until the subscription is back.
 
 mod epochs;
+mod keys;
 mod listener;
 mod scripts;
 
@@ -35,6 +36,7 @@ use keel_core::sync::lock;
 use serde::Serialize;
 
 use self::epochs::{Epoch, Epochs};
+use self::keys::Layout;
 use crate::{Redis, RedisError};
 
 /// Keys one SCAN call asks for, and deletes sent in one pipeline.
@@ -74,8 +76,7 @@ pub(crate) struct Inner {
     /// This instance's id: its own broadcasts come back to it and are skipped.
     pub(crate) instance: String,
     pub(crate) channel: String,
-    entry_prefix: String,
-    tag_prefix: String,
+    keys: Layout,
     pub(crate) counters: Counters,
     /// Bumped by every invalidation received; an L2 read during which it moved does not fill L1.
     pub(crate) epochs: Epochs,
@@ -161,8 +162,7 @@ impl TieredCache {
         let config = l1.config().clone();
         let inner = Arc::new(Inner {
             channel: redis.key("cache:invalidate"),
-            entry_prefix: redis.key("cache:v:"),
-            tag_prefix: redis.key("cache:t:"),
+            keys: Layout::new(redis.key("cache:v:"), redis.key("cache:t:")),
             l1,
             redis,
             l1_max_ttl: config.l1_max_ttl.get(),
@@ -197,10 +197,7 @@ impl TieredCache {
     }
 
     fn entry_key(&self, key: &str) -> String {
-        let mut full = String::with_capacity(self.inner.entry_prefix.len() + key.len());
-        full.push_str(&self.inner.entry_prefix);
-        full.push_str(key);
-        full
+        self.inner.keys.entry(key)
     }
 
     /// Reads `key`: from L1, else from Redis (filling L1).
@@ -316,15 +313,17 @@ impl TieredCache {
         let mut tags = options.tags.clone();
         tags.sort();
         tags.dedup();
-        let mut script = scripts::SET.key(self.entry_key(key));
+        let entry = self.entry_key(key);
+        let tag_prefix = inner.keys.tag_prefix_of(&entry);
+        let mut script = scripts::SET.key(&entry);
         for tag in &tags {
-            script.key(format!("{}{tag}", inner.tag_prefix));
+            script.key(format!("{tag_prefix}{tag}"));
         }
         script
             .arg(value.as_ref())
             .arg(options.content_type.as_deref().unwrap_or(""))
             .arg(ttls.l2.map_or(0, millis))
-            .arg(&inner.tag_prefix)
+            .arg(&tag_prefix)
             .arg(tags.join(","));
         let stored: Result<i64, _> = inner.redis.script(&script).await;
         let l1_options = SetOptions {
@@ -363,12 +362,13 @@ impl TieredCache {
     /// entry was removed.
     pub async fn delete(&self, key: &str) -> bool {
         let inner = &*self.inner;
+        let entry = self.entry_key(key);
         let deleted: Result<i64, _> = inner
             .redis
             .script(
                 scripts::DELETE
-                    .key(self.entry_key(key))
-                    .arg(&inner.tag_prefix)
+                    .key(&entry)
+                    .arg(inner.keys.tag_prefix_of(&entry))
                     .arg(""),
             )
             .await;
@@ -397,7 +397,7 @@ impl TieredCache {
 
     async fn delete_matching_l2(&self, pattern: &str) -> Result<usize, RedisError> {
         let inner = &*self.inner;
-        let matcher = format!("{}{pattern}", Glob::escape(&inner.entry_prefix));
+        let matcher = inner.keys.matcher(pattern);
         let mut cursor = 0u64;
         let mut deleted = 0;
         loop {
@@ -417,37 +417,23 @@ impl TieredCache {
             return Ok(0);
         }
         let inner = &*self.inner;
-        let mut pipe = redis::pipe();
+        let mut pipe = crate::pipe();
         for key in keys {
-            let mut invocation = scripts::DELETE.key(key);
-            invocation.arg(&inner.tag_prefix).arg(tag);
-            // EVALSHA; the scripts were loaded by the reads and writes before (and a pipeline
-            // after a Redis restart fails once, to be retried by the caller).
             pipe.cmd("EVALSHA")
                 .arg(scripts::DELETE.get_hash())
                 .arg(1)
                 .arg(key)
-                .arg(&inner.tag_prefix)
+                .arg(inner.keys.tag_prefix_of(key))
                 .arg(tag);
         }
-        let results: Result<Vec<i64>, _> = inner.redis.pipeline(&pipe).await;
-        let results = match results {
-            Ok(results) => results,
-            Err(RedisError::Server(e)) if e.starts_with("NOSCRIPT") => {
-                // Load it with one plain call, then again.
-                let _: i64 = inner
-                    .redis
-                    .script(
-                        scripts::DELETE
-                            .key(&keys[0])
-                            .arg(&inner.tag_prefix)
-                            .arg(tag),
-                    )
-                    .await?;
-                inner.redis.pipeline(&pipe).await?
-            }
-            Err(e) => return Err(e),
-        };
+        let results: Vec<i64> = inner
+            .redis
+            .pipeline_loading(
+                &pipe,
+                inner.redis.command_timeout(),
+                std::slice::from_ref(&scripts::DELETE_LOAD),
+            )
+            .await?;
         Ok(results.iter().filter(|n| **n == 1).count())
     }
 
@@ -465,19 +451,26 @@ impl TieredCache {
     }
 
     async fn invalidate_tag_l2(&self, tag: &str) -> Result<usize, RedisError> {
-        let set = format!("{}{tag}", self.inner.tag_prefix);
+        let mut sets = self.inner.keys.tag_sets(tag);
         let mut deleted = 0;
-        loop {
-            let members: Vec<String> = self
-                .inner
-                .redis
-                .query(redis::cmd("SPOP").arg(&set).arg(BATCH))
-                .await?;
-            if members.is_empty() {
-                return Ok(deleted);
+        // Each round takes up to a batch from every group's set still holding entries.
+        while !sets.is_empty() {
+            let mut pipe = crate::pipe();
+            for set in &sets {
+                pipe.cmd("SPOP").arg(set).arg(BATCH);
             }
+            let popped: Vec<Vec<String>> = self.inner.redis.pipeline(&pipe).await?;
+            let members: Vec<String> = popped.iter().flatten().cloned().collect();
             deleted += self.delete_l2_entries(&members, tag).await?;
+            // A set that gave less than a batch is empty now.
+            sets = sets
+                .into_iter()
+                .zip(&popped)
+                .filter(|(_, p)| p.len() >= BATCH)
+                .map(|(set, _)| set)
+                .collect();
         }
+        Ok(deleted)
     }
 
     /// Empties both tiers (every keel key of the cache in Redis) and tells the other
@@ -534,7 +527,7 @@ impl TieredCache {
         limit: usize,
     ) -> Result<KeyPage, RedisError> {
         let inner = &*self.inner;
-        let matcher = format!("{}{pattern}", Glob::escape(&inner.entry_prefix));
+        let matcher = inner.keys.matcher(pattern);
         let mut cursor = start;
         let mut found: Vec<String> = Vec::new();
         // SCAN may answer empty pages; a few rounds fill one.
@@ -546,7 +539,7 @@ impl TieredCache {
                 break;
             }
         }
-        let mut pipe = redis::pipe();
+        let mut pipe = crate::pipe();
         for key in &found {
             pipe.cmd("HSTRLEN").arg(key).arg("v").cmd("PTTL").arg(key);
         }
@@ -560,7 +553,7 @@ impl TieredCache {
             .zip(sizes.chunks(2))
             .filter(|(_, s)| s[1] != -2)
             .map(|(key, s)| {
-                let name = &key[inner.entry_prefix.len()..];
+                let name = inner.keys.name_of(key);
                 KeyInfo {
                     key: Arc::from(name),
                     size: s[0].max(0) as usize,

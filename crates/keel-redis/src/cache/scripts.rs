@@ -1,6 +1,6 @@
 //! The Lua scripts behind the Redis tier. An entry is a hash — `v` (the value), `c` (its
-//! content type), `t` (its tags, comma-separated) — under `<prefix>cache:v:<key>`; each tag
-//! is a set of entry keys under `<prefix>cache:t:<tag>`. Scripts keep the two in step: an
+//! content type), `t` (its tags, comma-separated); each tag has a set of entry keys in the
+//! entry's group (see `keys` for both keys). Scripts keep the two in step: an
 //! entry leaves its old tags' sets when it is rewritten or deleted, and a tag's set expires
 //! when the last of the TTLs it was given runs out (it lives as long as its longest-lived
 //! member could; a member that expired earlier is skipped when the tag is invalidated).
@@ -55,9 +55,17 @@ return {r[1], r[2] or '', r[3] or '', redis.call('PTTL', KEYS[1])}
 /// Deletes an entry (UNLINK: a large value is freed off Redis's main thread) and takes it out
 /// of its tags' sets. KEYS: the entry. ARGV: the tag set
 /// prefix, and a tag the entry must carry to be deleted ('' for none). Returns 1 if deleted.
-pub(crate) static DELETE: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
-        r#"
+pub(crate) static DELETE: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(DELETE_CODE));
+
+/// `SCRIPT LOAD` of [`DELETE`], for pipelines of its calls.
+pub(crate) static DELETE_LOAD: LazyLock<redis::Cmd> = LazyLock::new(|| {
+    let mut cmd = redis::cmd("SCRIPT");
+    cmd.arg("LOAD").arg(DELETE_CODE);
+    cmd
+});
+
+const DELETE_CODE: &str = r#"
 local key = KEYS[1]
 local tags = redis.call('HGET', key, 't')
 if not tags then return 0 end
@@ -71,6 +79,4 @@ end
 for tag in string.gmatch(tags, '[^,]+') do redis.call('SREM', ARGV[1] .. tag, key) end
 redis.call('UNLINK', key)
 return 1
-"#,
-    )
-});
+"#;

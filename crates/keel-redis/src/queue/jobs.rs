@@ -7,7 +7,7 @@ use super::*;
 impl RedisStore {
     /// Every queue the store knows of (with jobs, paused, or resumed), by name.
     pub(super) async fn known_queues(&self, set: &str) -> Result<Vec<String>, QueueError> {
-        let mut pipe = redis::pipe();
+        let mut pipe = crate::pipe();
         pipe.cmd("SMEMBERS").arg(set);
         let (mut queues,): (Vec<String>,) = self.run(&pipe).await?;
         queues.sort();
@@ -32,7 +32,7 @@ impl RedisStore {
         if queues.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
+        let mut pipe = crate::pipe();
         for queue in queues {
             pipe.cmd("HGET").arg(self.meta(queue)).arg("paused");
             for (suffix, _) in SETS {
@@ -199,7 +199,7 @@ impl RedisStore {
             }
         }
         if !by_queue.is_empty() {
-            let mut pipe = redis::pipe();
+            let mut pipe = crate::pipe();
             for (queue, members) in &by_queue {
                 let mut cmd = scripts::COMPLETE.call(&self.meta(queue));
                 cmd.arg(now);
@@ -261,7 +261,7 @@ impl RedisStore {
         let mut queues = self.known_queues(&self.queues).await?;
         let mut recovered = 0;
         while !queues.is_empty() {
-            let mut pipe = redis::pipe();
+            let mut pipe = crate::pipe();
             for queue in &queues {
                 let mut cmd = scripts::RECOVER.call(&self.meta(queue));
                 cmd.arg(self.now())

@@ -119,8 +119,8 @@ impl RedisStore {
 
     /// The round trip of `script`, which adds jobs to `queue`: the queue joins the set of
     /// queues, and the other instances hear of the add.
-    fn adding(&self, queue: &str, script: redis::Cmd) -> redis::Pipeline {
-        let mut pipe = redis::pipe();
+    fn adding(&self, queue: &str, script: redis::Cmd) -> crate::Pipeline {
+        let mut pipe = crate::pipe();
         pipe.cmd("SADD").arg(&self.queues).arg(queue).ignore();
         pipe.add_command(script);
         pipe.cmd("PUBLISH")
@@ -134,7 +134,7 @@ impl RedisStore {
     /// again.
     async fn run<T: redis::FromRedisValue + Send>(
         &self,
-        pipe: &redis::Pipeline,
+        pipe: &crate::Pipeline,
     ) -> Result<T, QueueError> {
         self.run_within(pipe, self.redis.command_timeout()).await
     }
@@ -142,31 +142,18 @@ impl RedisStore {
     /// [`Self::run`] for work that may take up to `timeout`.
     async fn run_within<T: redis::FromRedisValue + Send>(
         &self,
-        pipe: &redis::Pipeline,
+        pipe: &crate::Pipeline,
         timeout: Duration,
     ) -> Result<T, QueueError> {
-        match self.redis.pipeline_within(pipe, timeout).await {
-            Err(RedisError::Server(e)) if e.starts_with("NOSCRIPT") => {
-                // All at once (MULTI): another instance's pipeline never finds some loaded and
-                // others not, and so never has a part of it run twice by its own retry.
-                let mut load = redis::pipe();
-                load.atomic();
-                for script in scripts::all() {
-                    load.add_command(script.load()).ignore();
-                }
-                let () = self.redis.pipeline(&load).await.map_err(store_error)?;
-                self.redis
-                    .pipeline_within(pipe, timeout)
-                    .await
-                    .map_err(store_error)
-            }
-            other => other.map_err(store_error),
-        }
+        self.redis
+            .pipeline_loading(pipe, timeout, &scripts::LOADS)
+            .await
+            .map_err(store_error)
     }
 
     /// Runs one script call.
     async fn call(&self, cmd: redis::Cmd) -> Result<Value, QueueError> {
-        let mut pipe = redis::pipe();
+        let mut pipe = crate::pipe();
         pipe.add_command(cmd);
         let (value,): (Value,) = self.run(&pipe).await?;
         Ok(value)

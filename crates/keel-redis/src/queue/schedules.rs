@@ -10,7 +10,7 @@ impl RedisStore {
         let stored = self.queue_key(queue, "S");
         // Read, then write if unchanged meanwhile (another instance may write it too).
         for _ in 0..10 {
-            let mut pipe = redis::pipe();
+            let mut pipe = crate::pipe();
             pipe.cmd("HGET").arg(&stored).arg(&new.name);
             let (old,): (Option<String>,) = self.run(&pipe).await?;
             let kept = old
@@ -39,7 +39,7 @@ impl RedisStore {
                 .arg(old.unwrap_or_default())
                 .arg(json)
                 .arg(next_run_at.map(|n| n.to_string()).unwrap_or_default());
-            let mut pipe = redis::pipe();
+            let mut pipe = crate::pipe();
             pipe.cmd("SADD")
                 .arg(&self.schedule_queues)
                 .arg(queue)
@@ -57,7 +57,7 @@ impl RedisStore {
     }
 
     pub(super) async fn list_schedules(&self, queue: &str) -> Result<Vec<Schedule>, QueueError> {
-        let mut pipe = redis::pipe();
+        let mut pipe = crate::pipe();
         pipe.cmd("HVALS").arg(self.queue_key(queue, "S"));
         let (stored,): (Vec<String>,) = self.run(&pipe).await?;
         let mut schedules = stored
@@ -75,7 +75,7 @@ impl RedisStore {
             return Ok(Vec::new());
         }
         let now = self.now();
-        let mut pipe = redis::pipe();
+        let mut pipe = crate::pipe();
         for queue in &queues {
             pipe.cmd("HGETALL").arg(self.queue_key(queue, "N"));
         }
@@ -86,7 +86,7 @@ impl RedisStore {
                 if tick.parse::<u64>().map_or(true, |t| t > now) {
                     continue;
                 }
-                let mut pipe = redis::pipe();
+                let mut pipe = crate::pipe();
                 pipe.cmd("HGET").arg(self.queue_key(queue, "S")).arg(&name);
                 let (stored,): (Option<String>,) = self.run(&pipe).await?;
                 let Some(mut schedule) =

@@ -38,7 +38,7 @@ impl Lua {
     }
 
     /// `SCRIPT LOAD` of the script.
-    pub(super) fn load(&self) -> redis::Cmd {
+    fn load(&self) -> redis::Cmd {
         let mut cmd = redis::cmd("SCRIPT");
         cmd.arg("LOAD").arg(&self.code);
         cmd
@@ -106,8 +106,12 @@ pub(super) static PUT_SCHEDULE: LazyLock<Lua> =
 pub(super) static FIRE_SCHEDULE: LazyLock<Lua> =
     LazyLock::new(|| script(include_str!("lua/fire_schedule.lua")));
 
-/// Every script, for loading them after Redis answers NOSCRIPT to a pipeline.
-pub(super) fn all() -> [&'static Lua; 15] {
+/// `SCRIPT LOAD` of every script, for Redis to run after it answered NOSCRIPT to a pipeline.
+pub(super) static LOADS: LazyLock<Vec<redis::Cmd>> =
+    LazyLock::new(|| all().iter().map(|script| script.load()).collect());
+
+/// Every script.
+fn all() -> [&'static Lua; 15] {
     [
         &ADD,
         &FETCH,

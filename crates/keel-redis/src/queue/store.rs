@@ -173,7 +173,7 @@ impl Store for RedisStore {
     fn set_paused<'a>(&'a self, queue: &'a str, paused: bool) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             Queues::validate_queue(queue)?;
-            let mut pipe = redis::pipe();
+            let mut pipe = crate::pipe();
             pipe.cmd("SADD").arg(&self.queues).arg(queue).ignore();
             pipe.cmd("HSET")
                 .arg(self.meta(queue))
@@ -248,7 +248,7 @@ impl Store for RedisStore {
 
     fn delete_schedule<'a>(&'a self, queue: &'a str, name: &'a str) -> StoreFuture<'a, bool> {
         Box::pin(async move {
-            let mut pipe = redis::pipe();
+            let mut pipe = crate::pipe();
             pipe.atomic()
                 .cmd("HDEL")
                 .arg(self.queue_key(queue, "S"))
@@ -268,7 +268,7 @@ impl Store for RedisStore {
 
     fn queue_exists<'a>(&'a self, queue: &'a str) -> StoreFuture<'a, bool> {
         Box::pin(async move {
-            let mut pipe = redis::pipe();
+            let mut pipe = crate::pipe();
             pipe.cmd("EXISTS").arg(self.meta(queue));
             let (exists,): (i64,) = self.run(&pipe).await?;
             Ok(exists > 0)
@@ -282,7 +282,7 @@ impl Store for RedisStore {
             cmd.arg(limit.max(1));
             let deleted = usize::try_from(int(&self.call(cmd).await?).unwrap_or(0)).unwrap_or(0);
             if deleted < limit {
-                let mut pipe = redis::pipe();
+                let mut pipe = crate::pipe();
                 pipe.cmd("SREM").arg(&self.queues).arg(queue).ignore();
                 pipe.cmd("SREM")
                     .arg(&self.schedule_queues)
@@ -310,7 +310,7 @@ impl Store for RedisStore {
         Box::pin(async move {
             // The first of the plain list was added first of them (and ready since); the
             // others are in `r` by when they became ready.
-            let mut pipe = redis::pipe();
+            let mut pipe = crate::pipe();
             pipe.cmd("ZRANGE")
                 .arg(self.queue_key(queue, "r"))
                 .arg(0)
@@ -320,7 +320,7 @@ impl Store for RedisStore {
             let (first, head): (Vec<(String, f64)>, Option<String>) = self.run(&pipe).await?;
             let mut oldest = first.first().map(|(_, at)| *at as u64);
             if let Some(id) = head.as_deref().and_then(|m| m.get(32..)) {
-                let mut pipe = redis::pipe();
+                let mut pipe = crate::pipe();
                 pipe.cmd("HGET").arg(self.queue_key(queue, "h:ca")).arg(id);
                 let (created,): (Option<u64>,) = self.run(&pipe).await?;
                 oldest = match (oldest, created) {

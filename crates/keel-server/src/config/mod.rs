@@ -94,7 +94,7 @@ impl Config {
         if self.queue.backend == QueueBackend::Redis && self.redis.connection_url().is_none() {
             return Err(FieldError::new(
                 "queue.backend",
-                "\"redis\" needs a Redis: set redis.url (or redis.host, or redis.sentinels)",
+                "\"redis\" needs a Redis: set redis.url (or redis.host, redis.sentinels or redis.cluster)",
             ));
         }
         QueueSettings::validate_all(&self.queues)

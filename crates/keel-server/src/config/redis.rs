@@ -63,6 +63,11 @@ pub struct RedisConfig {
     pub sentinels: Vec<String>,
     /// The name the Sentinels monitor the master under (required with `sentinels`).
     pub sentinel_master: Option<String>,
+    /// `host:port` of some nodes of a Redis Cluster: keel then uses the Cluster (it learns
+    /// the other nodes and the slots from them, and follows failovers and resharding); `url`
+    /// (or `password`) still gives credentials and TLS, its host and port being replaced by
+    /// each node's. A Cluster has only database 0.
+    pub cluster: Vec<String>,
 }
 
 impl Default for RedisConfig {
@@ -87,6 +92,7 @@ impl Default for RedisConfig {
             tls_key_file: None,
             sentinels: Vec::new(),
             sentinel_master: None,
+            cluster: Vec::new(),
         }
     }
 }
@@ -94,7 +100,10 @@ impl Default for RedisConfig {
 impl RedisConfig {
     /// Whether Redis is configured at all.
     pub fn is_configured(&self) -> bool {
-        self.url.is_some() || self.host.is_some() || !self.sentinels.is_empty()
+        self.url.is_some()
+            || self.host.is_some()
+            || !self.sentinels.is_empty()
+            || !self.cluster.is_empty()
     }
 
     /// The connection URL (with credentials), if configured.
@@ -106,6 +115,7 @@ impl RedisConfig {
         let host = match &self.host {
             Some(host) => host,
             None if !self.sentinels.is_empty() => "sentinel-master",
+            None if !self.cluster.is_empty() => "cluster-node",
             None => return None,
         };
         let mut url = String::from("redis://");
@@ -138,6 +148,7 @@ impl RedisConfig {
                 addresses: self.sentinels.clone(),
                 master: self.sentinel_master.clone().unwrap_or_default(),
             }),
+            cluster: self.cluster.clone(),
         })
     }
 
@@ -226,13 +237,30 @@ impl RedisConfig {
                     "required with redis.sentinels: the name the Sentinels monitor the master under",
                 ));
             }
-            if let Some(bad) = self.sentinels.iter().find(|a| {
-                a.rsplit_once(':')
-                    .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
-            }) {
+            if let Some(bad) = self.sentinels.iter().find(|a| !is_host_port(a)) {
                 return Err(FieldError::new(
                     "redis.sentinels",
                     format!("{bad:?} is not host:port"),
+                ));
+            }
+        }
+        if !self.cluster.is_empty() {
+            if !self.sentinels.is_empty() {
+                return Err(FieldError::new(
+                    "redis.cluster",
+                    "a Cluster is not found through Sentinels: set redis.cluster or redis.sentinels, not both",
+                ));
+            }
+            if let Some(bad) = self.cluster.iter().find(|a| !is_host_port(a)) {
+                return Err(FieldError::new(
+                    "redis.cluster",
+                    format!("{bad:?} is not host:port"),
+                ));
+            }
+            if self.database() != Some(0) {
+                return Err(FieldError::new(
+                    "redis.db",
+                    "a Redis Cluster has only database 0: leave the database out of redis.url and redis.db",
                 ));
             }
         }
@@ -244,6 +272,32 @@ impl RedisConfig {
         }
         Ok(())
     }
+}
+
+impl RedisConfig {
+    /// The database the connection URL selects (`None`: one that does not parse).
+    fn database(&self) -> Option<i64> {
+        let url = self.connection_url()?;
+        let url = url.expose();
+        let rest = &url[url.find("://").map_or(0, |i| i + 3)..];
+        match rest.split_once('/') {
+            None => Some(0),
+            Some((_, path)) => {
+                let db = path.split(['?', '#']).next().unwrap_or("");
+                if db.is_empty() {
+                    Some(0)
+                } else {
+                    db.parse().ok()
+                }
+            }
+        }
+    }
+}
+
+fn is_host_port(address: &str) -> bool {
+    address
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
 }
 
 /// The URL with any password replaced by `[redacted]`.
@@ -344,6 +398,35 @@ mod tests {
         let err = cfg.validate().unwrap_err();
         assert_eq!(err.field, "redis.sentinels");
         assert!(err.reason.contains("no-port"), "{}", err.reason);
+    }
+
+    #[test]
+    fn a_cluster_needs_node_addresses_and_database_0() {
+        let mut cfg = RedisConfig {
+            cluster: vec!["10.0.0.1:7000".into(), "10.0.0.2:7000".into()],
+            password: Some(Secret::new("pw")),
+            ..RedisConfig::default()
+        };
+        assert!(cfg.is_configured());
+        assert!(cfg.validate().is_ok());
+        let options = cfg.options().unwrap();
+        assert_eq!(options.url.expose(), "redis://:pw@cluster-node:6379/0");
+        assert_eq!(options.cluster.len(), 2);
+        cfg.db = 3;
+        assert_eq!(cfg.validate().unwrap_err().field, "redis.db");
+        cfg.db = 0;
+        cfg.url = Some(Secret::new("redis://:pw@x:7000/2"));
+        assert_eq!(cfg.validate().unwrap_err().field, "redis.db");
+        cfg.url = Some(Secret::new("rediss://:pw@x:7000"));
+        assert!(cfg.validate().is_ok());
+        cfg.cluster.push("no-port".into());
+        let err = cfg.validate().unwrap_err();
+        assert_eq!(err.field, "redis.cluster");
+        assert!(err.reason.contains("no-port"), "{}", err.reason);
+        cfg.cluster.pop();
+        cfg.sentinels = vec!["10.0.0.9:26379".into()];
+        cfg.sentinel_master = Some("m".into());
+        assert_eq!(cfg.validate().unwrap_err().field, "redis.cluster");
     }
 
     #[test]
