@@ -4,7 +4,8 @@
 # bench/queue/bench.mjs (one Worker); keel by the same driver over HTTP (the release binary
 # with queue.backend = "redis" on that Redis, one request-serving thread as Redis has one) and
 # in process (crates/keel-redis/benches/queue_store.rs: direct store calls, and the in-process
-# Rust worker with a no-op handler). Redis is flushed before every measurement.
+# Rust worker with a no-op handler). Redis is flushed before every measurement. Each
+# processing run also prints the CPU time per job of Redis, keel and the Node driver (stderr).
 #
 # Usage: bench/queue_redis.sh [rounds] [jobs] [concurrency]     (defaults 3, 50000, 100)
 set -euo pipefail
@@ -26,6 +27,22 @@ REDIS_PORT=$(free_port)
 start_redis "$REDIS_PORT"
 export REDIS_PORT
 flush() { redis-cli -p "$REDIS_PORT" flushall >/dev/null; }
+REDIS_PID=$(redis-cli -p "$REDIS_PORT" info server | awk -F: '/^process_id/ {print $2}' | tr -d '\r')
+[ -x /usr/bin/time ] || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
+# Runs the Node driver command "$@" (a processing run; its output passes through) and prints
+# to stderr the CPU time per job it took, and that Redis and keel (when running) took meanwhile.
+cpu_per_job() {
+  local r0 r1 k0=0 k1=0
+  local keel_up=""
+  if [ -n "${KEEL_PID:-}" ] && kill -0 "$KEEL_PID" 2>/dev/null; then keel_up=1; fi
+  r0=$(cpu_seconds "$REDIS_PID"); if [ -n "$keel_up" ]; then k0=$(cpu_seconds "$KEEL_PID"); fi
+  /usr/bin/time -o "$WORK/time" -f '%U %S' "$@"
+  r1=$(cpu_seconds "$REDIS_PID"); if [ -n "$keel_up" ]; then k1=$(cpu_seconds "$KEEL_PID"); fi
+  awk -v r0="$r0" -v r1="$r1" -v k0="$k0" -v k1="$k1" -v n="$JOBS" '{
+    printf "cpu per job: redis %.0f us, keel %.0f us, driver %.0f us\n",
+      (r1 - r0) * 1e6 / n, (k1 - k0) * 1e6 / n, ($1 + $2) * 1e6 / n }' "$WORK/time" >&2
+}
+
 write_bench_config "$WORK/keel.toml"
 printf '[queue]\nbackend = "redis"\n[redis]\nurl = "redis://127.0.0.1:%s"\n' "$REDIS_PORT" >> "$WORK/keel.toml"
 export KEEL_TOKEN=$BENCH_TOKEN
@@ -33,10 +50,10 @@ export KEEL_TOKEN=$BENCH_TOKEN
 be=(); bp=(); ke=(); kp=(); sa=(); sd=(); si=()
 for round in $(seq "$ROUNDS"); do
   flush; b1=$(node bench/queue/bench.mjs bullmq enqueue "$JOBS" "$CONCURRENCY" | rate)
-  b2=$(node bench/queue/bench.mjs bullmq process "$JOBS" "$CONCURRENCY" | rate)
+  b2=$(cpu_per_job node bench/queue/bench.mjs bullmq process "$JOBS" "$CONCURRENCY" | rate)
   flush; start_keel
   k1=$(node bench/queue/bench.mjs keel enqueue "$JOBS" "$CONCURRENCY" | rate)
-  k2=$(node bench/queue/bench.mjs keel process "$JOBS" "$CONCURRENCY" | rate)
+  k2=$(cpu_per_job node bench/queue/bench.mjs keel process "$JOBS" "$CONCURRENCY" | rate)
   kill "$KEEL_PID"; wait "$KEEL_PID" 2>/dev/null || true
   out=$("$STORE_BENCH" "$JOBS" "$CONCURRENCY")
   s1=$(awk '/^add/ {print int($2)}' <<<"$out"); s2=$(awk '/^direct/ {print int($2)}' <<<"$out"); s3=$(awk '/^in-process/ {print int($2)}' <<<"$out")

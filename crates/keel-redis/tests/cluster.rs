@@ -15,7 +15,10 @@ use keel_queue::{JobState, NewJob, Store};
 use keel_redis::{FailureMode, Locks, Redis, RedisOptions, RedisStore, SharedLimits, TieredCache};
 use keel_resilience::Quota;
 use keel_test::RedisCluster;
+
+mod support;
 use serde_json::json;
+use support::{received, subscribed};
 
 fn redis(cluster: &RedisCluster, prefix: &str) -> Redis {
     let mut options = RedisOptions::new(Secret::new(cluster.url()));
@@ -132,27 +135,6 @@ fn tiered(cluster: &RedisCluster) -> TieredCache {
         redis(cluster, "t:"),
         Clock::system(),
     )
-}
-
-async fn subscribed(cache: &TieredCache) {
-    for _ in 0..500 {
-        if cache.stats().invalidation.subscribed {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("no subscription: {:?}", cache.stats());
-}
-
-/// Waits (bounded) until `cache` has received `n` invalidations from the other instance.
-async fn received(cache: &TieredCache, n: u64) {
-    for _ in 0..500 {
-        if cache.stats().invalidation.received >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    panic!("invalidation not received: {:?}", cache.stats());
 }
 
 fn tagged(tags: &[&str]) -> SetOptions {

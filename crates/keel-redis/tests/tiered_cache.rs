@@ -9,33 +9,14 @@ use keel_core::{Clock, Secret};
 use keel_redis::{Redis, RedisOptions, TieredCache};
 use keel_test::RedisServer;
 
+mod support;
+use support::{received, subscribed};
+
 fn instance(server: &RedisServer) -> TieredCache {
     let mut options = RedisOptions::new(Secret::new(server.url()));
     options.key_prefix = "t:".to_owned();
     let redis = Redis::connect(&options, Clock::system()).unwrap();
     TieredCache::start(Cache::new(CacheConfig::default()), redis, Clock::system())
-}
-
-/// Waits (bounded) until `cache` receives invalidations.
-async fn subscribed(cache: &TieredCache) {
-    for _ in 0..500 {
-        if cache.stats().invalidation.subscribed {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("no subscription: {:?}", cache.stats());
-}
-
-/// Waits (bounded) until `cache` has received `n` invalidations.
-async fn received(cache: &TieredCache, n: u64) {
-    for _ in 0..500 {
-        if cache.stats().invalidation.received >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    panic!("invalidation not received: {:?}", cache.stats());
 }
 
 fn opts(ttl_secs: u64, tags: &[&str]) -> SetOptions {

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use keel_queue::{Job, JobState, QueueError};
+use keel_queue::{Job, JobState, Moved, QueueError};
 use redis::Value;
 use serde_json::Value as Json;
 
@@ -72,6 +72,34 @@ pub(super) fn outcome(id: &str, reply: Value) -> Result<Vec<Value>, QueueError> 
         other => Err(QueueError::Store(format!(
             "unexpected reply from the Redis job store: {other:?}"
         ))),
+    }
+}
+
+/// What the COMPLETE script said of job `id` of `queue`: its new state and when its lease
+/// started, or why it was refused (`nojob`, or `conflict` and the reason).
+pub(super) fn completion(
+    id: &str,
+    queue: &str,
+    pair: &[Value],
+    now: u64,
+) -> Result<Moved, QueueError> {
+    let first = pair.first().and_then(text).unwrap_or_default();
+    let second = pair.get(1).and_then(text).unwrap_or_default();
+    match first.as_str() {
+        "nojob" => Err(QueueError::NoJob(id.to_owned())),
+        "conflict" => Err(QueueError::Conflict {
+            id: id.to_owned(),
+            reason: second,
+        }),
+        _ => Ok(Moved {
+            queue: queue.to_owned(),
+            state: state(pair.first())?,
+            ran_ms: Some(
+                second
+                    .parse::<u64>()
+                    .map_or(0, |started| now.saturating_sub(started)),
+            ),
+        }),
     }
 }
 
@@ -226,6 +254,33 @@ mod tests {
         )];
         assert_eq!(seq(&d.into()), Some(17));
         assert_eq!(job.stalls, 0, "left out at its default");
+    }
+
+    #[test]
+    fn completions_are_a_state_and_a_lease_start_or_a_refusal() {
+        let ok = [bulk("completed"), bulk("1000")];
+        let moved = completion("j~q", "q", &ok, 1250).unwrap();
+        assert_eq!(
+            (moved.queue.as_str(), moved.state, moved.ran_ms),
+            ("q", JobState::Completed, Some(250))
+        );
+        assert_eq!(
+            completion("j~q", "q", &[bulk("nojob"), bulk("")], 1),
+            Err(QueueError::NoJob("j~q".into()))
+        );
+        assert_eq!(
+            completion(
+                "j~q",
+                "q",
+                &[bulk("conflict"), bulk("the lease has expired")],
+                1
+            ),
+            Err(QueueError::Conflict {
+                id: "j~q".into(),
+                reason: "the lease has expired".into()
+            })
+        );
+        assert!(completion("j~q", "q", &[bulk("exploded"), bulk("")], 1).is_err());
     }
 
     #[test]

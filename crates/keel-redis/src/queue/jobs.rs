@@ -216,18 +216,9 @@ impl RedisStore {
             }
             let replies: Vec<Value> = self.run(&pipe).await?;
             for ((queue, members), reply) in by_queue.iter().zip(replies) {
-                for (&i, one) in members.iter().zip(items(reply)) {
-                    let moved = outcome(&jobs[i].0, one).and_then(|rest| {
-                        Ok(Moved {
-                            queue: queue.clone(),
-                            state: decode::state(rest.first())?,
-                            ran_ms: rest
-                                .get(1)
-                                .and_then(int)
-                                .and_then(|n| u64::try_from(n).ok()),
-                        })
-                    });
-                    outcomes[i] = Some(moved);
+                let reply = items(reply);
+                for (&i, pair) in members.iter().zip(reply.chunks(2)) {
+                    outcomes[i] = Some(decode::completion(&jobs[i].0, queue, pair, now));
                 }
             }
         }

@@ -1,5 +1,7 @@
 -- Completes active jobs of one queue. ARGV: now, then id, token, result ('' for none) per
--- job. Returns one reply per job: {'ok', state, ran ms} or {'nojob'} or {'conflict', why}.
+-- job. Returns two values per job, flat (a table per job costs more than the rest of the
+-- work): its new state and when its lease started (Unix ms, as text), or 'nojob' and '', or
+-- 'conflict' and why.
 local now_s = ARGV[1]
 local now = tonumber(now_s)
 local ids = {}
@@ -13,9 +15,10 @@ local ended = {c = {}, x = {}}
 for k, id in ipairs(ids) do
   local a = 2 + (k - 1) * 3
   -- The same job twice in one call: the second report finds it finished.
-  local refused = refusal(moved[id] or states[k], leases[k], ARGV[a + 1], now)
+  local held, expires, started = lease_parts(leases[k])
+  local refused = refusal_of(moved[id] or states[k], held, expires, ARGV[a + 1], now)
   if refused then
-    out[k] = refused
+    out[2 * k - 1] = refused[1]; out[2 * k] = refused[2] or ''
   else
     local state, set = 'completed', ended.c
     if cancels[k] == '1' then
@@ -28,8 +31,7 @@ for k, id in ipairs(ids) do
     if ARGV[a + 2] ~= '' then results[#results + 1] = id; results[#results + 1] = ARGV[a + 2] end
     set[#set + 1] = id
     free_unique(uniques[k], id)
-    local _, _, started = lease_parts(leases[k])
-    out[k] = {'ok', state, now - (tonumber(started) or now)}
+    out[2 * k - 1] = state; out[2 * k] = started or ''
   end
 end
 local states_out = {}

@@ -71,11 +71,14 @@ local floor = tonumber(meta[7] or '0')
 local raised = false
 local from_sorted_ids = {}
 for n, m in ipairs(from_sorted) do from_sorted_ids[n] = string.sub(m, 33) end
-for n, m in ipairs(picked) do
-  ids[n] = string.sub(m, 33)
+for n, m in ipairs(picked) do ids[n] = string.sub(m, 33) end
+-- The highest turn handed out: plain jobs are in turn order, so their last is enough.
+local function raise(m)
   local rank = tonumber(string.sub(m, 9, 20), 16)
   if rank > floor then floor = rank; raised = true end
 end
+for _, m in ipairs(from_sorted) do raise(m) end
+if from_plain > 0 then raise(plain[from_plain]) end
 local attempts_before, timeouts = {}, {}
 if has_column('am') then attempts_before = column('am', ids) end
 if has_column('to') then timeouts = column('to', ids) end

@@ -59,6 +59,9 @@ end
 
 -- Column `name` of jobs `ids`, in order (false where absent).
 local function column(name, ids)
+  if #ids == 0 then return {} end
+  -- One call's reply as it is (copying it into a new table costs as much as the call).
+  if #ids <= 1000 then return redis.call('HMGET', col(name), unpack(ids)) end
   local out = {}
   for i = 1, #ids, 1000 do
     local part = redis.call('HMGET', col(name), unpack(ids, i, math.min(i + 999, #ids)))
@@ -174,18 +177,25 @@ end
 -- already taken out of the list of their state.
 local function delete_jobs(ids, popped)
   if #ids == 0 then return end
-  local states, descs = column('st', ids), column('d', ids)
+  -- Jobs popped from a list of finished jobs are in no other state's set or list.
+  local states = {}
+  if not popped then states = column('st', ids) end
+  local descs = column('d', ids)
   local uniques = {}
   if has_column('uk') then uniques = column('uk', ids) end
   local orders = {}
-  for k = 1, #ids do
-    local _, _, o = described(descs[k])
-    orders[k] = o
-  end
   local sets = {w = {}, r = {}, d = {}, a = {}, t = {}, i = {}}
   for k, id in ipairs(ids) do
+    local d = descs[k]
+    -- The member of `i`: the order's add order (its last 12 hex digits), then the id.
+    local a = d and string.find(d, '|', 1, true)
+    local b = a and string.find(d, '|', a + 1, true)
+    local c = b and string.find(d, '|', b + 1, true)
+    if c then
+      sets.i[#sets.i + 1] = string.sub(d, b + 21, c - 1) .. id
+      if not popped then orders[k] = string.sub(d, b + 1, c - 1) end
+    end
     local st = states[k]
-    if orders[k] then sets.i[#sets.i + 1] = string.sub(orders[k], 21) .. id end
     if st == 'waiting' then
       sets.w[#sets.w + 1] = orders[k] .. id
       sets.r[#sets.r + 1] = id
@@ -278,17 +288,23 @@ local function add_jobs(now_s, at, n)
   return ids
 end
 
--- Why job `id` in state `st` with lease `ls` may not be reported with `token` at `now`: nil
--- when it may.
-local function refusal(st, ls, token, now)
+-- Why a job in state `st` leased to `held` until `expires` may not be reported with `token`
+-- at `now`: nil when it may.
+local function refusal_of(st, held, expires, token, now)
   if not st then return {'nojob'} end
   if st ~= 'active' then return {'conflict', 'the job is ' .. st .. ', not active'} end
-  local held, expires = lease_parts(ls)
   if held ~= token then
     return {'conflict', 'the lease token does not match: the job is leased to another attempt'}
   end
   if tonumber(expires) <= now then return {'conflict', 'the lease has expired'} end
   return nil
+end
+
+-- Why job `id` in state `st` with lease `ls` may not be reported with `token` at `now`: nil
+-- when it may.
+local function refusal(st, ls, token, now)
+  local held, expires = lease_parts(ls)
+  return refusal_of(st, held, expires, token, now)
 end
 
 -- Whether `token` holds the lease of job `id` at `now`: nil, or the reply that says why not.
