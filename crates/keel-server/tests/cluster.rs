@@ -24,11 +24,7 @@ async fn instance(cluster: &RedisCluster) -> TestServer {
 }
 
 async fn post(server: &TestServer, path: &str, body: Value) -> reqwest::Response {
-    server
-        .request(Method::POST, path, Role::Worker)
-        .json(&body)
-        .sent()
-        .await
+    server.post_as(Role::Worker, path, &body).await
 }
 
 async fn status_of(server: &TestServer, path: &str) -> StatusCode {

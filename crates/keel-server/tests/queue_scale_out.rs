@@ -30,11 +30,7 @@ async fn instance(redis: &RedisServer) -> TestServer {
 }
 
 async fn post(server: &TestServer, path: &str, body: Value) -> reqwest::Response {
-    server
-        .request(Method::POST, path, Role::Worker)
-        .json(&body)
-        .sent()
-        .await
+    server.post_as(Role::Worker, path, &body).await
 }
 
 async fn get(server: &TestServer, path: &str) -> Value {

@@ -45,11 +45,7 @@ async fn put(server: &TestServer, path: &str, body: &'static str) -> reqwest::Re
 }
 
 async fn post(server: &TestServer, path: &str, body: Value) -> reqwest::Response {
-    server
-        .request(Method::POST, path, Role::Worker)
-        .json(&body)
-        .sent()
-        .await
+    server.post_as(Role::Worker, path, &body).await
 }
 
 #[tokio::test]

@@ -211,6 +211,19 @@ impl TestServer {
             .bearer_auth(token)
     }
 
+    /// `POST path` with `body` as JSON and the given role's token, sent.
+    pub async fn post_as(
+        &self,
+        role: Role,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
+        self.request(reqwest::Method::POST, path, role)
+            .json(body)
+            .sent()
+            .await
+    }
+
     /// `GET path` without credentials, sent.
     pub async fn public(&self, path: &str) -> reqwest::Response {
         self.client.get(self.url(path)).sent().await
