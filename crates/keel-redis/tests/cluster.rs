@@ -305,3 +305,33 @@ async fn a_restarted_master_is_used_again_without_a_restart_of_keel() {
     );
     redis.ping().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_cluster_asking_for_a_password_gets_it_from_the_url() {
+    let cluster = RedisCluster::start(3);
+    cluster.require_password("s3cret-pw");
+    let connect = |url: String| {
+        let mut options = RedisOptions::new(Secret::new(url));
+        options.cluster = cluster.addresses();
+        options.command_timeout = Duration::from_secs(5);
+        Redis::connect(&options, Clock::system()).unwrap()
+    };
+    let first = &cluster.addresses()[0];
+    let redis = connect(format!("redis://:s3cret-pw@{first}"));
+    let store = RedisStore::new(redis, Clock::system());
+    for q in ["a", "b", "c", "d"] {
+        store
+            .add(q, vec![NewJob::new("j", json!(1))])
+            .await
+            .unwrap();
+        let leased = store
+            .fetch(q, "w", 1, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(leased.len(), 1, "{q}");
+    }
+    // A wrong password fails, and the error does not repeat it.
+    let wrong = connect(format!("redis://:not-the-pw@{first}"));
+    let e = wrong.ping().await.unwrap_err();
+    assert!(!e.to_string().contains("not-the-pw"), "{e}");
+}

@@ -92,6 +92,26 @@ impl RedisCluster {
         }
     }
 
+    /// Makes every node ask clients for `password` from now on (`CONFIG SET requirepass`).
+    /// Use it last: [`RedisCluster::restart`] does not know the password.
+    ///
+    /// # Panics
+    /// If a node does not take it.
+    pub fn require_password(&self, password: &str) {
+        for (_, addr) in &self.nodes {
+            let out = Command::new("redis-cli")
+                .args(["-h", "127.0.0.1", "-p", &addr.port().to_string()])
+                .args(["config", "set", "requirepass", password])
+                .output()
+                .expect("redis-cli runs");
+            assert!(
+                String::from_utf8_lossy(&out.stdout).contains("OK"),
+                "CONFIG SET requirepass: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
     /// `redis://<first node>`: the URL giving scheme and credentials (its host and port are
     /// replaced by each node's).
     pub fn url(&self) -> String {
