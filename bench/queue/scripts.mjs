@@ -42,7 +42,7 @@ for (;;) {
   const token = hex();
   const reply = await redis.evalsha(fetch, 1, META, now, 'bench', 50, now + 30000, token, ...COLUMNS);
   if (reply.length === 0 || reply[0].length === 0) break;
-  pending = reply[0].map((member) => [member.slice(32), token]);
+  pending = reply[0].map((id) => [id, token]);
 }
 const log = await redis.slowlog('GET', 1000000);
 await redis.config('SET', 'slowlog-log-slower-than', 10000);

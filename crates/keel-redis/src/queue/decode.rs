@@ -135,8 +135,25 @@ pub(super) fn job(id: &str, fields: &HashMap<String, String>) -> Result<Option<J
     if fields.is_empty() {
         return Ok(None);
     }
+    job_from(id, |field| fields.get(field).map(String::as_str)).map(Some)
+}
+
+/// A reply's text, borrowed: a bulk string that is UTF-8, or a simple string.
+pub(super) fn text_ref(value: &Value) -> Option<&str> {
+    match value {
+        Value::BulkString(bytes) => std::str::from_utf8(bytes).ok(),
+        Value::SimpleString(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// Job `id` from its columns as `get` reads them (by column name), without copying them into
+/// a map first: a fetch decodes every job it leases.
+pub(super) fn job_from<'a>(
+    id: &str,
+    get: impl Fn(&str) -> Option<&'a str>,
+) -> Result<Job, QueueError> {
     let corrupt = |field: &str| QueueError::Store(format!("job {id}: unreadable field {field}"));
-    let get = |field: &str| fields.get(field).map(String::as_str);
     let num = |field: &str| get(field).and_then(number);
     let json = |field: &str| -> Result<Option<Json>, QueueError> {
         get(field)
@@ -169,7 +186,7 @@ pub(super) fn job(id: &str, fields: &HashMap<String, String>) -> Result<Option<J
         None if state == JobState::Completed => 100,
         None => 0,
     };
-    Ok(Some(Job {
+    Ok(Job {
         id: id.to_owned(),
         queue: queue.to_owned(),
         name: get("n").unwrap_or_default().to_owned(),
@@ -194,7 +211,7 @@ pub(super) fn job(id: &str, fields: &HashMap<String, String>) -> Result<Option<J
         worker,
         progress_data: json("pd")?,
         timeout_ms: num("to").map(unsigned),
-    }))
+    })
 }
 
 fn unsigned(n: i64) -> u64 {

@@ -139,8 +139,8 @@ impl RedisStore {
             cmd.arg(column);
         }
         let mut reply = items(self.call(cmd).await?).into_iter();
-        // Members of the waiting set (order, then id), attempts made, then the columns.
-        let members: Vec<String> = items(reply.next().unwrap_or_default())
+        // Ids, attempts made, then the columns.
+        let ids: Vec<String> = items(reply.next().unwrap_or_default())
             .iter()
             .map(|m| text(m).unwrap_or_default())
             .collect();
@@ -149,31 +149,28 @@ impl RedisStore {
             .map(|m| text(m).unwrap_or_default())
             .collect();
         let columns: Vec<Vec<Value>> = reply.map(items).collect();
-        let leased: Vec<(String, String)> = members
-            .iter()
-            .zip(made)
-            .filter_map(|(member, made)| Some((member.get(32..)?.to_owned(), made)))
-            .collect();
+        let leased: Vec<(String, String)> = ids.into_iter().zip(made).collect();
         let lease = format!("{token}|{expires}|{now}|{worker}");
         let mut fetched = Vec::with_capacity(leased.len());
-        for (k, (id, made)) in leased.into_iter().enumerate() {
-            let mut fields: HashMap<String, String> = READ
-                .iter()
-                .zip(&columns)
-                .filter_map(|(name, values)| Some(((*name).to_owned(), text(values.get(k)?)?)))
-                .collect();
+        for (k, (id, made)) in leased.iter().enumerate() {
+            // What the lease changed is known here; the rest is read from the reply in place.
+            let column = |name: &str| -> Option<&str> {
+                match name {
+                    "st" => Some(JobState::Active.as_str()),
+                    "am" => Some(made.as_str()),
+                    "ls" => Some(lease.as_str()),
+                    _ => {
+                        let at = READ.iter().position(|c| *c == name)?;
+                        decode::text_ref(columns.get(at)?.get(k)?)
+                    }
+                }
+            };
             // A job without its description would be a store out of step with itself.
-            if !fields.contains_key("d") {
+            if column("d").is_none() {
                 continue;
             }
-            fields.insert("st".to_owned(), JobState::Active.as_str().to_owned());
-            fields.insert("am".to_owned(), made);
-            fields.insert("ls".to_owned(), lease.clone());
-            let Some(job) = decode::job(&id, &fields)? else {
-                continue;
-            };
             fetched.push(Fetched {
-                job,
+                job: decode::job_from(id, column)?,
                 token: token.clone(),
                 lease_expires_at: expires,
             });

@@ -1,7 +1,7 @@
 -- Leases ready jobs. ARGV: now, worker, max, lease expiry (Unix ms), lease token, then the
--- names of the columns to return. Returns {members of `w` (order and id), attempts made with
--- this lease, then each column asked for: its values for those jobs, in order, or 0 when no
--- job of the queue has that column}.
+-- names of the columns to return. Returns {the jobs' ids, attempts made with this lease, then
+-- each column asked for: its values for those jobs, in order, or 0 when no job of the queue
+-- has that column}.
 local now_s, worker, max, expires_s, token = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local now = tonumber(now_s)
 local meta = redis.call('HMGET', M, 'paused', 'conc', 'rmax', 'rper', 'gmax', 'gper', 'floor')
@@ -105,7 +105,7 @@ batch('ZADD', B .. 'a', active)
 batch('ZADD', B .. 't', timed)
 batch('ZADD', B .. 's', window)
 if raised then redis.call('HSET', M, 'floor', string.format('%d', floor)) end
-local out = {picked, made_all}
+local out = {ids, made_all}
 for k = 6, #ARGV do
   if has_column(ARGV[k]) then out[#out + 1] = column(ARGV[k], ids) else out[#out + 1] = 0 end
 end
