@@ -366,26 +366,21 @@ impl Redis {
         pattern: &str,
         count: usize,
     ) -> Result<(u64, Vec<String>), RedisError> {
-        if self.is_cluster() {
-            return self
-                .run(self.inner.command_timeout, |conn| async move {
-                    match conn {
-                        Conn::Cluster(conn) => cluster::scan(&conn, cursor, pattern, count).await,
-                        Conn::Single(_) => {
-                            unreachable!("a Cluster handle hands out Cluster connections")
-                        }
-                    }
-                })
-                .await;
-        }
-        self.query(
-            redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(count),
-        )
+        self.run(self.inner.command_timeout, |conn| async move {
+            match conn {
+                Conn::Cluster(conn) => cluster::scan(&conn, cursor, pattern, count).await,
+                Conn::Single(mut conn) => {
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(count)
+                        .query_async(&mut conn)
+                        .await
+                }
+            }
+        })
         .await
     }
 

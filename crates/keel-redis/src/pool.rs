@@ -105,18 +105,12 @@ impl Opener {
                 with_address(&self.url, host, port)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let mut builder = ClusterClientBuilder::new(urls.clone())
-            .connection_timeout(self.connect_timeout)
-            .response_timeout(self.response_timeout);
+        let mut builder = ClusterClientBuilder::new(urls.clone());
         if let Some(certificates) = &self.tls {
             builder = builder.certs(certificates.clone());
         }
-        let client = builder.build().map_err(|e| {
-            RedisError::InvalidUrl(match e.detail() {
-                Some(detail) => detail.to_owned(),
-                None => format!("{:?}", e.kind()),
-            })
-        })?;
+        let client = builder.build().map_err(invalid_url)?;
+        // The timeouts: the config given to the connection takes precedence over the builder's.
         let config = redis::cluster::ClusterConfig::new()
             .set_connection_timeout(self.connect_timeout)
             .set_response_timeout(self.response_timeout);
@@ -133,12 +127,7 @@ impl Opener {
             Some(certificates) => redis::Client::build_with_tls(url, certificates.clone()),
             None => redis::Client::open(url),
         };
-        let client = opened.map_err(|e| {
-            RedisError::InvalidUrl(match e.detail() {
-                Some(detail) => detail.to_owned(),
-                None => format!("{:?}", e.kind()),
-            })
-        })?;
+        let client = opened.map_err(invalid_url)?;
         let managers = (0..self.size.max(1))
             .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), self.config.clone()))
             .collect::<Result<Vec<_>, _>>()
@@ -249,6 +238,14 @@ impl Pool {
             _ => None,
         }
     }
+}
+
+/// A URL the client crate refused, said without the URL (it may carry a password).
+fn invalid_url(e: redis::RedisError) -> RedisError {
+    RedisError::InvalidUrl(match e.detail() {
+        Some(detail) => detail.to_owned(),
+        None => format!("{:?}", e.kind()),
+    })
 }
 
 /// `host:port` (or `[v6]:port`) as host and port.

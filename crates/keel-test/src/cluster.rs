@@ -55,15 +55,17 @@ impl RedisCluster {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        cluster.wait_until_ready("the Redis Cluster did not become ready");
+        cluster
+    }
+
+    /// Waits (30 s at most, else panics with `failure`) until every node says the Cluster is ok.
+    fn wait_until_ready(&self, failure: &str) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !cluster.nodes.iter().all(|(_, addr)| ready(*addr)) {
-            assert!(
-                Instant::now() < deadline,
-                "the Redis Cluster did not become ready"
-            );
+        while !self.nodes.iter().all(|(_, addr)| ready(*addr)) {
+            assert!(Instant::now() < deadline, "{failure}");
             std::thread::sleep(Duration::from_millis(50));
         }
-        cluster
     }
 
     /// `host:port` of every node.
@@ -82,14 +84,7 @@ impl RedisCluster {
         let _ = child.wait();
         *child = spawn_on(*addr, None, &node_args(self.dir.path(), i))
             .unwrap_or_else(|e| panic!("cluster node restart: {e}"));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.nodes.iter().all(|(_, addr)| ready(*addr)) {
-            assert!(
-                Instant::now() < deadline,
-                "the Redis Cluster did not recover"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.wait_until_ready("the Redis Cluster did not recover");
     }
 
     /// Makes every node ask clients for `password` from now on (`CONFIG SET requirepass`).
