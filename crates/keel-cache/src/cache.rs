@@ -15,6 +15,12 @@ use crate::index::{KeyIndex, NEVER, Previous, Slot};
 use crate::stats::Counters;
 use crate::tags::Tags;
 
+/// The shortest TTL anchored on the coarse clock (see `Cache::write_time`).
+const COARSE_TTL_FLOOR: Duration = Duration::from_secs(1);
+/// More than the coarse clock can be off (two timer ticks of at most 10 ms): a deadline
+/// further than this past the coarse reading has certainly not passed.
+const COARSE_MARGIN: Duration = Duration::from_millis(50);
+
 /// How to store a value.
 #[derive(Debug, Clone, Default)]
 pub struct SetOptions {
@@ -64,9 +70,10 @@ pub struct CacheValue {
 }
 
 impl CacheValue {
-    /// Time left before the value expires (`None` = never).
+    /// Time left before the value expires (`None` = never), to within a few milliseconds (read
+    /// from the coarse clock, as TTLs of a second or more are anchored).
     pub fn ttl_remaining(&self) -> Option<Duration> {
-        let now = self.clock.now();
+        let now = self.clock.now_coarse();
         self.expires_at.map(|at| at.saturating_duration_since(now))
     }
 
@@ -235,11 +242,18 @@ impl Cache {
             c.recent.tick(self.second(clock.now()), &c.hits, &c.misses);
         }
         let entry = entry?;
-        if entry.expires_at.is_some_and(|at| at <= clock.now()) {
+        if entry.expires_at.is_some_and(|at| self.passed(at)) {
             self.remove_write(key, entry.generation, Removal::Expired);
             return None;
         }
         Some(entry)
+    }
+
+    /// Whether `deadline` has passed. Exact, and without a precise clock read unless the
+    /// deadline is within [`COARSE_MARGIN`] of the coarse clock's reading.
+    pub(crate) fn passed(&self, deadline: Instant) -> bool {
+        let clock = &self.inner.clock;
+        deadline <= clock.now_coarse() + COARSE_MARGIN && deadline <= clock.now()
     }
 
     /// The caller's view of an entry. Copies out what it needs rather than keeping the entry:
@@ -318,7 +332,8 @@ impl Cache {
     /// `value` as a read would return it after storing it with `options`, without storing it:
     /// for a value from a tier below that must not be kept here.
     pub fn detached(&self, value: Bytes, options: SetOptions) -> CacheValue {
-        let (entry, _) = self.entry_for(value, options, self.inner.clock.now());
+        let ttl = self.ttl_for(&options);
+        let entry = self.entry_for(value, options, ttl, self.write_time(ttl));
         self.value_of(Arc::new(entry))
     }
 
@@ -331,9 +346,10 @@ impl Cache {
         options: SetOptions,
         keep: bool,
     ) -> (SetOutcome, Option<Arc<Entry>>) {
-        let now = self.inner.clock.now();
+        let ttl = self.ttl_for(&options);
+        let now = self.write_time(ttl);
         let now_nanos = self.nanos(now);
-        let (entry, ttl) = self.entry_for(value, options, now);
+        let entry = self.entry_for(value, options, ttl, now);
         let generation = entry.generation;
         let entry = Arc::new(entry);
         let write = Slot {
@@ -351,14 +367,13 @@ impl Cache {
         let (previous, key) = self
             .inner
             .keys
-            .write(key, write, |key| store.insert(key, entry));
-        if let Some(entry) = tags {
+            .write(key, write, tagged, |key| store.insert(key, entry));
+        if let (Some(entry), Some(key)) = (tags, key) {
             self.inner.tags.add(entry.tags(), &key, generation, |k, g| {
                 self.inner.keys.holds(k, g)
             });
         }
         let c = &self.inner.counters;
-        c.sets.fetch_add(1, Ordering::Relaxed);
         let outcome = match previous {
             Previous::None => {
                 self.sweep_some();
@@ -378,18 +393,35 @@ impl Cache {
         (outcome, stored)
     }
 
-    /// The entry a write stores (a new generation, compressed if worth it), and its TTL.
+    /// A write's TTL: its own, else the default; `None` = never expires.
+    fn ttl_for(&self, options: &SetOptions) -> Option<Duration> {
+        match options.ttl {
+            Some(t) if t.is_zero() => None,
+            Some(t) => Some(t),
+            None => Some(self.inner.config.default_ttl.get()).filter(|t| !t.is_zero()),
+        }
+    }
+
+    /// The time a write with `ttl` is anchored at. A TTL of a second or more (and no TTL)
+    /// takes the coarse clock, a few milliseconds off at most, which is a fraction of a percent
+    /// of the TTL and saves a precise clock read that is a measurable part of a write; a
+    /// shorter TTL takes the precise clock.
+    fn write_time(&self, ttl: Option<Duration>) -> Instant {
+        let clock = &self.inner.clock;
+        match ttl {
+            Some(t) if t < COARSE_TTL_FLOOR => clock.now(),
+            _ => clock.now_coarse(),
+        }
+    }
+
+    /// The entry a write with `ttl` stores at `now`: a new generation, compressed if worth it.
     fn entry_for(
         &self,
         value: Bytes,
         options: SetOptions,
+        ttl: Option<Duration>,
         now: Instant,
-    ) -> (Entry, Option<Duration>) {
-        let ttl = match options.ttl {
-            Some(t) if t.is_zero() => None,
-            Some(t) => Some(t),
-            None => Some(self.inner.config.default_ttl.get()).filter(|t| !t.is_zero()),
-        };
+    ) -> Entry {
         let logical_len = value.len();
         let (data, compressed) = if options.uncompressed {
             (value, false)
@@ -406,7 +438,7 @@ impl Cache {
                 tags: tags.into_boxed_slice(),
             })
         });
-        let entry = Entry {
+        Entry {
             data,
             expires_at: ttl.map(|t| now + t),
             generation,
@@ -414,8 +446,7 @@ impl Cache {
             logical_len: u32::try_from(logical_len).unwrap_or(u32::MAX),
             compressed,
             meta,
-        };
-        (entry, ttl)
+        }
     }
 
     /// Reads many keys; `None` for each miss.

@@ -17,18 +17,18 @@
 //! write of the key, a listing or the sweep notices. Whoever removes a slot counts its removal,
 //! so each is counted exactly once.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::ops::Bound;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use keel_core::sync::lock;
 
 use crate::entry::Entry;
 
-/// How many independently locked parts the index has: enough that shards stay small (fewer key
-/// comparisons per lookup) and rarely contended, at 32 KiB per cache.
-pub(crate) const SHARDS: usize = 1024;
+/// How many independently locked parts the index has: few enough that the locks and the hash
+/// tables' control bytes stay in the CPU caches under writes spread over many keys (with 1,024
+/// shards, most such writes missed the caches on both), enough that two writers rarely meet.
+pub(crate) const SHARDS: usize = 64;
 /// `expires` of a write that never expires.
 pub(crate) const NEVER: u64 = u64::MAX;
 
@@ -96,19 +96,30 @@ impl Position {
 }
 
 /// One independently locked part of the index.
+///
+/// Its totals are plain numbers changed under the shard's lock, not shared atomic counters: a
+/// write takes the lock anyway, and every atomic read-modify-write it avoids is a measurable
+/// part of a write's cost. Reading a total sums the shards.
 #[derive(Default)]
 struct Shard {
     /// Point lookups (every write's): one hash and, on a hit, one key comparison — an ordered
-    /// map would compare (and fetch from memory) several keys per lookup.
-    slots: HashMap<Arc<str>, Slot, foldhash::fast::RandomState>,
+    /// map would compare (and fetch from memory) several keys per lookup. hashbrown's map
+    /// rather than std's for `get_key_value_mut`: a rewrite finds the stored key and its slot
+    /// in one lookup.
+    slots: hashbrown::HashMap<Arc<str>, Slot, foldhash::fast::RandomState>,
     /// The same keys in order, for walks; changed only when a key comes or goes.
     order: BTreeSet<Arc<str>>,
+    /// The sum of the slots' logical sizes.
+    logical: u64,
+    /// Writes recorded, ever.
+    writes: u64,
 }
 
 impl Shard {
     fn remove(&mut self, key: &str) -> Option<Slot> {
         let slot = self.slots.remove(key)?;
         self.order.remove(key);
+        self.logical -= slot.logical;
         Some(slot)
     }
 }
@@ -116,8 +127,6 @@ impl Shard {
 /// Every key, and the sum of their logical sizes.
 pub(crate) struct KeyIndex {
     shards: Box<[Mutex<Shard>]>,
-    len: AtomicUsize,
-    logical_bytes: AtomicI64,
     /// Where the next sweep step starts.
     sweep_cursor: Mutex<Position>,
 }
@@ -126,8 +135,6 @@ impl Default for KeyIndex {
     fn default() -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            len: AtomicUsize::new(0),
-            logical_bytes: AtomicI64::new(0),
             sweep_cursor: Mutex::default(),
         }
     }
@@ -149,63 +156,62 @@ impl KeyIndex {
 
     /// Records a write of `key`, running `store` (which puts the value in the memory tier) under
     /// the shard's lock. `store` gets the key as the index holds it, so a rewrite allocates no
-    /// new key. Returns what the key held before, and the key.
+    /// new key. Returns what the key held before, and the key too if `want_key` (a clone is an
+    /// atomic increment and decrement a plain write does not need).
     pub(crate) fn write(
         &self,
         key: &str,
         write: Slot,
+        want_key: bool,
         store: impl FnOnce(Arc<str>),
-    ) -> (Previous, Arc<str>) {
-        let logical = write.logical as i64;
-        let (previous, key) = {
-            let mut shard = self.shard(key);
-            match shard.slots.get_key_value(key).map(|(k, _)| k.clone()) {
-                Some(key) => {
-                    let slot = shard.slots.get_mut(&key).expect("looked up under the lock");
-                    // Before `store`: replacing the value drops the old one.
-                    let held = slot.held();
-                    store(key.clone());
-                    let old = std::mem::replace(slot, write);
-                    (Some((old, held)), key)
-                }
-                None => {
-                    let key: Arc<str> = Arc::from(key);
-                    store(key.clone());
-                    shard.slots.insert(key.clone(), write);
-                    shard.order.insert(key.clone());
-                    (None, key)
-                }
-            }
-        };
-        let previous = match previous {
-            Some((old, held)) => {
-                self.add_logical(logical - old.logical as i64);
-                Previous::Write {
+    ) -> (Previous, Option<Arc<str>>) {
+        let mut guard = self.shard(key);
+        let shard = &mut *guard;
+        shard.writes += 1;
+        shard.logical += write.logical;
+        match shard.slots.get_key_value_mut(key) {
+            Some((stored, slot)) => {
+                // Before `store`: replacing the value drops the old one.
+                let held = slot.held();
+                store(stored.clone());
+                let kept = want_key.then(|| stored.clone());
+                let old = std::mem::replace(slot, write);
+                shard.logical -= old.logical;
+                let previous = Previous::Write {
                     expires: old.expires,
                     held,
-                }
+                };
+                (previous, kept)
             }
             None => {
-                self.len.fetch_add(1, Ordering::Relaxed);
-                self.add_logical(logical);
-                Previous::None
+                let key: Arc<str> = Arc::from(key);
+                store(key.clone());
+                shard.slots.insert(key.clone(), write);
+                let kept = want_key.then(|| key.clone());
+                shard.order.insert(key);
+                (Previous::None, kept)
             }
-        };
-        (previous, key)
+        }
     }
 
-    fn add_logical(&self, delta: i64) {
-        self.logical_bytes.fetch_add(delta, Ordering::Relaxed);
+    /// Sums a total over the shards, locking each in turn.
+    fn total(&self, of: impl Fn(&Shard) -> u64) -> u64 {
+        self.shards.iter().map(|shard| of(&lock(shard))).sum()
     }
 
     /// The sum of the indexed writes' logical sizes.
     pub(crate) fn logical_bytes(&self) -> u64 {
-        self.logical_bytes.load(Ordering::Relaxed).max(0) as u64
+        self.total(|shard| shard.logical)
     }
 
     /// How many keys are indexed.
     pub(crate) fn len(&self) -> usize {
-        self.len.load(Ordering::Relaxed)
+        self.total(|shard| shard.slots.len() as u64) as usize
+    }
+
+    /// How many writes were recorded.
+    pub(crate) fn writes(&self) -> u64 {
+        self.total(|shard| shard.writes)
     }
 
     /// Removes `key`'s slot if its latest write is `generation` (any write, for `None`),
@@ -217,19 +223,14 @@ impl KeyIndex {
         generation: Option<u64>,
         unstore: impl FnOnce() -> R,
     ) -> Option<(Slot, R)> {
-        let removed = {
-            let mut shard = self.shard(key);
-            match shard.slots.get(key) {
-                Some(slot) if generation.is_none_or(|g| slot.generation == g) => {
-                    let unstored = unstore();
-                    shard.remove(key).map(|slot| (slot, unstored))
-                }
-                _ => None,
+        let mut shard = self.shard(key);
+        match shard.slots.get(key) {
+            Some(slot) if generation.is_none_or(|g| slot.generation == g) => {
+                let unstored = unstore();
+                shard.remove(key).map(|slot| (slot, unstored))
             }
-        }?;
-        self.len.fetch_sub(1, Ordering::Relaxed);
-        self.add_logical(-(removed.0.logical as i64));
-        Some(removed)
+            _ => None,
+        }
     }
 
     /// Whether `key`'s latest write is `generation`.
@@ -348,13 +349,12 @@ impl KeyIndex {
                 }
                 keep
             });
-            for (key, _) in &removed {
+            for (key, slot) in &removed {
                 part.order.remove(key);
+                part.logical -= slot.logical;
             }
             drop(part);
             for (_, slot) in removed {
-                self.len.fetch_sub(1, Ordering::Relaxed);
-                self.add_logical(-(slot.logical as i64));
                 gone(slot);
             }
         }
@@ -380,7 +380,7 @@ mod tests {
     }
 
     fn put(index: &KeyIndex, key: &str, slot: Slot) -> Previous {
-        index.write(key, slot, |_| {}).0
+        index.write(key, slot, false, |_| {}).0
     }
 
     fn all_keys(index: &KeyIndex) -> Vec<String> {
@@ -485,7 +485,7 @@ mod tests {
         // Condemn the writes of b and d.
         let condemn = |_: &str, slot: &Slot| [2, 4].contains(&slot.generation).then_some(());
         let (mut forgotten, mut unstored, mut steps) = (0, 0, 1);
-        while !index.sweep(20, false, condemn, |_| unstored += 1, |()| forgotten += 1) {
+        while !index.sweep(3, false, condemn, |_| unstored += 1, |()| forgotten += 1) {
             steps += 1;
         }
         assert!(steps > 1, "the budget also counts empty shards");

@@ -137,6 +137,7 @@ impl Cache {
             self.second(now),
             self.inner.config.max_memory.bytes(),
             crate::stats::Sizes {
+                sets: self.inner.keys.writes(),
                 entries: store.entry_count(),
                 logical_bytes: self.inner.keys.logical_bytes(),
                 stored_bytes: store.weighted_size(),

@@ -14,7 +14,6 @@ const WINDOW_SECONDS: u64 = 300;
 pub(crate) struct Counters {
     pub(crate) hits: AtomicU64,
     pub(crate) misses: AtomicU64,
-    pub(crate) sets: AtomicU64,
     pub(crate) deletes: AtomicU64,
     pub(crate) evicted_size: AtomicU64,
     pub(crate) expired: AtomicU64,
@@ -26,6 +25,8 @@ pub(crate) struct Counters {
 
 /// What the cache holds, from the memory tier and the key index.
 pub(crate) struct Sizes {
+    /// Writes ever, counted by the key index.
+    pub(crate) sets: u64,
     pub(crate) entries: u64,
     pub(crate) logical_bytes: u64,
     pub(crate) stored_bytes: u64,
@@ -155,7 +156,7 @@ impl Counters {
             hit_ratio: ratio(hits, misses),
             hit_ratio_1m: ratio(h1, m1),
             hit_ratio_5m: ratio(h5, m5),
-            sets: load(&self.sets),
+            sets: sizes.sets,
             deletes: load(&self.deletes),
             evictions: Evictions {
                 size: load(&self.evicted_size),
