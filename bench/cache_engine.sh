@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The cache engine's overhead over raw moka (same capacity, byte weigher, per-entry expiry) for
-# get and set, on 1 and 2 threads: wall-clock medians of alternating runs, plus instructions per
-# operation from callgrind, which machine noise does not move.
+# get and set, on 1 and 2 threads: wall-clock medians of runs in which both engines take turns
+# in one process (so machine drift hits both alike), plus instructions per operation from
+# callgrind, which machine noise does not move.
 #
 # Usage: bench/cache_engine.sh [rounds]     (default 5)
 set -euo pipefail
@@ -12,16 +13,16 @@ OPS=${OPS:-2000000}
 cargo bench -q -p keel-cache --bench overhead --no-run 2>/dev/null
 BIN=$(ls -t target/release/deps/overhead-* | grep -v '\.d$' | head -n 1)
 
-echo "== wall clock, ns/op (median of $ROUNDS alternating runs of $OPS ops)"
+echo "== wall clock, ns/op: median of $ROUNDS runs of $OPS ops each, both engines in one process taking turns"
 for op in get set; do
   for threads in 1 2; do
-    k=(); m=()
+    k=(); m=(); r=()
     for _ in $(seq "$ROUNDS"); do
-      m+=("$("$BIN" moka "$op" "$OPS" "$threads" | awk '{print $(NF-1)}')")
-      k+=("$("$BIN" keel "$op" "$OPS" "$threads" | awk '{print $(NF-1)}')")
+      read -r mm kk <<<"$("$BIN" pair "$op" "$OPS" "$threads" | awk '{print $5, $8}')"
+      m+=("$mm"); k+=("$kk"); r+=("$(ratio "$kk" "$mm")")
     done
-    mk=$(median "${k[@]}"); mm=$(median "${m[@]}")
-    printf '%s %dt: moka %s ns/op, keel %s ns/op, keel/moka = %s\n' "$op" "$threads" "$mm" "$mk" "$(ratio "$mk" "$mm")"
+    printf '%s %dt: moka %s ns/op, keel %s ns/op, keel/moka = %s (runs: %s)\n' "$op" "$threads" \
+      "$(median "${m[@]}")" "$(median "${k[@]}")" "$(median "${r[@]}")" "${r[*]}"
   done
 done
 

@@ -1,9 +1,15 @@
-//! The engine's overhead over raw moka, one operation kind per process so runs do not disturb
-//! each other: `cargo bench -p keel-cache --bench overhead -- <keel|moka|moka-listener> <get|set>
-//! <ops> [threads]`. `moka-listener` is raw moka with a no-op eviction listener attached, to
-//! show what the listener alone costs.
-//! Prints nanoseconds per operation. `bench/cache_engine.sh` runs it repeatedly, alternating,
-//! and under callgrind for instruction counts, which do not vary with machine noise.
+//! The engine's overhead over raw moka:
+//! `cargo bench -p keel-cache --bench overhead -- <engine> <get|set> <ops> [threads]`.
+//!
+//! - `keel`, `moka`: one engine in the process; prints its nanoseconds per operation.
+//! - `moka-listener`: raw moka with a no-op eviction listener attached, to show what the
+//!   listener alone costs.
+//! - `pair`: both engines in one process, taking turns in slices of `SLICE` operations (the
+//!   first to go alternates), so a machine that speeds up or slows down during the run does so
+//!   for both alike; prints each one's nanoseconds per operation over all its slices.
+//!
+//! `bench/cache_engine.sh` runs it repeatedly and under callgrind for instruction counts, which
+//! do not vary with machine noise.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,6 +20,10 @@ use keel_cache::{Cache, CacheConfig, SetOptions};
 /// Distinct keys the operations cycle over, unless `KEYS` says otherwise: the working set decides
 /// whether a write's extra index lookups hit the CPU caches.
 const KEYS: usize = 10_000;
+/// Operations per turn in `pair` mode, unless `SLICE` says otherwise: many times the key count,
+/// so the turn's first pass over the keys (refilling the CPU caches after the other engine's
+/// turn) is a small part of it.
+const SLICE: usize = 250_000;
 
 /// Per-entry expiry, as the engine needs for per-entry TTLs.
 struct Ttl;
@@ -24,6 +34,85 @@ impl moka::Expiry<Arc<str>, Bytes> for Ttl {
     }
 }
 
+/// One engine under test.
+enum Engine {
+    Keel(Cache),
+    Moka(moka::sync::Cache<Arc<str>, Bytes>),
+}
+
+impl Engine {
+    fn build(name: &str) -> Self {
+        if name == "keel" {
+            return Self::Keel(Cache::new(CacheConfig::default()));
+        }
+        // moka configured as the engine configures it: same capacity, a byte weigher,
+        // per-entry expiry.
+        let builder = moka::sync::Cache::<Arc<str>, Bytes>::builder()
+            .max_capacity(256 * 1024 * 1024)
+            .weigher(|k: &Arc<str>, v: &Bytes| (k.len() + v.len() + 680) as u32)
+            .expire_after(Ttl);
+        Self::Moka(if name == "moka-listener" {
+            builder.eviction_listener(|_, _, _| {}).build()
+        } else {
+            builder.build()
+        })
+    }
+
+    fn get(&self, key: &str) {
+        match self {
+            Self::Keel(c) => drop(std::hint::black_box(c.get(key))),
+            Self::Moka(m) => drop(std::hint::black_box(m.get(key))),
+        }
+    }
+
+    fn set(&self, key: &str, value: &Bytes) {
+        match self {
+            Self::Keel(c) => drop(c.set(key, value.clone(), SetOptions::default())),
+            Self::Moka(m) => m.insert(Arc::from(key), value.clone()),
+        }
+    }
+
+    /// Runs `ops` operations of kind `op` over `threads` threads; returns the wall time.
+    fn run(
+        &self,
+        op: &str,
+        ops: usize,
+        threads: usize,
+        keys: &[String],
+        value: &Bytes,
+    ) -> Duration {
+        let per_thread = ops / threads;
+        let started = Instant::now();
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                s.spawn(move || {
+                    for i in 0..per_thread {
+                        // A different key each time, striding through all of them.
+                        let key = &keys[(i * 7 + t * 13) % keys.len()];
+                        if op == "get" {
+                            self.get(key);
+                        } else {
+                            self.set(key, value);
+                        }
+                    }
+                });
+            }
+        });
+        started.elapsed()
+    }
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
+}
+
+fn ns_per_op(elapsed: Duration, ops: usize, threads: usize) -> f64 {
+    elapsed.as_nanos() as f64 * threads as f64 / ops.max(1) as f64
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().filter(|a| !a.starts_with("--")).collect();
     let engine = args.get(1).map_or("keel", String::as_str);
@@ -32,61 +121,46 @@ fn main() {
         .get(3)
         .and_then(|n| n.parse().ok())
         .unwrap_or(2_000_000);
-    let threads: usize = args.get(4).and_then(|n| n.parse().ok()).unwrap_or(1);
-    let key_count: usize = std::env::var("KEYS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(KEYS);
-    let keys: Vec<String> = (0..key_count)
+    let threads: usize = args.get(4).and_then(|n| n.parse().ok()).unwrap_or(1).max(1);
+    let keys: Vec<String> = (0..env_usize("KEYS", KEYS))
         .map(|i| format!("user:{i:06}:profile"))
         .collect();
     let value = Bytes::from(vec![b'x'; 100]);
 
-    let keel = (engine == "keel").then(|| Cache::new(CacheConfig::default()));
-    // moka configured as the engine configures it: same capacity, a byte weigher, per-entry expiry.
-    let moka = engine.starts_with("moka").then(|| {
-        let builder = moka::sync::Cache::<Arc<str>, Bytes>::builder()
-            .max_capacity(256 * 1024 * 1024)
-            .weigher(|k: &Arc<str>, v: &Bytes| (k.len() + v.len() + 680) as u32)
-            .expire_after(Ttl);
-        if engine == "moka-listener" {
-            builder.eviction_listener(|_, _, _| {}).build()
-        } else {
-            builder.build()
-        }
-    });
-    for k in &keys {
-        if let Some(c) = &keel {
-            c.set(k, value.clone(), SetOptions::default()).unwrap();
-        }
-        if let Some(m) = &moka {
-            m.insert(Arc::from(k.as_str()), value.clone());
+    let names: &[&str] = if engine == "pair" {
+        &["moka", "keel"]
+    } else {
+        std::slice::from_ref(&engine)
+    };
+    let engines: Vec<Engine> = names.iter().map(|name| Engine::build(name)).collect();
+    for e in &engines {
+        for k in &keys {
+            e.set(k, &value);
         }
     }
-    let per_thread = ops / threads.max(1);
-    let started = Instant::now();
-    std::thread::scope(|s| {
-        for t in 0..threads.max(1) {
-            let (keel, moka, keys, value) = (&keel, &moka, &keys, &value);
-            s.spawn(move || {
-                for i in 0..per_thread {
-                    let key = &keys[(i * 7 + t * 13) % key_count];
-                    match (keel, moka, op) {
-                        (Some(c), _, "get") => drop(std::hint::black_box(c.get(key))),
-                        (Some(c), _, _) => drop(c.set(key, value.clone(), SetOptions::default())),
-                        (_, Some(m), "get") => drop(std::hint::black_box(m.get(key.as_str()))),
-                        (_, Some(m), _) => m.insert(Arc::from(key.as_str()), value.clone()),
-                        _ => {}
-                    }
-                }
-            });
-        }
-    });
-    let elapsed = started.elapsed();
-    if ops > 0 {
+    if ops == 0 {
+        return;
+    }
+    if engines.len() == 1 {
+        let elapsed = engines[0].run(op, ops, threads, &keys, &value);
         println!(
             "{engine} {op} {threads}t: {:.1} ns/op",
-            elapsed.as_nanos() as f64 * threads as f64 / ops as f64
+            ns_per_op(elapsed, ops, threads)
         );
+        return;
     }
+    let slice = env_usize("SLICE", SLICE).min(ops);
+    let mut spent = [Duration::ZERO; 2];
+    for turn in 0..ops.div_ceil(slice) {
+        for i in 0..2 {
+            let which = (i + turn) % 2;
+            spent[which] += engines[which].run(op, slice, threads, &keys, &value);
+        }
+    }
+    let done = ops.div_ceil(slice) * slice;
+    println!(
+        "pair {op} {threads}t: moka {:.1} ns/op, keel {:.1} ns/op",
+        ns_per_op(spent[0], done, threads),
+        ns_per_op(spent[1], done, threads)
+    );
 }
