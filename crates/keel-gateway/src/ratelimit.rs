@@ -2,6 +2,7 @@
 //! user, or the route), who bypasses it, and the headers that tell clients where they stand.
 
 use std::net::IpAddr;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -39,6 +40,19 @@ pub(crate) struct RouteLimiter {
     /// `RateLimit-Policy` and `X-RateLimit-Limit`, the same for every response.
     policy_header: HeaderValue,
     limit_header: HeaderValue,
+    /// The last varying headers sent, reused while the numbers stay the same (they do for
+    /// clients far below the limit, the common case): formatting them is most of what a
+    /// limited route costs per request.
+    last: Mutex<Option<VaryingHeaders>>,
+}
+
+/// `RateLimit`, `X-RateLimit-Remaining` and `-Reset` for one (remaining, reset) pair.
+struct VaryingHeaders {
+    remaining: u32,
+    reset: u64,
+    rate_limit: Option<HeaderValue>,
+    x_remaining: HeaderValue,
+    x_reset: HeaderValue,
 }
 
 impl std::fmt::Debug for RouteLimiter {
@@ -48,6 +62,17 @@ impl std::fmt::Debug for RouteLimiter {
             .field("quota", &self.limiter.quota())
             .field("key", &self.key)
             .finish()
+    }
+}
+
+impl VaryingHeaders {
+    /// The three values (a reference-count increment each).
+    fn clone_values(&self) -> (Option<HeaderValue>, HeaderValue, HeaderValue) {
+        (
+            self.rate_limit.clone(),
+            self.x_remaining.clone(),
+            self.x_reset.clone(),
+        )
     }
 }
 
@@ -132,6 +157,7 @@ impl RouteLimiter {
             bypass_subjects: policy.bypass_subjects.clone(),
             policy_header,
             limit_header: HeaderValue::from(quota.burst),
+            last: Mutex::new(None),
         })
     }
 
@@ -161,12 +187,7 @@ impl RouteLimiter {
         {
             // The common case, without allocating: the address's text on the stack.
             let mut buf = [0u8; 15];
-            let len = {
-                let mut cursor = std::io::Cursor::new(&mut buf[..]);
-                let _ = std::io::Write::write_fmt(&mut cursor, format_args!("{v4}"));
-                cursor.position() as usize
-            };
-            let key = std::str::from_utf8(&buf[..len]).unwrap_or_default();
+            let key = ipv4_text(v4, &mut buf);
             return Some(self.limiter.check(key, 1).await);
         }
         let key = match &self.key {
@@ -198,25 +219,78 @@ impl RouteLimiter {
     /// `RateLimit-Policy`, `RateLimit` (IETF httpapi draft), `X-RateLimit-Limit`,
     /// `-Remaining` and `-Reset`.
     pub(crate) fn set_headers(&self, headers: &mut HeaderMap, decision: &Decision) {
-        let reset = seconds_up(decision.reset_after);
+        let (remaining, reset) = (decision.remaining, seconds_up(decision.reset_after));
+        headers.insert(RATELIMIT_POLICY.clone(), self.policy_header.clone());
+        headers.insert(X_LIMIT.clone(), self.limit_header.clone());
+        // Never waits: a writer holding the memo means formatting afresh.
+        let mut memo = self.last.try_lock().ok();
+        let reuse = memo
+            .as_deref()
+            .and_then(Option::as_ref)
+            .filter(|v| v.remaining == remaining && v.reset == reset);
+        let varying = match reuse {
+            Some(v) => v.clone_values(),
+            None => {
+                let fresh = self.format(remaining, reset);
+                let values = fresh.clone_values();
+                if let Some(memo) = memo.as_deref_mut() {
+                    *memo = Some(fresh);
+                }
+                values
+            }
+        };
+        drop(memo);
+        let (rate_limit, x_remaining, x_reset) = varying;
+        if let Some(v) = rate_limit {
+            headers.insert(RATELIMIT.clone(), v);
+        }
+        headers.insert(X_REMAINING.clone(), x_remaining);
+        headers.insert(X_RESET.clone(), x_reset);
+    }
+
+    fn format(&self, remaining: u32, reset: u64) -> VaryingHeaders {
         let mut rate_limit = String::with_capacity(self.name.len() + 32);
         let _ = std::fmt::Write::write_fmt(
             &mut rate_limit,
-            format_args!("\"{}\";r={};t={reset}", self.name, decision.remaining),
+            format_args!("\"{}\";r={remaining};t={reset}", self.name),
         );
-        headers.insert(RATELIMIT_POLICY.clone(), self.policy_header.clone());
-        if let Ok(v) = HeaderValue::from_str(&rate_limit) {
-            headers.insert(RATELIMIT.clone(), v);
+        VaryingHeaders {
+            remaining,
+            reset,
+            rate_limit: HeaderValue::from_str(&rate_limit).ok(),
+            x_remaining: HeaderValue::from(remaining),
+            x_reset: HeaderValue::from(reset),
         }
-        headers.insert(X_LIMIT.clone(), self.limit_header.clone());
-        headers.insert(X_REMAINING.clone(), HeaderValue::from(decision.remaining));
-        headers.insert(X_RESET.clone(), HeaderValue::from(reset));
     }
 
     /// Forgets keys back at a full budget; returns how many are left.
     pub(crate) fn forget_idle(&self) -> usize {
         self.limiter.forget_idle()
     }
+}
+
+/// `address` in dotted decimal, written into `buf` (what `Display` prints, without the
+/// formatting machinery, which costs more than the rate limit decision itself).
+fn ipv4_text(address: std::net::Ipv4Addr, buf: &mut [u8; 15]) -> &str {
+    let mut len = 0;
+    for (i, octet) in address.octets().into_iter().enumerate() {
+        if i > 0 {
+            buf[len] = b'.';
+            len += 1;
+        }
+        if octet >= 100 {
+            buf[len] = b'0' + octet / 100;
+            len += 1;
+        }
+        if octet >= 10 {
+            buf[len] = b'0' + octet / 10 % 10;
+            len += 1;
+        }
+        buf[len] = b'0' + octet % 10;
+        len += 1;
+    }
+    // Only ASCII digits and dots were written.
+    std::str::from_utf8(&buf[..len]).unwrap_or_default()
 }
 
 /// The credential's principal, by the first verifier that accepts it (the app's JWTs, then
@@ -317,6 +391,52 @@ mod tests {
         assert_eq!(refused.retry_after, Duration::from_secs(5));
         time.advance(Duration::from_secs(5));
         assert!(l.check(ip("10.0.0.1"), &h, &[]).await.unwrap().allowed);
+    }
+
+    #[tokio::test]
+    async fn reused_headers_follow_the_numbers() {
+        let (l, _time) = limiter(|_| {});
+        let h = HeaderMap::new();
+        let headers_for = |client: &str| {
+            let client = ip(client);
+            let l = &l;
+            let h = &h;
+            async move {
+                let d = l.check(client, h, &[]).await.unwrap();
+                let mut out = HeaderMap::new();
+                l.set_headers(&mut out, &d);
+                (
+                    out["ratelimit"].clone(),
+                    out["x-ratelimit-remaining"].clone(),
+                )
+            }
+        };
+        // Two fresh clients stand alike: the second gets the first one's values again.
+        assert_eq!(headers_for("10.0.0.1").await.1, "1");
+        assert_eq!(headers_for("10.0.0.2").await.1, "1");
+        // The first client's second request changes the numbers, and the headers with them.
+        let (rate_limit, remaining) = headers_for("10.0.0.1").await;
+        assert_eq!(
+            (rate_limit.to_str().unwrap(), remaining.to_str().unwrap()),
+            ("\"api\";r=0;t=10", "0")
+        );
+        assert_eq!(headers_for("10.0.0.3").await.1, "1");
+    }
+
+    #[test]
+    fn ipv4_text_is_what_display_prints() {
+        let mut buf = [0u8; 15];
+        for a in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.0.1",
+            "127.0.0.1",
+            "1.20.100.9",
+            "99.100.101.250",
+        ] {
+            let address: std::net::Ipv4Addr = a.parse().unwrap();
+            assert_eq!(ipv4_text(address, &mut buf), address.to_string());
+        }
     }
 
     #[test]

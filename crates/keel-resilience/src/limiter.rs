@@ -131,12 +131,13 @@ impl RateLimiter {
         let interval = self.quota.interval();
         let tolerance = self.quota.tolerance();
         let mut shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
-        let tat = shard.get(key).copied().filter(|&t| t > now).unwrap_or(now);
+        // One lookup; an existing key is updated in place (no allocation on the hot path).
+        let slot = shard.get_mut(key);
+        let tat = slot.as_deref().copied().filter(|&t| t > now).unwrap_or(now);
         let new_tat = tat + interval * cost;
         let ahead = new_tat - now;
         if ahead <= tolerance {
-            // An existing key is updated in place: no allocation on the hot path.
-            match shard.get_mut(key) {
+            match slot {
                 Some(t) => *t = new_tat,
                 None => {
                     shard.insert(key.into(), new_tat);
