@@ -256,6 +256,17 @@ impl Cache {
         deadline <= clock.now_coarse() + COARSE_MARGIN && deadline <= clock.now()
     }
 
+    /// Whether `deadline` (index time) has passed, given `now` (index time) from the coarse
+    /// clock. Exact: a deadline within [`COARSE_MARGIN`] of `now` is decided on the precise clock.
+    fn passed_at(&self, deadline: u64, now: u64) -> bool {
+        let margin = COARSE_MARGIN.as_nanos() as u64;
+        if deadline.abs_diff(now) > margin {
+            deadline <= now
+        } else {
+            deadline <= self.nanos(self.inner.clock.now())
+        }
+    }
+
     /// The caller's view of an entry. Copies out what it needs rather than keeping the entry:
     /// the key index learns of evictions from nothing holding the entry any more.
     pub(crate) fn value_of(&self, entry: Arc<Entry>) -> CacheValue {
@@ -379,7 +390,7 @@ impl Cache {
                 self.sweep_some();
                 SetOutcome::Created
             }
-            Previous::Write { expires, .. } if expires <= now_nanos => {
+            Previous::Write { expires, .. } if self.passed_at(expires, now_nanos) => {
                 c.expired.fetch_add(1, Ordering::Relaxed);
                 SetOutcome::Created
             }
