@@ -531,3 +531,27 @@ impl Removal {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_near_the_coarse_reading_is_decided_on_the_precise_clock() {
+        let (clock, time) = Clock::mock();
+        let cache = Cache::with_clock(CacheConfig::default(), clock);
+        let ms = |n: u64| n * 1_000_000;
+        time.advance(Duration::from_secs(1));
+        let stale = cache.nanos(cache.inner.clock.now());
+        // The precise clock has moved on 30 ms since `stale` was read.
+        time.advance(Duration::from_millis(30));
+        // Within the margin of `stale`: the precise clock decides, both ways.
+        assert!(cache.passed_at(stale + ms(20), stale));
+        assert!(!cache.passed_at(stale + ms(40), stale));
+        // Farther: the reading decides (the coarse clock is never that far off), even where
+        // the precise clock would say otherwise.
+        assert!(!cache.passed_at(stale + ms(10), stale - ms(45)));
+        assert!(cache.passed_at(stale + ms(40), stale + ms(95)));
+        assert!(!cache.passed_at(NEVER, stale));
+    }
+}
