@@ -15,8 +15,8 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), so a proxy drops
-/// them: plus whatever `Connection` names.
-fn hop_by_hop() -> [&'static HeaderName; 8] {
+/// them: plus whatever `Connection` names, and `Upgrade` (see [`strip_hop_by_hop`]).
+fn hop_by_hop() -> [&'static HeaderName; 9] {
     [
         &header::CONNECTION,
         &KEEP_ALIVE,
@@ -26,28 +26,37 @@ fn hop_by_hop() -> [&'static HeaderName; 8] {
         &header::TE,
         &header::TRAILER,
         &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
     ]
 }
 
 /// Removes hop-by-hop headers, and `Upgrade` unless the message is an upgrade being passed
 /// through (then `Connection: upgrade` and `Upgrade` are set again by the caller).
+///
+/// One pass over the names present (a message rarely has more than a few, and comparing a
+/// standard name is an integer comparison) instead of a hash lookup per hop-by-hop name: most
+/// messages carry none or one of them, and this runs twice per proxied request.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Names listed in `Connection` are hop-by-hop too. Collected first: the loop below removes
-    // `Connection` itself.
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
+    let mut found: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        if name == header::CONNECTION {
+            // Names listed in `Connection` are hop-by-hop too.
+            found.extend(
+                headers
+                    .get_all(header::CONNECTION)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .flat_map(|v| v.split(','))
+                    .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok()),
+            );
+        }
+        if hop_by_hop().contains(&name) {
+            found.push(name.clone());
+        }
+    }
+    for name in found {
         headers.remove(name);
     }
-    for name in hop_by_hop() {
-        headers.remove(name);
-    }
-    headers.remove(header::UPGRADE);
 }
 
 /// Peers whose forwarding headers are believed.
