@@ -1,8 +1,9 @@
 //! The conformance suite every [`Store`] must pass: state transitions, priorities, delays,
 //! leases and stalled-job recovery, retries with backoff, unique keys, pause and cancel.
 //!
-//! A backend's test calls [`run_all`] with a function that opens a fresh, empty store reading
-//! time from the given clock. Time only moves when the suite advances the mock clock.
+//! A backend's test calls [`run_all`] with a function that opens a fresh, empty store for the
+//! numbered case, reading time from the given clock. Time only moves when the suite advances
+//! the mock clock.
 
 use std::future::Future;
 use std::time::Duration;
@@ -25,12 +26,19 @@ fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
-/// Runs every case against fresh stores from `open`.
+/// Runs every case against a fresh store from `open`, which gets the case's number (0 to
+/// [`CASES`] − 1, for a key prefix or a file name of its own) and the clock to read.
 pub async fn run_all<S, F>(open: F)
 where
     S: Store,
-    F: Fn(Clock) -> S,
+    F: Fn(usize, Clock) -> S,
 {
+    let opened = std::cell::Cell::new(0);
+    let open = |clock| {
+        let case = opened.get();
+        opened.set(case + 1);
+        open(case, clock)
+    };
     run(&open, priorities_then_fifo).await;
     run(&open, delayed_jobs_wait_for_their_time).await;
     run(&open, completion_needs_the_current_lease).await;
@@ -61,6 +69,7 @@ where
     run(&open, deleting_a_queue_drains_it_in_batches).await;
     run(&open, attempts_that_outlive_their_timeout_fail).await;
     run(&open, queues_can_keep_more_or_less_than_the_default).await;
+    assert_eq!(opened.get(), CASES, "every case ran on a store of its own");
 }
 
 /// The number of cases [`run_all`] runs (each on a store of its own).

@@ -237,12 +237,7 @@ impl RedisConfig {
                     "required with redis.sentinels: the name the Sentinels monitor the master under",
                 ));
             }
-            if let Some(bad) = self.sentinels.iter().find(|a| !is_host_port(a)) {
-                return Err(FieldError::new(
-                    "redis.sentinels",
-                    format!("{bad:?} is not host:port"),
-                ));
-            }
+            all_host_port("redis.sentinels", &self.sentinels)?;
         }
         if !self.cluster.is_empty() {
             if !self.sentinels.is_empty() {
@@ -251,12 +246,7 @@ impl RedisConfig {
                     "a Cluster is not found through Sentinels: set redis.cluster or redis.sentinels, not both",
                 ));
             }
-            if let Some(bad) = self.cluster.iter().find(|a| !is_host_port(a)) {
-                return Err(FieldError::new(
-                    "redis.cluster",
-                    format!("{bad:?} is not host:port"),
-                ));
-            }
+            all_host_port("redis.cluster", &self.cluster)?;
             if self.database() != Some(0) {
                 return Err(FieldError::new(
                     "redis.db",
@@ -291,6 +281,14 @@ impl RedisConfig {
                 }
             }
         }
+    }
+}
+
+/// Every address in `field` is `host:port`; else an error naming the first that is not.
+fn all_host_port(field: &'static str, addresses: &[String]) -> Result<(), FieldError> {
+    match addresses.iter().find(|a| !is_host_port(a)) {
+        Some(bad) => Err(FieldError::new(field, format!("{bad:?} is not host:port"))),
+        None => Ok(()),
     }
 }
 
