@@ -81,25 +81,69 @@ impl Engine {
         keys: &[String],
         value: &Bytes,
     ) -> Duration {
-        let per_thread = ops / threads;
         let started = Instant::now();
         std::thread::scope(|s| {
             for t in 0..threads {
-                s.spawn(move || {
-                    for i in 0..per_thread {
-                        // A different key each time, striding through all of them.
-                        let key = &keys[(i * 7 + t * 13) % keys.len()];
-                        if op == "get" {
-                            self.get(key);
-                        } else {
-                            self.set(key, value);
-                        }
-                    }
-                });
+                s.spawn(move || self.work(op, ops / threads, t, keys, value));
             }
         });
         started.elapsed()
     }
+
+    /// Thread `t`'s share of a run: `ops` operations of kind `op`.
+    fn work(&self, op: &str, ops: usize, t: usize, keys: &[String], value: &Bytes) {
+        for i in 0..ops {
+            // A different key each time, striding through all of them.
+            let key = &keys[(i * 7 + t * 13) % keys.len()];
+            if op == "get" {
+                self.get(key);
+            } else {
+                self.set(key, value);
+            }
+        }
+    }
+}
+
+/// `pair` mode: the engines take turns in slices of `slice` operations, the first to go
+/// alternating, on the same `threads` threads throughout (threads started per slice would
+/// start on one CPU and leave part of each slice to the scheduler's balancing). Returns the
+/// wall time each engine spent, and the operations each ran.
+fn pair(
+    engines: &[Engine],
+    op: &str,
+    ops: usize,
+    slice: usize,
+    threads: usize,
+    keys: &[String],
+    value: &Bytes,
+) -> ([Duration; 2], usize) {
+    let turns = ops.div_ceil(slice);
+    let barrier = std::sync::Barrier::new(threads + 1);
+    let order = |turn: usize, i: usize| (i + turn) % 2;
+    let mut spent = [Duration::ZERO; 2];
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let barrier = &barrier;
+            s.spawn(move || {
+                for turn in 0..turns {
+                    for i in 0..2 {
+                        barrier.wait();
+                        engines[order(turn, i)].work(op, slice / threads, t, keys, value);
+                        barrier.wait();
+                    }
+                }
+            });
+        }
+        for turn in 0..turns {
+            for i in 0..2 {
+                barrier.wait();
+                let started = Instant::now();
+                barrier.wait();
+                spent[order(turn, i)] += started.elapsed();
+            }
+        }
+    });
+    (spent, turns * (slice / threads) * threads)
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -150,14 +194,7 @@ fn main() {
         return;
     }
     let slice = env_usize("SLICE", SLICE).min(ops);
-    let mut spent = [Duration::ZERO; 2];
-    for turn in 0..ops.div_ceil(slice) {
-        for i in 0..2 {
-            let which = (i + turn) % 2;
-            spent[which] += engines[which].run(op, slice, threads, &keys, &value);
-        }
-    }
-    let done = ops.div_ceil(slice) * slice;
+    let (spent, done) = pair(&engines, op, ops, slice, threads, &keys, &value);
     println!(
         "pair {op} {threads}t: moka {:.1} ns/op, keel {:.1} ns/op",
         ns_per_op(spent[0], done, threads),
