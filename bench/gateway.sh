@@ -91,7 +91,8 @@ for _ in $(seq 100); do
     && curl -fs "http://127.0.0.1:$NG_PORT/cached/data.json" >/dev/null 2>&1 && break
   sleep 0.1
 done
-NG_PIDS="$(cat "$WORK/ng/nginx.pid") $(pgrep -P "$(cat "$WORK/ng/nginx.pid")" | tr '\n' ' ')"
+# nginx's master, worker and cache manager (not the cache loader, which leaves after a minute).
+NG_PIDS="$(cat "$WORK/ng/nginx.pid") $(pgrep -P "$(cat "$WORK/ng/nginx.pid")" -f 'worker process|cache manager' | tr '\n' ' ')"
 curl -fsI "http://127.0.0.1:$KEEL_PORT/cached/data.json" | grep -qi '^x-cache: HIT' \
   || { echo "keel is not answering /cached/ from its cache" >&2; exit 1; }
 
