@@ -133,7 +133,9 @@ pub(crate) struct Inner {
     pub(crate) tags: Tags,
     pub(crate) config: CacheConfig,
     pub(crate) clock: Clock,
-    pub(crate) generation: AtomicU64,
+    /// Numbers the values handed out without being stored, for their ETags (stored writes get
+    /// their generation from the key index).
+    detached: AtomicU64,
     /// Mixed into ETags, so they differ between processes whose write counters coincide.
     etag_salt: u64,
     pub(crate) flights: crate::flight::Flights,
@@ -175,7 +177,7 @@ impl Cache {
                 keys: KeyIndex::default(),
                 tags: Tags::default(),
                 config,
-                generation: AtomicU64::new(1),
+                detached: AtomicU64::new(1),
                 etag_salt: crate::entry::random_salt(),
                 flights: crate::flight::Flights::default(),
                 origin: (clock.now(), clock.unix_ms()),
@@ -344,7 +346,9 @@ impl Cache {
     /// for a value from a tier below that must not be kept here.
     pub fn detached(&self, value: Bytes, options: SetOptions) -> CacheValue {
         let ttl = self.ttl_for(&options);
-        let entry = self.entry_for(value, options, ttl, self.write_time(ttl));
+        let mut entry = self.entry_for(value, options, ttl, self.write_time(ttl));
+        entry.generation =
+            crate::index::detached(self.inner.detached.fetch_add(1, Ordering::Relaxed));
         self.value_of(Arc::new(entry))
     }
 
@@ -360,27 +364,33 @@ impl Cache {
         let ttl = self.ttl_for(&options);
         let now = self.write_time(ttl);
         let now_nanos = self.nanos(now);
-        let entry = self.entry_for(value, options, ttl, now);
-        let generation = entry.generation;
-        let entry = Arc::new(entry);
-        let write = Slot {
-            generation,
-            expires: ttl.map_or(NEVER, |t| {
-                now_nanos.saturating_add(u64::try_from(t.as_nanos()).unwrap_or(NEVER))
-            }),
-            logical: entry.logical(key) as u64,
-            value: Arc::downgrade(&entry),
-        };
-        let tagged = !entry.tags().is_empty();
-        let tags = tagged.then(|| entry.clone());
-        let stored = keep.then(|| entry.clone());
+        let mut entry = self.entry_for(value, options, ttl, now);
+        let expires = ttl.map_or(NEVER, |t| {
+            now_nanos.saturating_add(u64::try_from(t.as_nanos()).unwrap_or(NEVER))
+        });
+        let logical = entry.logical(key) as u64;
+        let tags = entry.meta.clone().filter(|m| !m.tags.is_empty());
+        let mut stored = None;
+        let mut generation = 0;
         let store = &self.inner.store;
-        let (previous, key) = self
-            .inner
-            .keys
-            .write(key, write, tagged, |key| store.insert(key, entry));
-        if let (Some(entry), Some(key)) = (tags, key) {
-            self.inner.tags.add(entry.tags(), &key, generation, |k, g| {
+        let (previous, key) = self.inner.keys.write(key, tags.is_some(), |g, key| {
+            generation = g;
+            entry.generation = g;
+            let entry = Arc::new(entry);
+            let write = Slot {
+                generation,
+                expires,
+                logical,
+                value: Arc::downgrade(&entry),
+            };
+            if keep {
+                stored = Some(entry.clone());
+            }
+            store.insert(key, entry);
+            write
+        });
+        if let (Some(meta), Some(key)) = (tags, key) {
+            self.inner.tags.add(&meta.tags, &key, generation, |k, g| {
                 self.inner.keys.holds(k, g)
             });
         }
@@ -425,7 +435,8 @@ impl Cache {
         }
     }
 
-    /// The entry a write with `ttl` stores at `now`: a new generation, compressed if worth it.
+    /// The entry a write with `ttl` stores at `now`, compressed if worth it; its generation is
+    /// set when it is stored (or handed out unstored).
     fn entry_for(
         &self,
         value: Bytes,
@@ -439,7 +450,6 @@ impl Cache {
         } else {
             maybe_compress(value, self.inner.config.compress_min_bytes.bytes() as usize)
         };
-        let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed);
         let mut tags: Vec<Arc<str>> = options.tags.iter().map(|t| Arc::from(t.as_str())).collect();
         tags.sort();
         tags.dedup();
@@ -452,7 +462,7 @@ impl Cache {
         Entry {
             data,
             expires_at: ttl.map(|t| now + t),
-            generation,
+            generation: 0,
             // Values are validated against max_value_size, which is below 2 GiB.
             logical_len: u32::try_from(logical_len).unwrap_or(u32::MAX),
             compressed,

@@ -61,11 +61,6 @@ impl Entry {
         self.expires_at.is_some_and(|at| at <= now)
     }
 
-    /// The entry's tags.
-    pub(crate) fn tags(&self) -> &[Arc<str>] {
-        self.meta.as_ref().map_or(&[], |m| &m.tags)
-    }
-
     /// The value, decompressed.
     pub(crate) fn value(&self) -> Bytes {
         if !self.compressed {

@@ -29,6 +29,11 @@ use crate::entry::Entry;
 /// tables' control bytes stay in the CPU caches under writes spread over many keys (with 1,024
 /// shards, most such writes missed the caches on both), enough that two writers rarely meet.
 pub(crate) const SHARDS: usize = 64;
+/// The low bits of a generation that name the shard that handed it out.
+const SHARD_BITS: u32 = SHARDS.trailing_zeros();
+/// Generations of values never stored (see [`detached`]) have this bit set; the shards' stay
+/// below it.
+const DETACHED: u64 = 1 << 63;
 /// `expires` of a write that never expires.
 pub(crate) const NEVER: u64 = u64::MAX;
 
@@ -111,8 +116,21 @@ struct Shard {
     order: BTreeSet<Arc<str>>,
     /// The sum of the slots' logical sizes.
     logical: u64,
-    /// Writes recorded, ever.
+    /// Writes recorded, ever; also numbers the shard's writes (see [`KeyIndex::write`]).
     writes: u64,
+}
+
+/// The generation of write number `n` of shard `shard`: unique in the cache, and ordered
+/// within the shard. Handed out under the shard's lock rather than from one counter for the
+/// whole cache, which writers on different cores would pass back and forth on every write.
+fn generation(shard: usize, n: u64) -> u64 {
+    (n << SHARD_BITS) | shard as u64
+}
+
+/// The generation of the `n`th value handed out without being stored: unique, and never one a
+/// shard hands out.
+pub(crate) fn detached(n: u64) -> u64 {
+    DETACHED | n
 }
 
 impl Shard {
@@ -124,9 +142,15 @@ impl Shard {
     }
 }
 
+/// A shard on cache lines of its own: writers on different cores lock different shards
+/// without passing each other's lines back and forth.
+#[derive(Default)]
+#[repr(align(128))]
+struct Padded(Mutex<Shard>);
+
 /// Every key, and the sum of their logical sizes.
 pub(crate) struct KeyIndex {
-    shards: Box<[Mutex<Shard>]>,
+    shards: Box<[Padded]>,
     /// Where the next sweep step starts.
     sweep_cursor: Mutex<Position>,
 }
@@ -134,7 +158,7 @@ pub(crate) struct KeyIndex {
 impl Default for KeyIndex {
     fn default() -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            shards: (0..SHARDS).map(|_| Padded::default()).collect(),
             sweep_cursor: Mutex::default(),
         }
     }
@@ -151,30 +175,32 @@ fn shard_of(key: &str) -> usize {
 
 impl KeyIndex {
     fn shard(&self, key: &str) -> std::sync::MutexGuard<'_, Shard> {
-        lock(&self.shards[shard_of(key)])
+        lock(&self.shards[shard_of(key)].0)
     }
 
-    /// Records a write of `key`, running `store` (which puts the value in the memory tier) under
-    /// the shard's lock. `store` gets the key as the index holds it, so a rewrite allocates no
-    /// new key. Returns what the key held before, and the key too if `want_key` (a clone is an
-    /// atomic increment and decrement a plain write does not need).
+    /// Records a write of `key`, running `store` under the shard's lock: given the write's
+    /// generation and the key as the index holds it (so a rewrite allocates no new key), it
+    /// puts the value in the memory tier and returns the write's slot. Returns what the key held
+    /// before, and the key too if `want_key` (a clone is an atomic increment and decrement a
+    /// plain write does not need).
     pub(crate) fn write(
         &self,
         key: &str,
-        write: Slot,
         want_key: bool,
-        store: impl FnOnce(Arc<str>),
+        store: impl FnOnce(u64, Arc<str>) -> Slot,
     ) -> (Previous, Option<Arc<str>>) {
-        let mut guard = self.shard(key);
+        let at = shard_of(key);
+        let mut guard = lock(&self.shards[at].0);
         let shard = &mut *guard;
         shard.writes += 1;
-        shard.logical += write.logical;
+        let generation = generation(at, shard.writes);
         match shard.slots.get_key_value_mut(key) {
             Some((stored, slot)) => {
                 // Before `store`: replacing the value drops the old one.
                 let held = slot.held();
-                store(stored.clone());
+                let write = store(generation, stored.clone());
                 let kept = want_key.then(|| stored.clone());
+                shard.logical += write.logical;
                 let old = std::mem::replace(slot, write);
                 shard.logical -= old.logical;
                 let previous = Previous::Write {
@@ -185,7 +211,8 @@ impl KeyIndex {
             }
             None => {
                 let key: Arc<str> = Arc::from(key);
-                store(key.clone());
+                let write = store(generation, key.clone());
+                shard.logical += write.logical;
                 shard.slots.insert(key.clone(), write);
                 let kept = want_key.then(|| key.clone());
                 shard.order.insert(key);
@@ -196,7 +223,15 @@ impl KeyIndex {
 
     /// Sums a total over the shards, locking each in turn.
     fn total(&self, of: impl Fn(&Shard) -> u64) -> u64 {
-        self.shards.iter().map(|shard| of(&lock(shard))).sum()
+        self.shards.iter().map(|shard| of(&lock(&shard.0))).sum()
+    }
+
+    /// Where each shard's generations stand: a write from now on gets a generation at least its
+    /// shard's.
+    pub(crate) fn generations(&self) -> Vec<u64> {
+        (0..SHARDS)
+            .map(|at| generation(at, lock(&self.shards[at].0).writes + 1))
+            .collect()
     }
 
     /// The sum of the indexed writes' logical sizes.
@@ -272,7 +307,7 @@ impl KeyIndex {
                 examined += 1;
             }
             let batch: Vec<(Arc<str>, Slot)> = {
-                let part = lock(&self.shards[shard]);
+                let part = lock(&self.shards[shard].0);
                 let start = match after.take() {
                     Some(key) => Bound::Excluded(key),
                     None => Bound::Included(Arc::from(prefix)),
@@ -337,13 +372,14 @@ impl KeyIndex {
         done
     }
 
-    /// Forgets every slot whose write is older than `generation`, telling `gone` of each.
-    pub(crate) fn forget_older_than(&self, generation: u64, mut gone: impl FnMut(Slot)) {
-        for shard in self.shards.iter() {
+    /// Forgets every slot whose write is older than its shard's generation in `generations`
+    /// (from [`KeyIndex::generations`]), telling `gone` of each.
+    pub(crate) fn forget_older_than(&self, generations: &[u64], mut gone: impl FnMut(Slot)) {
+        for (shard, &before) in self.shards.iter().zip(generations) {
             let mut removed = Vec::new();
-            let mut part = lock(shard);
+            let mut part = lock(&shard.0);
             part.slots.retain(|key, slot| {
-                let keep = slot.generation >= generation;
+                let keep = slot.generation >= before;
                 if !keep {
                     removed.push((key.clone(), slot.clone()));
                 }
@@ -379,8 +415,9 @@ mod tests {
         }
     }
 
+    /// Records a write with the given slot (its generation as the test chose it).
     fn put(index: &KeyIndex, key: &str, slot: Slot) -> Previous {
-        index.write(key, slot, false, |_| {}).0
+        index.write(key, false, move |_, _| slot).0
     }
 
     fn all_keys(index: &KeyIndex) -> Vec<String> {
@@ -417,6 +454,27 @@ mod tests {
         assert_eq!(index.logical_bytes(), 10);
         assert_eq!(put(&index, "b", write(4, NEVER)), Previous::None);
         assert_eq!((index.len(), index.logical_bytes()), (2, 20));
+    }
+
+    #[test]
+    fn generations_are_unique_ordered_per_shard_and_apart_from_detached_ones() {
+        let index = KeyIndex::default();
+        let mut seen = std::collections::HashSet::new();
+        for round in 0..3 {
+            let before = index.generations();
+            for i in 0..500 {
+                let key = format!("k{i}");
+                let mut given = 0;
+                index.write(&key, false, |g, _| {
+                    given = g;
+                    write(g, NEVER)
+                });
+                assert!(seen.insert(given), "generation {given} handed out twice");
+                assert!(given < DETACHED && detached(given) >= DETACHED);
+                // Later than anything its shard handed out before the round began.
+                assert!(given >= before[shard_of(&key)], "round {round}: {given}");
+            }
+        }
     }
 
     #[test]
@@ -509,7 +567,7 @@ mod tests {
             put(&index, &format!("k{g}"), write(g, NEVER));
         }
         let mut gone = 0;
-        index.forget_older_than(6, |_| gone += 1);
+        index.forget_older_than(&[6; SHARDS], |_| gone += 1);
         assert_eq!((gone, index.len()), (5, 5));
         assert_eq!(all_keys(&index), ["k10", "k6", "k7", "k8", "k9"]);
     }

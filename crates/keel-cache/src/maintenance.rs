@@ -107,12 +107,12 @@ impl Cache {
     /// Removes every entry. Returns how many live entries there were.
     pub fn reset(&self) -> usize {
         // Writes from now on survive the reset.
-        let before = self.inner.generation.load(Ordering::Acquire);
+        let before = self.inner.keys.generations();
         self.inner.store.invalidate_all();
         self.inner.store.run_pending_tasks();
         let now = self.nanos(self.inner.clock.now());
         let (mut cleared, mut expired) = (0, 0);
-        self.inner.keys.forget_older_than(before, |slot| {
+        self.inner.keys.forget_older_than(&before, |slot| {
             if slot.expires > now {
                 cleared += 1;
             } else {
