@@ -369,7 +369,7 @@ impl Cache {
             now_nanos.saturating_add(u64::try_from(t.as_nanos()).unwrap_or(NEVER))
         });
         let logical = entry.logical(key) as u64;
-        let tags = entry.meta.clone().filter(|m| !m.tags.is_empty());
+        let tags = entry.meta.as_ref().filter(|m| !m.tags.is_empty()).cloned();
         let mut stored = None;
         let mut generation = 0;
         let store = &self.inner.store;
