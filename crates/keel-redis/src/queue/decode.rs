@@ -75,32 +75,43 @@ pub(super) fn outcome(id: &str, reply: Value) -> Result<Vec<Value>, QueueError> 
     }
 }
 
-/// What the COMPLETE script said of job `id` of `queue`: its new state and when its lease
-/// started, or why it was refused (`nojob`, or `conflict` and the reason).
+/// What the COMPLETE script said of job `id` of `queue`: the job's lease (`token|expiry|
+/// started|worker`) when it completed, `cancelled ` and the lease when it was cancelled
+/// instead, or why it was refused (`nojob`, or `conflict ` and the reason).
 pub(super) fn completion(
     id: &str,
     queue: &str,
-    pair: &[Value],
+    reply: &Value,
     now: u64,
 ) -> Result<Moved, QueueError> {
-    let first = pair.first().and_then(text).unwrap_or_default();
-    let second = pair.get(1).and_then(text).unwrap_or_default();
-    match first.as_str() {
-        "nojob" => Err(QueueError::NoJob(id.to_owned())),
-        "conflict" => Err(QueueError::Conflict {
-            id: id.to_owned(),
-            reason: second,
-        }),
-        _ => Ok(Moved {
-            queue: queue.to_owned(),
-            state: state(pair.first())?,
-            ran_ms: Some(
-                second
-                    .parse::<u64>()
-                    .map_or(0, |started| now.saturating_sub(started)),
-            ),
-        }),
+    let reply = text_ref(reply).unwrap_or_default();
+    if reply == "nojob" {
+        return Err(QueueError::NoJob(id.to_owned()));
     }
+    if let Some(reason) = reply.strip_prefix("conflict ") {
+        return Err(QueueError::Conflict {
+            id: id.to_owned(),
+            reason: reason.to_owned(),
+        });
+    }
+    let (state, lease) = match reply.strip_prefix("cancelled ") {
+        Some(lease) => (JobState::Cancelled, lease),
+        None => (JobState::Completed, reply),
+    };
+    let started = lease
+        .split('|')
+        .nth(2)
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or_else(|| {
+            QueueError::Store(format!(
+                "unexpected completion reply from the Redis job store: {reply:?}"
+            ))
+        })?;
+    Ok(Moved {
+        queue: queue.to_owned(),
+        state,
+        ran_ms: Some(now.saturating_sub(started)),
+    })
 }
 
 /// A state a script named.
@@ -274,30 +285,30 @@ mod tests {
     }
 
     #[test]
-    fn completions_are_a_state_and_a_lease_start_or_a_refusal() {
-        let ok = [bulk("completed"), bulk("1000")];
-        let moved = completion("j~q", "q", &ok, 1250).unwrap();
+    fn completions_are_a_lease_or_a_refusal() {
+        let lease = "0123456789abcdef0123456789abcdef|31000|1000|w1";
+        let moved = completion("j~q", "q", &bulk(lease), 1250).unwrap();
         assert_eq!(
             (moved.queue.as_str(), moved.state, moved.ran_ms),
             ("q", JobState::Completed, Some(250))
         );
+        let cancelled = completion("j~q", "q", &bulk(&format!("cancelled {lease}")), 1100);
         assert_eq!(
-            completion("j~q", "q", &[bulk("nojob"), bulk("")], 1),
+            cancelled.map(|m| (m.state, m.ran_ms)),
+            Ok((JobState::Cancelled, Some(100)))
+        );
+        assert_eq!(
+            completion("j~q", "q", &bulk("nojob"), 1),
             Err(QueueError::NoJob("j~q".into()))
         );
         assert_eq!(
-            completion(
-                "j~q",
-                "q",
-                &[bulk("conflict"), bulk("the lease has expired")],
-                1
-            ),
+            completion("j~q", "q", &bulk("conflict the lease has expired"), 1),
             Err(QueueError::Conflict {
                 id: "j~q".into(),
                 reason: "the lease has expired".into()
             })
         );
-        assert!(completion("j~q", "q", &[bulk("exploded"), bulk("")], 1).is_err());
+        assert!(completion("j~q", "q", &bulk("exploded"), 1).is_err());
     }
 
     #[test]

@@ -214,8 +214,8 @@ impl RedisStore {
             let replies: Vec<Value> = self.run(&pipe).await?;
             for ((queue, members), reply) in by_queue.iter().zip(replies) {
                 let reply = items(reply);
-                for (&i, pair) in members.iter().zip(reply.chunks(2)) {
-                    outcomes[i] = Some(decode::completion(&jobs[i].0, queue, pair, now));
+                for (&i, outcome) in members.iter().zip(&reply) {
+                    outcomes[i] = Some(decode::completion(&jobs[i].0, queue, outcome, now));
                 }
             }
         }

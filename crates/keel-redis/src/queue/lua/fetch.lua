@@ -37,11 +37,13 @@ if gmax then look = budget * 4 + 64 end
 local sorted = {}
 if redis.call('ZCARD', B .. 'w') > 0 then sorted = redis.call('ZRANGE', B .. 'w', 0, look - 1) end
 local plain = redis.call('LRANGE', B .. 'wl', 0, look - 1)
-local picked, from_sorted, from_plain = {}, {}, 0
+-- Tables are filled by index (`#t` is a search in Lua 5.1, and these loops run per job).
+local picked, from_sorted, n_picked, n_sorted, from_plain = {}, {}, 0, 0, 0
+local n_sorted_head, n_plain = #sorted, #plain
 local i, j = 1, 1
-while #picked < budget and (i <= #sorted or j <= #plain) do
+while n_picked < budget and (i <= n_sorted_head or j <= n_plain) do
   local m
-  if j > #plain or (i <= #sorted and sorted[i] < plain[j]) then
+  if j > n_plain or (i <= n_sorted_head and sorted[i] < plain[j]) then
     m = sorted[i]; i = i + 1
     local admitted = true
     if gmax then
@@ -53,54 +55,68 @@ while #picked < budget and (i <= #sorted or j <= #plain) do
       end
     end
     if admitted then
-      picked[#picked + 1] = m
-      from_sorted[#from_sorted + 1] = m
+      n_picked = n_picked + 1; picked[n_picked] = m
+      n_sorted = n_sorted + 1; from_sorted[n_sorted] = n_picked
     end
   else
     -- Plain jobs have no group: never held back by a group limit.
     m = plain[j]; j = j + 1
-    picked[#picked + 1] = m
+    n_picked = n_picked + 1; picked[n_picked] = m
     from_plain = from_plain + 1
   end
 end
-batch('ZREM', B .. 'w', from_sorted)
 if from_plain > 0 then redis.call('LTRIM', B .. 'wl', from_plain, -1) end
-if #picked == 0 then return {} end
+if n_picked == 0 then return {} end
 local ids = {}
+for n = 1, n_picked do ids[n] = string.sub(picked[n], 33) end
 local floor = tonumber(meta[7] or '0')
 local raised = false
-local from_sorted_ids = {}
-for n, m in ipairs(from_sorted) do from_sorted_ids[n] = string.sub(m, 33) end
-for n, m in ipairs(picked) do ids[n] = string.sub(m, 33) end
 -- The highest turn handed out: plain jobs are in turn order, so their last is enough.
 local function raise(m)
   local rank = tonumber(string.sub(m, 9, 20), 16)
   if rank > floor then floor = rank; raised = true end
 end
-for _, m in ipairs(from_sorted) do raise(m) end
+-- Jobs from the sorted set: their members leave it and their ready times go; they may have
+-- run before (jobs of the plain list are always new, so their attempts made are 0).
+local sorted_members, sorted_ids, attempts_before = {}, {}, {}
+for k = 1, n_sorted do
+  local n = from_sorted[k]
+  sorted_members[k] = picked[n]; sorted_ids[k] = ids[n]
+  raise(picked[n])
+end
 if from_plain > 0 then raise(plain[from_plain]) end
-local attempts_before, timeouts = {}, {}
-if has_column('am') then attempts_before = column('am', ids) end
+batch('ZREM', B .. 'w', sorted_members)
+batch('ZREM', B .. 'r', sorted_ids)
+if n_sorted > 0 and has_column('am') then
+  local before = column('am', sorted_ids)
+  for k = 1, n_sorted do attempts_before[from_sorted[k]] = before[k] end
+end
+local timeouts = {}
 if has_column('to') then timeouts = column('to', ids) end
 local made_all = {}
 local lease = token .. '|' .. expires_s .. '|' .. now_s .. '|' .. worker
 local ATTEMPT = {'1', '2', '3', '4', '5', '6', '7', '8', '9', '10'}
 local states, attempts, leases, active, timed, window = {}, {}, {}, {}, {}, {}
-for n, id in ipairs(ids) do
+local n_timed = 0
+for n = 1, n_picked do
+  local id = ids[n]
   local am = tonumber(attempts_before[n]) or 0
   local made = ATTEMPT[am + 1] or string.format('%d', am + 1)
   made_all[n] = made
-  states[#states + 1] = id; states[#states + 1] = 'active'
-  attempts[#attempts + 1] = id; attempts[#attempts + 1] = made
-  leases[#leases + 1] = id; leases[#leases + 1] = lease
-  active[#active + 1] = expires_s; active[#active + 1] = id
-  if timeouts[n] then timed[#timed + 1] = now + tonumber(timeouts[n]); timed[#timed + 1] = id end
-  if rmax then window[#window + 1] = now_s; window[#window + 1] = token .. id end
+  local a, b = 2 * n - 1, 2 * n
+  states[a] = id; states[b] = 'active'
+  attempts[a] = id; attempts[b] = made
+  leases[a] = id; leases[b] = lease
+  active[a] = expires_s; active[b] = id
+  if timeouts[n] then
+    timed[n_timed + 1] = now + tonumber(timeouts[n]); timed[n_timed + 2] = id
+    n_timed = n_timed + 2
+  end
+  if rmax then window[a] = now_s; window[b] = token .. id end
 end
 batch('HSET', col('st'), states)
 batch('HSET', col('am'), attempts)
 batch('HSET', col('ls'), leases)
-batch('ZREM', B .. 'r', from_sorted_ids)
 batch('ZADD', B .. 'a', active)
 batch('ZADD', B .. 't', timed)
 batch('ZADD', B .. 's', window)
