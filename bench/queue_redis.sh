@@ -6,6 +6,8 @@
 # in process (crates/keel-redis/benches/queue_store.rs: direct store calls, and the in-process
 # Rust worker with a no-op handler). Redis is flushed before every measurement. Each
 # processing run also prints the CPU time per job of Redis, keel and the Node driver (stderr).
+# Last, when valgrind is installed, keel's own instructions per job on the HTTP pull path (the
+# release binary under callgrind, 10,000 jobs): a figure machine noise does not move.
 #
 # Usage: bench/queue_redis.sh [rounds] [jobs] [concurrency]     (defaults 3, 50000, 100)
 set -euo pipefail
@@ -67,3 +69,22 @@ for row in "enqueue (HTTP, bulk of 1,000):$(median "${ke[@]}"):$mbe:2" "enqueue 
   IFS=: read -r what keel bull target <<<"$row"
   echo "$what median bullmq $bull, keel $keel jobs/s, keel/bullmq = $(ratio "$keel" "$bull") (target >= $target)"
 done
+
+if command -v valgrind >/dev/null 2>&1; then
+  N=${INSTRUCTION_JOBS:-10000}
+  flush
+  KEEL_PORT=$(free_port)
+  rm -rf "$WORK/data"
+  KEEL_SERVER_WORKER_THREADS=1 valgrind --tool=callgrind --callgrind-out-file="$WORK/keel.cg" \
+    "$KEEL" serve --config "$WORK/keel.toml" --listen "127.0.0.1:$KEEL_PORT" --data-dir "$WORK/data" >/dev/null 2>&1 &
+  VALGRIND_PID=$!
+  export KEEL_URL="http://127.0.0.1:$KEEL_PORT"
+  for _ in $(seq 300); do curl -fs "$KEEL_URL/ready" >/dev/null 2>&1 && break; sleep 0.2; done
+  node bench/queue/bench.mjs keel enqueue "$N" "$CONCURRENCY" >/dev/null
+  # Count the processing run alone: zero the counters before it, dump them after it.
+  callgrind_control -z "$VALGRIND_PID" >/dev/null 2>&1
+  node bench/queue/bench.mjs keel process "$N" "$CONCURRENCY" >/dev/null
+  callgrind_control -d "$VALGRIND_PID" >/dev/null 2>&1
+  kill "$VALGRIND_PID"; wait "$VALGRIND_PID" 2>/dev/null || true
+  awk -v n="$N" '/^(summary|totals):/ {printf "keel instructions per job, HTTP pull path (%d jobs, callgrind): %.0f\n", n, $2 / n; exit}' "$WORK/keel.cg.1"
+fi

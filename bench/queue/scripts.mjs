@@ -3,6 +3,10 @@
 // completes them in the next call and prunes to 1,000 completed every 1,000 jobs — what a pull
 // worker over HTTP makes keel do. Prints microseconds of Redis time per job for each script.
 //   node scripts.mjs <jobs>     (REDIS_PORT; flushes that Redis)
+// With CALLGRIND_PID (a redis-server run under `valgrind --tool=callgrind`), the loop's
+// instructions are what that run's dump counts: the counters are zeroed before the loop and
+// dumped after it.
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import Redis from 'ioredis';
@@ -27,6 +31,10 @@ for (let i = 0; i < JOBS; i += 1000) {
 await redis.config('SET', 'slowlog-log-slower-than', 0);
 await redis.config('SET', 'slowlog-max-len', 1000000);
 await redis.slowlog('RESET');
+const callgrind = (command) => {
+  if (process.env.CALLGRIND_PID) execFileSync('callgrind_control', [command, process.env.CALLGRIND_PID], { stdio: 'ignore' });
+};
+callgrind('-z');
 const COLUMNS = ['n', 'p', 'd', 'uk', 'g', 'to', 'ra', 'pg', 'pd', 'er', 'sl'];
 let pending = [];
 let done = 0;
@@ -44,6 +52,7 @@ for (;;) {
   if (reply.length === 0 || reply[0].length === 0) break;
   pending = reply[0].map((id) => [id, token]);
 }
+callgrind('-d');
 const log = await redis.slowlog('GET', 1000000);
 await redis.config('SET', 'slowlog-log-slower-than', 10000);
 const total = { fetch: 0, complete: 0, prune: 0 };

@@ -109,7 +109,7 @@ pub(crate) async fn fetch_jobs(
             jobs,
             completed: None,
         };
-        return Ok(axum::Json(reply).into_response());
+        return Ok(reply.into_response());
     }
     // The completions are handed to the store first, so they usually share the fetch's commit.
     // Their outcomes are not held back by a long poll: with nothing ready the call answers at
@@ -131,7 +131,7 @@ pub(crate) async fn fetch_jobs(
         jobs,
         completed: Some(completed),
     };
-    Ok(axum::Json(reply).into_response())
+    Ok(reply.into_response())
 }
 
 /// A completion.
@@ -231,6 +231,15 @@ struct FetchReply {
     jobs: Vec<LeasedJob>,
     #[serde(skip_serializing_if = "Option::is_none")]
     completed: Option<Vec<Completion>>,
+}
+
+impl IntoResponse for FetchReply {
+    fn into_response(self) -> Response {
+        // About what a job with a small payload takes, and its completion.
+        let capacity =
+            64 + 320 * self.jobs.len() + 64 * self.completed.as_ref().map_or(0, Vec::len);
+        crate::json::sized_json(&self, capacity)
+    }
 }
 
 /// Completes `jobs`; one outcome per job, in order: `{"id", "ok": true}` or
