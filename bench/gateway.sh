@@ -7,9 +7,12 @@
 #   ratelimit  keel cache hits with a rate limit never reached vs without → rps ratio
 #   gzip       keel cache hits compressed (gzip) vs identity hits         → rps ratio
 #              (nginx proxy_cache + gzip level 1, compressing every hit, alongside for reference)
+#   instructions  user-space instructions per pass-through request of each proxy, each run
+#              under callgrind (when valgrind is installed): a figure machine noise does not
+#              move, where the CPU per request above moves 10–20 % between runs
 #
 # Usage: bench/gateway.sh [rounds]     (default 5; DURATION=10s CONNECTIONS=50;
-#        SCENARIOS="cached pass ratelimit gzip" to run some of them; KEEL_MALLOC_CONF="…" to
+#        SCENARIOS="cached pass ratelimit gzip instructions" to run some of them; KEEL_MALLOC_CONF="…" to
 #        start keel with that jemalloc configuration, e.g. "tcache_max:131072")
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +20,7 @@ cd "$(dirname "$0")/.."
 ROUNDS=${1:-5}
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-50}
-SCENARIOS=${SCENARIOS:-cached pass ratelimit gzip}
+SCENARIOS=${SCENARIOS:-cached pass ratelimit gzip instructions}
 wanted() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
 prepare_nginx_comparison
@@ -163,3 +166,44 @@ for scenario in ratelimit gzip; do
     "$b" "$(median "${base_cpu[@]}")" "$scenario" "$w" "$(median "${with_cpu[@]}")" "$(ratio "$w" "$b")" \
     "$([ "$scenario" = gzip ] && printf ' (nginx gzip hits %s rps)' "$(median "${ng[@]}")")"
 done
+
+if wanted instructions && command -v valgrind >/dev/null 2>&1; then
+  echo "== user-space instructions per pass-through request (callgrind; ${CALLGRIND_DURATION:=5s} of wrk -t1 -c$CONNECTIONS after a warm-up)"
+  # Runs "$@" under callgrind, loads $1-named proxy at URL $URL, and prints instructions per
+  # request of the measured stretch (the counters are zeroed after the warm-up).
+  instructions() {
+    local name=$1; shift
+    valgrind --tool=callgrind --callgrind-out-file="$WORK/$name.cg" "$@" >/dev/null 2>&1 &
+    local pid=$!
+    for _ in $(seq 300); do curl -fs "$URL" >/dev/null 2>&1 && break; sleep 0.2; done
+    wrk -t1 -c"$CONNECTIONS" -d2s "$URL" >/dev/null
+    callgrind_control -z "$pid" >/dev/null 2>&1
+    local n
+    n=$(wrk -t1 -c"$CONNECTIONS" -d"$CALLGRIND_DURATION" "$URL" | awk '/requests in/ {print $1}')
+    callgrind_control -d "$pid" >/dev/null 2>&1
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+    awk -v n="$n" -v name="$name" '/^(summary|totals):/ {printf "%s: %.0f instructions per request (%d requests)\n", name, $2 / n, n; exit}' "$WORK/$name.cg.1"
+  }
+  PORT=$(free_port)
+  mkdir -p "$WORK/ngcg"
+  cat > "$WORK/ngcg/nginx.conf" <<CONF
+master_process off; daemon off; worker_processes 1; pid $WORK/ngcg/nginx.pid;
+error_log stderr warn; user root;
+events { worker_connections 4096; }
+http {
+  access_log off; keepalive_requests 1000000; sendfile on; tcp_nopush on;
+  upstream app { server 127.0.0.1:$UP_PORT; keepalive 64; }
+  server {
+    listen 127.0.0.1:$PORT;
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    location /pass/ { proxy_pass http://app; }
+  }
+}
+CONF
+  URL="http://127.0.0.1:$PORT/pass/data.json" instructions nginx nginx -c "$WORK/ngcg/nginx.conf" -p "$WORK/ngcg"
+  PORT=$(free_port); API=$(free_port)
+  URL="http://127.0.0.1:$PORT/pass/data.json" KEEL_SERVER_WORKER_THREADS=1 instructions keel \
+    "$KEEL" serve --config "$WORK/keel.toml" --listen "127.0.0.1:$API" \
+    --gateway-listen "127.0.0.1:$PORT" --data-dir "$WORK/keel-callgrind"
+fi
