@@ -24,6 +24,7 @@ mod config;
 mod error;
 mod forwarded;
 mod gateway;
+mod pool;
 mod proxy;
 mod ratelimit;
 mod request_id;

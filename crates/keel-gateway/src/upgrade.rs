@@ -1,10 +1,10 @@
 //! Protocol upgrades (WebSocket) passed through: the request keeps its `Upgrade` header, and
 //! once the upstream answers `101 Switching Protocols` both connections are spliced together.
 
+use crate::pool::PooledBody;
 use axum::body::Body;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Version};
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
@@ -26,7 +26,7 @@ pub(crate) fn requested<B>(request: &Request<B>) -> Option<HeaderValue> {
 
 /// The `101` for the client, and a task splicing the client's connection to the upstream's once
 /// both have switched.
-pub(crate) fn tunnel(client: OnUpgrade, upstream: &mut Response<Incoming>) -> Response<Body> {
+pub(crate) fn tunnel(client: OnUpgrade, upstream: &mut Response<PooledBody>) -> Response<Body> {
     let upstream_upgrade = hyper::upgrade::on(&mut *upstream);
     tokio::spawn(async move {
         let (client, upstream) = match tokio::try_join!(client, upstream_upgrade) {

@@ -2,19 +2,17 @@
 //! with the connect and response-header timeouts applied.
 
 use std::error::Error as StdError;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use http::uri::{Authority, Scheme};
+use http::uri::{Authority, PathAndQuery};
 use http::{Request, Response, Uri};
 use http_body_util::LengthLimitError;
-use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use crate::config::GatewayConfig;
 use crate::error::GatewayError;
+use crate::pool::{Pool, PooledBody, SendError};
 
 /// Where the upstream listens: `http://host:port`.
 #[derive(Debug, Clone)]
@@ -53,19 +51,22 @@ impl UpstreamAddr {
         Ok(Self { authority })
     }
 
-    /// The upstream URI for a request's path and query.
+    /// The upstream request's URI for a client's: its path and query, in origin form (the
+    /// request line of HTTP/1.1; `Host` names the upstream).
     pub(crate) fn uri_for(&self, request: &Uri) -> Result<Uri, http::Error> {
-        // The request's path and query are reused as they are (a reference-counted clone).
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(Scheme::HTTP);
-        parts.authority = Some(self.authority.clone());
-        parts.path_and_query = Some(
+        // The path and query are reused as they are (a reference-counted clone).
+        Ok(Uri::from(
             request
                 .path_and_query()
                 .cloned()
-                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-        );
-        Ok(Uri::from_parts(parts)?)
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        ))
+    }
+
+    /// `host:port` to connect to (port 80 when the URL has none).
+    fn address(&self) -> String {
+        let port = self.authority.port_u16().unwrap_or(80);
+        format!("{}:{port}", self.authority.host())
     }
 }
 
@@ -73,60 +74,57 @@ impl UpstreamAddr {
 #[derive(Clone)]
 pub(crate) struct Upstream {
     pub(crate) addr: UpstreamAddr,
-    client: Client<HttpConnector, Body>,
+    pool: Arc<Pool>,
     connect_timeout: Duration,
 }
 
 impl Upstream {
     pub(crate) fn new(addr: UpstreamAddr, config: &GatewayConfig) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout.get()));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(config.pool_idle_timeout.get())
-            .pool_max_idle_per_host(config.pool_max_idle)
-            .build(connector);
+        let pool = Pool::new(
+            addr.address(),
+            config.pool_max_idle,
+            config.pool_idle_timeout.get(),
+            config.connect_timeout.get(),
+        );
         Self {
             addr,
-            client,
+            pool,
             connect_timeout: config.connect_timeout.get(),
         }
     }
 
-    /// Sends `request` (whose body is limited to `max_body` bytes) and waits at most `wait`
-    /// for the response headers.
+    /// Sends `request` (in origin form, whose body is limited to `max_body` bytes) and waits
+    /// at most `wait` for the response headers.
     pub(crate) async fn send(
         &self,
         request: Request<Body>,
         wait: Duration,
         max_body: u64,
-    ) -> Result<Response<Incoming>, GatewayError> {
-        match tokio::time::timeout(wait, self.client.request(request)).await {
+    ) -> Result<Response<PooledBody>, GatewayError> {
+        match tokio::time::timeout(wait, self.pool.send(request)).await {
             Err(_) => Err(GatewayError::Timeout(wait)),
             Ok(Ok(response)) => Ok(response),
             Ok(Err(e)) => Err(self.classify(&e, max_body)),
         }
     }
 
-    fn classify(&self, e: &hyper_util::client::legacy::Error, max_body: u64) -> GatewayError {
-        let mut source: Option<&(dyn StdError + 'static)> = e.source();
-        while let Some(cause) = source {
-            if cause.is::<LengthLimitError>() {
-                return GatewayError::BodyTooLarge { limit: max_body };
+    fn classify(&self, e: &SendError, max_body: u64) -> GatewayError {
+        match e {
+            SendError::ConnectTimeout => GatewayError::ConnectTimeout(self.connect_timeout),
+            SendError::Connect(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+                GatewayError::ConnectTimeout(self.connect_timeout)
             }
-            if let Some(io) = cause.downcast_ref::<std::io::Error>()
-                && io.kind() == std::io::ErrorKind::TimedOut
-                && e.is_connect()
-            {
-                return GatewayError::ConnectTimeout(self.connect_timeout);
+            SendError::Connect(io) => GatewayError::Connect(root_cause(io)),
+            SendError::Request(e) => {
+                let mut source: Option<&(dyn StdError + 'static)> = e.source();
+                while let Some(cause) = source {
+                    if cause.is::<LengthLimitError>() {
+                        return GatewayError::BodyTooLarge { limit: max_body };
+                    }
+                    source = cause.source();
+                }
+                GatewayError::Upstream(root_cause(e))
             }
-            source = cause.source();
-        }
-        if e.is_connect() {
-            GatewayError::Connect(root_cause(e))
-        } else {
-            GatewayError::Upstream(root_cause(e))
         }
     }
 }
@@ -168,7 +166,15 @@ mod tests {
     #[test]
     fn requests_keep_their_path_and_query() {
         let a = UpstreamAddr::parse("http://app:3000").unwrap();
-        let uri = a.uri_for(&"/x/y?z=1".parse().unwrap()).unwrap();
-        assert_eq!(uri, "http://app:3000/x/y?z=1");
+        let uri = a
+            .uri_for(&"http://keel:8080/x/y?z=1".parse().unwrap())
+            .unwrap();
+        assert_eq!(uri, "/x/y?z=1");
+        assert_eq!(a.uri_for(&"http://keel".parse().unwrap()).unwrap(), "/");
+        assert_eq!(a.address(), "app:3000");
+        assert_eq!(
+            UpstreamAddr::parse("http://app").unwrap().address(),
+            "app:80"
+        );
     }
 }

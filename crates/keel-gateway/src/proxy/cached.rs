@@ -6,13 +6,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::pool::PooledBody;
 use axum::body::Body;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::{Exchange, Proxy, X_CACHE};
@@ -381,7 +381,7 @@ async fn store_or_pass(
     exchange: &Exchange,
     primary: &str,
     client_headers: &HeaderMap,
-    response: Response<Incoming>,
+    response: Response<PooledBody>,
     permit: Option<OwnedSemaphorePermit>,
     now: u64,
 ) -> Result<Fetched, GatewayError> {

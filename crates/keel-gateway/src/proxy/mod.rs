@@ -296,7 +296,7 @@ impl Proxy {
         &self,
         request: Request<Body>,
         exchange: &Exchange,
-    ) -> Result<Response<hyper::body::Incoming>, GatewayError> {
+    ) -> Result<Response<crate::pool::PooledBody>, GatewayError> {
         let route = &exchange.route;
         // Dropped with this future (the client went away), a permit fails a half-open trial.
         let permit = match &route.breaker {
