@@ -33,28 +33,39 @@ fn hop_by_hop() -> [&'static HeaderName; 9] {
 /// Removes hop-by-hop headers, and `Upgrade` unless the message is an upgrade being passed
 /// through (then `Connection: upgrade` and `Upgrade` are set again by the caller).
 ///
-/// One pass over the names present (a message rarely has more than a few, and comparing a
+/// One pass over the headers present (a message rarely has more than a few, and comparing a
 /// standard name is an integer comparison) instead of a hash lookup per hop-by-hop name: most
-/// messages carry none or one of them, and this runs twice per proxied request.
+/// messages carry none or one of them, and this runs twice per proxied request. The names found
+/// are noted as bits, so the common case (`Connection: keep-alive` on a response) allocates
+/// nothing; only a `Connection` naming some other header makes a list.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let mut found: Vec<HeaderName> = Vec::new();
-    for name in headers.keys() {
-        if name == header::CONNECTION {
-            // Names listed in `Connection` are hop-by-hop too.
-            found.extend(
-                headers
-                    .get_all(header::CONNECTION)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .flat_map(|v| v.split(','))
-                    .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok()),
-            );
+    let list = hop_by_hop();
+    let mut found = 0u16;
+    let mut named: Vec<HeaderName> = Vec::new();
+    for (name, value) in headers.iter() {
+        if let Some(i) = list.iter().position(|h| *h == name) {
+            found |= 1 << i;
         }
-        if hop_by_hop().contains(&name) {
-            found.push(name.clone());
+        if name == header::CONNECTION {
+            // Names listed in `Connection` are hop-by-hop too. The usual options name no
+            // header (`close`) or one removed anyway (`keep-alive`, `upgrade`).
+            let tokens = value.to_str().unwrap_or_default().split(',').map(str::trim);
+            for token in tokens {
+                let usual = ["close", "keep-alive", "upgrade", ""]
+                    .iter()
+                    .any(|u| token.eq_ignore_ascii_case(u));
+                if !usual && let Ok(listed) = HeaderName::from_bytes(token.as_bytes()) {
+                    named.push(listed);
+                }
+            }
         }
     }
-    for name in found {
+    for (i, name) in list.iter().enumerate() {
+        if found & (1 << i) != 0 {
+            headers.remove(*name);
+        }
+    }
+    for name in named {
         headers.remove(name);
     }
 }
@@ -257,6 +268,22 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key(header::CONTENT_TYPE));
+
+        // Options in any case, over several `Connection` headers.
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("Close"));
+        h.append(header::CONNECTION, HeaderValue::from_static(" X-Other ,"));
+        h.insert("x-other", HeaderValue::from_static("1"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::ETAG, HeaderValue::from_static("\"1\""));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().collect::<Vec<_>>(), [header::ETAG]);
+
+        // Nothing hop-by-hop: nothing changes.
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
     }
 
     #[test]
