@@ -7,7 +7,7 @@
 #   ratelimit  keel cache hits with a rate limit never reached vs without → rps ratio
 #   gzip       keel cache hits compressed (gzip) vs identity hits         → rps ratio
 #              (nginx proxy_cache + gzip level 1, compressing every hit, alongside for reference)
-#   instructions  user-space instructions per pass-through request of each proxy, each run
+#   instructions  user-space instructions per request (cache hit, pass-through) of each proxy, run
 #              under callgrind (when valgrind is installed): a figure machine noise does not
 #              move, where the CPU per request above moves 10–20 % between runs
 #
@@ -168,9 +168,9 @@ for scenario in ratelimit gzip; do
 done
 
 if wanted instructions && command -v valgrind >/dev/null 2>&1; then
-  echo "== user-space instructions per pass-through request (callgrind; ${CALLGRIND_DURATION:=5s} of wrk -t1 -c$CONNECTIONS after a warm-up)"
-  # Runs "$@" under callgrind, loads $1-named proxy at URL $URL, and prints instructions per
-  # request of the measured stretch (the counters are zeroed after the warm-up).
+  echo "== user-space instructions per request (callgrind; ${CALLGRIND_DURATION:=5s} of wrk -t1 -c$CONNECTIONS after a warm-up)"
+  # Runs "$@" under callgrind as $1, loads it at URL $URL, and prints instructions per request
+  # of the measured stretch (the counters are zeroed after the warm-up).
   instructions() {
     local name=$1; shift
     valgrind --tool=callgrind --callgrind-out-file="$WORK/$name.cg" "$@" >/dev/null 2>&1 &
@@ -183,27 +183,33 @@ if wanted instructions && command -v valgrind >/dev/null 2>&1; then
     callgrind_control -d "$pid" >/dev/null 2>&1
     kill "$pid"; wait "$pid" 2>/dev/null || true
     awk -v n="$n" -v name="$name" '/^(summary|totals):/ {printf "%s: %.0f instructions per request (%d requests)\n", name, $2 / n, n; exit}' "$WORK/$name.cg.1"
+    rm -f "$WORK/$name.cg"*
   }
   PORT=$(free_port)
-  mkdir -p "$WORK/ngcg"
+  mkdir -p "$WORK/ngcg/cache"
   cat > "$WORK/ngcg/nginx.conf" <<CONF
 master_process off; daemon off; worker_processes 1; pid $WORK/ngcg/nginx.pid;
 error_log stderr warn; user root;
 events { worker_connections 4096; }
 http {
   access_log off; keepalive_requests 1000000; sendfile on; tcp_nopush on;
+  proxy_cache_path $WORK/ngcg/cache levels=1:2 keys_zone=cg:10m max_size=100m inactive=60m use_temp_path=off;
   upstream app { server 127.0.0.1:$UP_PORT; keepalive 64; }
   server {
     listen 127.0.0.1:$PORT;
     proxy_http_version 1.1;
     proxy_set_header Connection "";
+    location /cached/ { proxy_pass http://app; proxy_cache cg; proxy_cache_valid 200 1h; }
     location /pass/ { proxy_pass http://app; }
   }
 }
 CONF
-  URL="http://127.0.0.1:$PORT/pass/data.json" instructions nginx nginx -c "$WORK/ngcg/nginx.conf" -p "$WORK/ngcg"
-  PORT=$(free_port); API=$(free_port)
-  URL="http://127.0.0.1:$PORT/pass/data.json" KEEL_SERVER_WORKER_THREADS=1 instructions keel \
-    "$KEEL" serve --config "$WORK/keel.toml" --listen "127.0.0.1:$API" \
-    --gateway-listen "127.0.0.1:$PORT" --data-dir "$WORK/keel-callgrind"
+  KPORT=$(free_port); API=$(free_port)
+  for scenario in cached pass; do
+    URL="http://127.0.0.1:$PORT/$scenario/data.json" instructions "nginx $scenario" \
+      nginx -c "$WORK/ngcg/nginx.conf" -p "$WORK/ngcg"
+    URL="http://127.0.0.1:$KPORT/$scenario/data.json" KEEL_SERVER_WORKER_THREADS=1 instructions "keel $scenario" \
+      "$KEEL" serve --config "$WORK/keel.toml" --listen "127.0.0.1:$API" \
+      --gateway-listen "127.0.0.1:$KPORT" --data-dir "$WORK/keel-callgrind"
+  done
 fi

@@ -4,21 +4,24 @@
 //! - `control`: `Cache-Control`, `Expires`, `Age` as a shared cache reads them.
 //! - `key`: cache keys from a route's key template, and `Vary` variants.
 //! - `stored`: a response as bytes in the engine.
+//! - `heads`: stored responses' heads, decoded once per write.
 //! - `flights`: one upstream fetch per key at a time (request coalescing).
 
 pub(crate) mod control;
 pub(crate) mod flights;
+pub(crate) mod heads;
 pub(crate) mod key;
 pub(crate) mod stored;
 
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName};
-use keel_cache::{Cache, Glob, SetOptions};
+use keel_cache::{Cache, CacheValue, Glob, SetOptions};
 use keel_core::Clock;
 use keel_redis::{Broadcaster, Invalidation};
 
 use self::flights::Flights;
+use self::heads::{Head, Heads};
 use self::stored::{Entry, Stored};
 
 /// Tags of gateway entries carry this prefix in the engine, apart from the API cache's tags.
@@ -29,6 +32,7 @@ pub(crate) struct ResponseCache {
     engine: Cache,
     clock: Clock,
     pub(crate) flights: Flights,
+    heads: Heads,
     /// With Redis: tells the other instances about purges, so they drop their copies too.
     broadcast: Option<Broadcaster>,
 }
@@ -39,6 +43,7 @@ impl ResponseCache {
             engine,
             clock,
             flights: Flights::default(),
+            heads: Heads::default(),
             broadcast,
         }
     }
@@ -63,16 +68,30 @@ impl ResponseCache {
     /// marker to the variant the request's headers pick. Returns the key it was found under.
     pub(crate) fn lookup(&self, primary: &str, request: &HeaderMap) -> Option<(String, Stored)> {
         let value = self.engine.get(primary)?;
-        match Entry::decode(value.bytes)? {
+        match self.decode(value)? {
             Entry::Response(stored) => Some((primary.to_owned(), stored)),
             Entry::Vary(names) => {
                 let key = key::variant(primary, &names, request);
-                match Entry::decode(self.engine.get(&key)?.bytes)? {
+                match self.decode(self.engine.get(&key)?)? {
                     Entry::Response(stored) => Some((key, stored)),
                     Entry::Vary(_) => None,
                 }
             }
         }
+    }
+
+    /// A value read from the engine, decoded: a response's head from [`Heads`] when this write
+    /// was decoded before.
+    fn decode(&self, value: CacheValue) -> Option<Entry> {
+        if let Some(head) = self.heads.get(value.etag) {
+            return Some(Entry::Response(head.stored(&value.bytes)));
+        }
+        let len = value.bytes.len();
+        let entry = Entry::decode(value.bytes)?;
+        if let Entry::Response(stored) = &entry {
+            self.heads.put(value.etag, Head::of(stored, len));
+        }
+        Some(entry)
     }
 
     /// Stores `stored` for a request with primary key `primary`; a response that varies on
@@ -158,5 +177,68 @@ impl ResponseCache {
     fn purge_glob(&self, pattern: &str) -> usize {
         self.tell_others(Invalidation::Pattern(pattern.to_owned()));
         self.engine.delete_all_matching(&Glob::new(pattern))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use http::{HeaderValue, StatusCode};
+    use keel_cache::CacheConfig;
+
+    use super::stored::Times;
+    use super::*;
+
+    fn response(body: &'static str, etag: &'static str) -> Stored {
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::ETAG, HeaderValue::from_static(etag));
+        headers.append("x-multi", HeaderValue::from_static("a"));
+        headers.append("x-multi", HeaderValue::from_static("b"));
+        Stored {
+            status: StatusCode::OK,
+            headers,
+            body: Bytes::from_static(body.as_bytes()),
+            times: Times {
+                stored_at: 1,
+                fresh_until: 2,
+                stale_while_revalidate_until: 3,
+                stale_if_error_until: 4,
+                initial_age: 5,
+            },
+            tags: vec!["habits".into()],
+        }
+    }
+
+    fn same(a: &Stored, b: &Stored) -> bool {
+        a.status == b.status
+            && a.headers == b.headers
+            && a.body == b.body
+            && a.times == b.times
+            && a.tags == b.tags
+    }
+
+    #[test]
+    fn hits_decode_a_head_once_per_write_and_see_every_rewrite() {
+        let cache = ResponseCache::new(Cache::new(CacheConfig::default()), Clock::system(), None);
+        let none = HeaderMap::new();
+        let first = response("[1,2,3]", "\"v1\"");
+        cache.store("gw:/habits", &none, &[], &first, Duration::from_secs(60));
+        for _ in 0..3 {
+            let (key, hit) = cache.lookup("gw:/habits", &none).unwrap();
+            assert_eq!(key, "gw:/habits");
+            assert!(same(&hit, &first));
+        }
+        assert_eq!(
+            cache.heads.len(),
+            1,
+            "decoded once, then served from the head"
+        );
+
+        // A rewrite of the key is a new write: its own head, never the old one.
+        let second = response("[4,5]", "\"v2\"");
+        cache.store("gw:/habits", &none, &[], &second, Duration::from_secs(60));
+        let (_, hit) = cache.lookup("gw:/habits", &none).unwrap();
+        assert!(same(&hit, &second));
+        assert_eq!(cache.heads.len(), 2);
     }
 }
