@@ -45,15 +45,16 @@ start_nginx "$WORK/up" <<CONF
   server { listen 127.0.0.1:$UP_PORT; root $WORK/www; }
 CONF
 
-# nginx as the proxy: one worker, upstream keepalive, proxy_cache on /cached/.
-NG_PORT=$(free_port)
-start_nginx "$WORK/ng" <<CONF
+# nginx as the proxy: one worker, upstream keepalive, proxy_cache on /cached/. The part of its
+# http block listening on $1 with its cache under $2 (the callgrind run below reuses it).
+proxy_conf() {
+  cat <<CONF
   sendfile on;
   tcp_nopush on;
-  proxy_cache_path $WORK/ngcache levels=1:2 keys_zone=bench:10m max_size=100m inactive=60m use_temp_path=off;
+  proxy_cache_path $2 levels=1:2 keys_zone=bench:10m max_size=100m inactive=60m use_temp_path=off;
   upstream app { server 127.0.0.1:$UP_PORT; keepalive 64; }
   server {
-    listen 127.0.0.1:$NG_PORT;
+    listen 127.0.0.1:$1;
     proxy_http_version 1.1;
     proxy_set_header Connection "";
     location /cached/ { proxy_pass http://app; proxy_cache bench; proxy_cache_valid 200 1h; }
@@ -64,6 +65,9 @@ start_nginx "$WORK/ng" <<CONF
     }
   }
 CONF
+}
+NG_PORT=$(free_port)
+start_nginx "$WORK/ng" < <(proxy_conf "$NG_PORT" "$WORK/ngcache")
 
 # keel as the proxy: one worker thread, the same two routes.
 KEEL_PORT=$(free_port); API_PORT=$(free_port)
@@ -187,23 +191,12 @@ if wanted instructions && command -v valgrind >/dev/null 2>&1; then
   }
   PORT=$(free_port)
   mkdir -p "$WORK/ngcg/cache"
-  cat > "$WORK/ngcg/nginx.conf" <<CONF
-master_process off; daemon off; worker_processes 1; pid $WORK/ngcg/nginx.pid;
-error_log stderr warn; user root;
-events { worker_connections 4096; }
-http {
-  access_log off; keepalive_requests 1000000; sendfile on; tcp_nopush on;
-  proxy_cache_path $WORK/ngcg/cache levels=1:2 keys_zone=cg:10m max_size=100m inactive=60m use_temp_path=off;
-  upstream app { server 127.0.0.1:$UP_PORT; keepalive 64; }
-  server {
-    listen 127.0.0.1:$PORT;
-    proxy_http_version 1.1;
-    proxy_set_header Connection "";
-    location /cached/ { proxy_pass http://app; proxy_cache cg; proxy_cache_valid 200 1h; }
-    location /pass/ { proxy_pass http://app; }
-  }
-}
-CONF
+  # The same proxy in one process (callgrind follows one), without its own master.
+  { printf 'master_process off; daemon off; worker_processes 1; pid %s/ngcg/nginx.pid;\n' "$WORK"
+    printf 'error_log stderr warn; user root;\nevents { worker_connections 4096; }\n'
+    printf 'http {\n  access_log off;\n  keepalive_requests 1000000;\n'
+    proxy_conf "$PORT" "$WORK/ngcg/cache"
+    printf '}\n'; } > "$WORK/ngcg/nginx.conf"
   KPORT=$(free_port); API=$(free_port)
   for scenario in cached pass; do
     URL="http://127.0.0.1:$PORT/$scenario/data.json" instructions "nginx $scenario" \

@@ -285,14 +285,40 @@ mod tests {
             .len()
     }
 
+    /// The connections `requests` requests, read to the end one after another, took.
+    async fn connections_for(
+        size: usize,
+        close_idle: bool,
+        idle_timeout: Duration,
+        requests: usize,
+    ) -> usize {
+        let (address, accepted) = upstream(size, close_idle).await;
+        let pool = pool(address.clone(), idle_timeout);
+        for _ in 0..requests {
+            assert_eq!(read_all(&pool, &address).await, size);
+        }
+        accepted.load(Ordering::SeqCst)
+    }
+
     #[tokio::test]
     async fn responses_read_to_the_end_leave_their_connection_for_the_next_request() {
-        let (address, accepted) = upstream(20_000, false).await;
-        let pool = pool(address.clone(), Duration::from_secs(60));
-        for _ in 0..5 {
-            assert_eq!(read_all(&pool, &address).await, 20_000);
-        }
-        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            connections_for(20_000, false, Duration::from_secs(60), 5).await,
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn connections_the_upstream_closed_are_not_used_again() {
+        assert_eq!(
+            connections_for(100, true, Duration::from_secs(60), 3).await,
+            3
+        );
+    }
+
+    #[tokio::test]
+    async fn connections_idle_for_the_timeout_are_not_used_again() {
+        assert_eq!(connections_for(100, false, Duration::ZERO, 3).await, 3);
     }
 
     #[tokio::test]
@@ -309,26 +335,6 @@ mod tests {
             2,
             "the second one was kept"
         );
-    }
-
-    #[tokio::test]
-    async fn connections_the_upstream_closed_are_not_used_again() {
-        let (address, accepted) = upstream(100, true).await;
-        let pool = pool(address.clone(), Duration::from_secs(60));
-        for _ in 0..3 {
-            assert_eq!(read_all(&pool, &address).await, 100);
-        }
-        assert_eq!(accepted.load(Ordering::SeqCst), 3);
-    }
-
-    #[tokio::test]
-    async fn connections_idle_for_the_timeout_are_not_used_again() {
-        let (address, accepted) = upstream(100, false).await;
-        let pool = pool(address.clone(), Duration::ZERO);
-        for _ in 0..3 {
-            assert_eq!(read_all(&pool, &address).await, 100);
-        }
-        assert_eq!(accepted.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test]

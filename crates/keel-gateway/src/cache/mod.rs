@@ -198,13 +198,7 @@ mod tests {
             status: StatusCode::OK,
             headers,
             body: Bytes::from_static(body.as_bytes()),
-            times: Times {
-                stored_at: 1,
-                fresh_until: 2,
-                stale_while_revalidate_until: 3,
-                stale_if_error_until: 4,
-                initial_age: 5,
-            },
+            times: Times::sample(),
             tags: vec!["habits".into()],
         }
     }

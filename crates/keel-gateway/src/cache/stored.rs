@@ -169,6 +169,20 @@ fn take_u64(bytes: &mut Bytes) -> Option<u64> {
 }
 
 #[cfg(test)]
+impl Times {
+    /// Distinct numbers in every field, for round trips.
+    pub(crate) fn sample() -> Self {
+        Self {
+            stored_at: 1,
+            fresh_until: 2,
+            stale_while_revalidate_until: 3,
+            stale_if_error_until: 4,
+            initial_age: 5,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -182,13 +196,7 @@ mod tests {
             status: StatusCode::NOT_FOUND,
             headers,
             body: Bytes::from_static(b"{\"missing\":true}"),
-            times: Times {
-                stored_at: 1,
-                fresh_until: 2,
-                stale_while_revalidate_until: 3,
-                stale_if_error_until: 4,
-                initial_age: 5,
-            },
+            times: Times::sample(),
             tags: vec!["habits".into(), "user-1".into()],
         };
         let Some(Entry::Response(back)) = Entry::decode(stored.encode()) else {
