@@ -59,8 +59,6 @@ where
     }
 }
 
-/// The plain parse first (axum's own tracks the path of every value, which costs on large
-/// bodies); only a body that fails is parsed again to say where it is wrong.
 /// `value` as an `application/json` response, written into a buffer of `capacity` bytes to
 /// begin with. For large replies on hot paths (a fetch of many jobs): `axum::Json` starts from
 /// 128 bytes and writes through `BytesMut`'s `io::Write` adapter, which costs a fetch's reply
@@ -69,10 +67,7 @@ pub(crate) fn sized_json<T: Serialize>(value: &T, capacity: usize) -> Response {
     let mut body = Vec::with_capacity(capacity);
     match serde_json::to_writer(&mut body, value) {
         Ok(()) => (
-            [(
-                axum::http::header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            )],
+            [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
             body,
         )
             .into_response(),
@@ -83,6 +78,8 @@ pub(crate) fn sized_json<T: Serialize>(value: &T, capacity: usize) -> Response {
     }
 }
 
+/// The plain parse first (axum's own tracks the path of every value, which costs on large
+/// bodies); only a body that fails is parsed again to say where it is wrong.
 fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, Problem> {
     match serde_json::from_slice(body) {
         Ok(value) => Ok(value),
