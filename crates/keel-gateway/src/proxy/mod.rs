@@ -374,6 +374,10 @@ impl Proxy {
     fn strip_tag_headers(&self, headers: &mut HeaderMap) -> Vec<String> {
         let mut tags = Vec::new();
         for name in &self.tag_headers {
+            // Most responses carry none: one lookup then, not two.
+            if !headers.contains_key(name) {
+                continue;
+            }
             for value in headers.get_all(name) {
                 if let Ok(value) = value.to_str() {
                     tags.extend(
