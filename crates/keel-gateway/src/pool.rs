@@ -34,6 +34,9 @@ pub(crate) enum SendError {
     Request(hyper::Error),
 }
 
+/// How long a checkout waits for a handed-back connection to become ready for a request.
+const READY_GRACE: Duration = Duration::from_millis(10);
+
 /// Idle connections to one upstream, oldest first.
 pub(crate) struct Pool {
     /// `host:port` to connect to.
@@ -72,7 +75,8 @@ impl Pool {
 
     /// Sends `request` (in origin form, with its `Host`) on an idle connection, or a new one.
     /// A request that an idle connection turned out closed for (the upstream closed it while
-    /// it sat in the pool; nothing of the request was written) goes once more, on another.
+    /// it sat in the pool; nothing of the request was written) goes again, on the next one or
+    /// a new one.
     pub(crate) async fn send(
         self: &Arc<Self>,
         mut request: Request<Body>,
@@ -99,9 +103,14 @@ impl Pool {
             if sender.is_closed() || since.elapsed() >= self.idle_timeout {
                 continue;
             }
+            if sender.is_ready() {
+                return Some(sender);
+            }
             // Handed back as its response ended, a connection may not have marked itself idle
-            // yet: that takes a moment, or it closes.
-            if sender.is_ready() || sender.ready().await.is_ok() {
+            // yet, which takes microseconds; one still sending an upload after an early
+            // response would take as long as the upload, so it is let go instead (it closes
+            // once that exchange is over).
+            if let Ok(Ok(())) = tokio::time::timeout(READY_GRACE, sender.ready()).await {
                 return Some(sender);
             }
         }
@@ -352,6 +361,35 @@ mod tests {
             response.unwrap().into_body().collect().await.unwrap();
         }
         assert_eq!(pool.lock().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_connection_still_sending_an_upload_is_not_waited_for() {
+        // The upstream answers without reading the body, and the upload never ends: the next
+        // request must not wait for that exchange (hyper closes such a connection; a checkout
+        // also waits at most READY_GRACE for one that is not ready).
+        let (address, accepted) = upstream(100, false).await;
+        let pool = pool(address.clone(), Duration::from_secs(60));
+        let never_ends = futures_util::stream::pending::<
+            Result<http_body::Frame<Bytes>, std::convert::Infallible>,
+        >();
+        let upload = Request::builder()
+            .method(http::Method::POST)
+            .uri("/")
+            .header(http::header::HOST, &address)
+            .body(Body::new(http_body_util::StreamBody::new(never_ends)))
+            .unwrap();
+        let early = pool.send(upload).await.unwrap();
+        assert_eq!(
+            early.into_body().collect().await.unwrap().to_bytes().len(),
+            100
+        );
+        let next = tokio::time::timeout(Duration::from_secs(10), read_all(&pool, &address));
+        assert_eq!(
+            next.await.expect("the next request waited for the upload"),
+            100
+        );
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
