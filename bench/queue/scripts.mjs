@@ -32,7 +32,8 @@ await redis.config('SET', 'slowlog-log-slower-than', 0);
 await redis.config('SET', 'slowlog-max-len', 1000000);
 await redis.slowlog('RESET');
 const callgrind = (command) => {
-  if (process.env.CALLGRIND_PID) execFileSync('callgrind_control', [command, process.env.CALLGRIND_PID], { stdio: 'ignore' });
+  if (!process.env.CALLGRIND_PID) return;
+  execFileSync('callgrind_control', [command, process.env.CALLGRIND_PID], { stdio: 'ignore' });
 };
 callgrind('-z');
 const COLUMNS = ['n', 'p', 'd', 'uk', 'g', 'to', 'ra', 'pg', 'pd', 'er', 'sl'];

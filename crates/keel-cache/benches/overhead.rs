@@ -9,9 +9,9 @@
 //!   for both alike; prints each one's nanoseconds per operation over all its slices.
 //!
 //! `bench/cache_engine.sh` runs it repeatedly, and under callgrind and cachegrind for
-//! instruction and cache-miss counts, which do not vary with machine noise. It runs on the system allocator, as an application using the
-//! engine as a library may; `overhead_jemalloc` is the same on jemalloc, which keel's binary
-//! runs on.
+//! instruction and cache-miss counts, which do not vary with machine noise. It runs on the
+//! system allocator, as an application using the engine as a library may; `overhead_jemalloc`
+//! is the same on jemalloc, which keel's binary runs on.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

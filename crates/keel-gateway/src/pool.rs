@@ -28,8 +28,8 @@ use tokio::net::TcpStream;
 pub(crate) enum SendError {
     /// No connection could be opened.
     Connect(std::io::Error),
-    /// Opening a connection took longer than the connect timeout.
-    ConnectTimeout,
+    /// Opening a connection took longer than the connect timeout (this long).
+    ConnectTimeout(Duration),
     /// The connection failed while the request was sent or its response read.
     Request(hyper::Error),
 }
@@ -121,7 +121,10 @@ impl Pool {
             match tokio::time::timeout(self.connect_timeout, TcpStream::connect(&*self.address))
                 .await
             {
-                Err(_) => return Err(SendError::ConnectTimeout),
+                Err(_) => return Err(SendError::ConnectTimeout(self.connect_timeout)),
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    return Err(SendError::ConnectTimeout(self.connect_timeout));
+                }
                 Ok(Err(e)) => return Err(SendError::Connect(e)),
                 Ok(Ok(stream)) => stream,
             };

@@ -53,14 +53,14 @@ impl UpstreamAddr {
 
     /// The upstream request's URI for a client's: its path and query, in origin form (the
     /// request line of HTTP/1.1; `Host` names the upstream).
-    pub(crate) fn uri_for(&self, request: &Uri) -> Result<Uri, http::Error> {
+    pub(crate) fn uri_for(&self, request: &Uri) -> Uri {
         // The path and query are reused as they are (a reference-counted clone).
-        Ok(Uri::from(
+        Uri::from(
             request
                 .path_and_query()
                 .cloned()
                 .unwrap_or_else(|| PathAndQuery::from_static("/")),
-        ))
+        )
     }
 
     /// `host:port` to connect to (port 80 when the URL has none).
@@ -75,7 +75,6 @@ impl UpstreamAddr {
 pub(crate) struct Upstream {
     pub(crate) addr: UpstreamAddr,
     pool: Arc<Pool>,
-    connect_timeout: Duration,
 }
 
 impl Upstream {
@@ -86,11 +85,7 @@ impl Upstream {
             config.pool_idle_timeout.get(),
             config.connect_timeout.get(),
         );
-        Self {
-            addr,
-            pool,
-            connect_timeout: config.connect_timeout.get(),
-        }
+        Self { addr, pool }
     }
 
     /// Sends `request` (in origin form, whose body is limited to `max_body` bytes) and waits
@@ -104,27 +99,25 @@ impl Upstream {
         match tokio::time::timeout(wait, self.pool.send(request)).await {
             Err(_) => Err(GatewayError::Timeout(wait)),
             Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) => Err(self.classify(&e, max_body)),
+            Ok(Err(e)) => Err(classify(&e, max_body)),
         }
     }
+}
 
-    fn classify(&self, e: &SendError, max_body: u64) -> GatewayError {
-        match e {
-            SendError::ConnectTimeout => GatewayError::ConnectTimeout(self.connect_timeout),
-            SendError::Connect(io) if io.kind() == std::io::ErrorKind::TimedOut => {
-                GatewayError::ConnectTimeout(self.connect_timeout)
-            }
-            SendError::Connect(io) => GatewayError::Connect(root_cause(io)),
-            SendError::Request(e) => {
-                let mut source: Option<&(dyn StdError + 'static)> = e.source();
-                while let Some(cause) = source {
-                    if cause.is::<LengthLimitError>() {
-                        return GatewayError::BodyTooLarge { limit: max_body };
-                    }
-                    source = cause.source();
+/// The gateway's error for a failed send; `max_body` names the limit a body went over.
+fn classify(e: &SendError, max_body: u64) -> GatewayError {
+    match e {
+        SendError::ConnectTimeout(after) => GatewayError::ConnectTimeout(*after),
+        SendError::Connect(io) => GatewayError::Connect(root_cause(io)),
+        SendError::Request(e) => {
+            let mut source: Option<&(dyn StdError + 'static)> = e.source();
+            while let Some(cause) = source {
+                if cause.is::<LengthLimitError>() {
+                    return GatewayError::BodyTooLarge { limit: max_body };
                 }
-                GatewayError::Upstream(root_cause(e))
+                source = cause.source();
             }
+            GatewayError::Upstream(root_cause(e))
         }
     }
 }
@@ -166,11 +159,9 @@ mod tests {
     #[test]
     fn requests_keep_their_path_and_query() {
         let a = UpstreamAddr::parse("http://app:3000").unwrap();
-        let uri = a
-            .uri_for(&"http://keel:8080/x/y?z=1".parse().unwrap())
-            .unwrap();
+        let uri = a.uri_for(&"http://keel:8080/x/y?z=1".parse().unwrap());
         assert_eq!(uri, "/x/y?z=1");
-        assert_eq!(a.uri_for(&"http://keel".parse().unwrap()).unwrap(), "/");
+        assert_eq!(a.uri_for(&"http://keel".parse().unwrap()), "/");
         assert_eq!(a.address(), "app:3000");
         assert_eq!(
             UpstreamAddr::parse("http://app").unwrap().address(),

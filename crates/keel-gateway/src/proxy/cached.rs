@@ -316,7 +316,7 @@ async fn fetch(
     }
     *request.headers_mut() = headers;
     let (mut parts, body) = request.into_parts();
-    proxy.rewrite_for_upstream(&mut parts, exchange)?;
+    proxy.rewrite_for_upstream(&mut parts, exchange);
     let sent = proxy
         .send_upstream(Request::from_parts(parts, body), exchange)
         .await;

@@ -252,7 +252,7 @@ impl Proxy {
         let upgrade = upgrade::requested(&request)
             .map(|protocol| (protocol, hyper::upgrade::on(&mut request)));
         let (mut parts, body) = request.into_parts();
-        self.rewrite_for_upstream(&mut parts, exchange)?;
+        self.rewrite_for_upstream(&mut parts, exchange);
         if let Some((protocol, _)) = &upgrade {
             let headers = &mut parts.headers;
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -330,16 +330,8 @@ impl Proxy {
 
     /// Turns a client's request head into the upstream's: upstream URI, HTTP/1.1, hop-by-hop
     /// headers out, forwarding headers and the request id in, `Host` as configured.
-    fn rewrite_for_upstream(
-        &self,
-        parts: &mut Parts,
-        exchange: &Exchange,
-    ) -> Result<(), GatewayError> {
-        let uri = self
-            .upstream
-            .addr
-            .uri_for(&parts.uri)
-            .map_err(|e| GatewayError::Upstream(e.to_string()))?;
+    fn rewrite_for_upstream(&self, parts: &mut Parts, exchange: &Exchange) {
+        let uri = self.upstream.addr.uri_for(&parts.uri);
         let host = parts.headers.get(header::HOST).cloned().or_else(|| {
             parts
                 .uri
@@ -367,7 +359,6 @@ impl Proxy {
         parts.uri = uri;
         // The upstream speaks HTTP/1.1 whatever the client spoke.
         parts.version = Version::HTTP_11;
-        Ok(())
     }
 
     /// Removes the cache-tag headers (for keel, not for clients); returns the tags.
