@@ -731,6 +731,11 @@ pub async fn progress_promote_and_retry<S: Store>(store: S, _: MockClock) {
         Err(QueueError::Conflict { .. })
     ));
     assert_eq!(store.retry(&ids[0]).await.unwrap().state, JobState::Waiting);
+    let retried = store.get(&ids[0]).await.unwrap().unwrap();
+    assert_eq!(
+        retried.attempts_made, 0,
+        "a retried job starts a fresh set of attempts"
+    );
     let again = store.fetch("q", "w", 1, LEASE).await.unwrap().remove(0);
     assert_eq!(
         (again.job.id.as_str(), again.job.attempts_made),
@@ -869,5 +874,14 @@ pub async fn clean_and_retry_failed_act_on_one_queue<S: Store>(store: S, time: M
     assert_eq!(
         store.counts("other").await.unwrap().get("completed"),
         Some(&1)
+    );
+    let again = store.fetch("q", "w", 2, LEASE).await.unwrap();
+    assert_eq!(
+        again
+            .iter()
+            .map(|f| f.job.attempts_made)
+            .collect::<Vec<_>>(),
+        [1, 1],
+        "jobs retried together start fresh attempts"
     );
 }

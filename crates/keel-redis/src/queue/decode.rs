@@ -204,7 +204,8 @@ pub(super) fn job_from<'a>(
         payload: json("p")?.unwrap_or(Json::Null),
         state,
         priority,
-        attempts_made: u32::try_from(num("am").unwrap_or(0)).unwrap_or(0),
+        attempts_made: u32::try_from(num("am").unwrap_or(i64::from(!lease.is_empty())))
+            .unwrap_or(0),
         max_attempts,
         backoff: serde_json::from_str(backoff).unwrap_or_default(),
         unique_key: get("uk").map(str::to_owned),
@@ -240,7 +241,7 @@ mod tests {
     #[test]
     fn a_job_is_read_from_its_columns() {
         let id = "0192d5c4-0000-7000-8000-000000000001~mail";
-        let flat: Vec<Value> = [
+        let pairs = [
             ("n", "send"),
             ("p", r#"{"to":"ada@example.com"}"#),
             ("st", "active"),
@@ -249,15 +250,21 @@ mod tests {
                 r#"1700000000000|3|7ffffffb000000000002000000000011|{"type":"fixed","delay_ms":500,"jitter":0.0}"#,
             ),
             ("ls", "abc|1700000030000|1700000000002|w|1"),
-            ("am", "1"),
             ("ra", "1.700000000001e+12"),
             ("er", r#"["boom \/ bang"]"#),
             ("pg", "40"),
-        ]
-        .iter()
-        .flat_map(|(k, v)| [bulk(k), bulk(v)])
-        .collect();
-        let read = job(id, &hash(Value::Array(flat))).unwrap().unwrap();
+        ];
+        let flat = |extra: &[(&str, &str)]| {
+            Value::Array(
+                pairs
+                    .iter()
+                    .chain(extra)
+                    .flat_map(|(k, v)| [bulk(k), bulk(v)])
+                    .collect(),
+            )
+        };
+        let read = job(id, &hash(flat(&[]))).unwrap().unwrap();
+        let reset = job(id, &hash(flat(&[("am", "0")]))).unwrap().unwrap();
         assert!(
             job(id, &HashMap::new()).unwrap().is_none(),
             "no hash, no job"
@@ -282,6 +289,11 @@ mod tests {
         )];
         assert_eq!(seq(&d.into()), Some(17));
         assert_eq!(job.stalls, 0, "left out at its default");
+        assert_eq!(job.attempts_made, 1, "a first attempt's count is its lease");
+        assert_eq!(
+            reset.attempts_made, 0,
+            "a count written wins over the lease"
+        );
     }
 
     #[test]

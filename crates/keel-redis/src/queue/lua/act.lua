@@ -30,7 +30,8 @@ if st ~= 'failed' and st ~= 'cancelled' then
   return {'conflict', 'only a failed or cancelled job can be retried; this one is ' .. st}
 end
 redis.call('LREM', B .. FINISHED[st], 1, id)
-for _, name in ipairs({'am', 'sl', 'cx', 'pg', 'fa', 'pd'}) do drop(name, id) end
+for _, name in ipairs({'sl', 'cx', 'pg', 'fa', 'pd'}) do drop(name, id) end
+reset_attempts(id)
 to_waiting(id, now)
 local uk = get('uk', id)
 if uk then redis.call('HSETNX', B .. 'u', uk, id) end

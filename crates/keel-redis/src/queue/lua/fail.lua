@@ -4,7 +4,7 @@
 local now, id = tonumber(ARGV[1]), ARGV[2]
 local refused = leased(id, ARGV[3], now)
 if refused then return refused end
-local retry = ARGV[5] == '1' and tonumber(get('am', id) or '0') < max_attempts(id)
+local retry = ARGV[5] == '1' and attempts_made(id) < max_attempts(id)
 local _, _, started = lease_parts(get('ls', id))
 started = tonumber(started) or now
 local state = end_failed(id, now, retry, tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[4], ARGV[8])

@@ -77,8 +77,10 @@ local function raise(m)
   if rank > floor then floor = rank; raised = true end
 end
 -- Jobs from the sorted set: their members leave it and their ready times go; they may have
--- run before (jobs of the plain list are always new, so their attempts made are 0).
-local sorted_members, sorted_ids, attempts_before = {}, {}, {}
+-- run before, so their attempts made are read and written. Jobs of the plain list are always
+-- new: their first attempt writes no count (their lease says it; see `am` in the prelude).
+local ATTEMPT = {'1', '2', '3', '4', '5', '6', '7', '8', '9', '10'}
+local sorted_members, sorted_ids, made_of, attempts = {}, {}, {}, {}
 for k = 1, n_sorted do
   local n = from_sorted[k]
   sorted_members[k] = picked[n]; sorted_ids[k] = ids[n]
@@ -87,25 +89,27 @@ end
 if from_plain > 0 then raise(plain[from_plain]) end
 batch('ZREM', B .. 'w', sorted_members)
 batch('ZREM', B .. 'r', sorted_ids)
-if n_sorted > 0 and has_column('am') then
-  local before = column('am', sorted_ids)
-  for k = 1, n_sorted do attempts_before[from_sorted[k]] = before[k] end
+if n_sorted > 0 then
+  local before, leased = {}, column('ls', sorted_ids)
+  if has_column('am') then before = column('am', sorted_ids) end
+  for k = 1, n_sorted do
+    local made = (tonumber(before[k]) or (leased[k] and 1 or 0)) + 1
+    made = ATTEMPT[made] or string.format('%d', made)
+    made_of[from_sorted[k]] = made
+    attempts[2 * k - 1] = sorted_ids[k]; attempts[2 * k] = made
+  end
 end
 local timeouts = {}
 if has_column('to') then timeouts = column('to', ids) end
 local made_all = {}
 local lease = token .. '|' .. expires_s .. '|' .. now_s .. '|' .. worker
-local ATTEMPT = {'1', '2', '3', '4', '5', '6', '7', '8', '9', '10'}
-local states, attempts, leases, active, timed, window = {}, {}, {}, {}, {}, {}
+local states, leases, active, timed, window = {}, {}, {}, {}, {}
 local n_timed = 0
 for n = 1, n_picked do
   local id = ids[n]
-  local am = tonumber(attempts_before[n]) or 0
-  local made = ATTEMPT[am + 1] or string.format('%d', am + 1)
-  made_all[n] = made
+  made_all[n] = made_of[n] or '1'
   local a, b = 2 * n - 1, 2 * n
   states[a] = id; states[b] = 'active'
-  attempts[a] = id; attempts[b] = made
   leases[a] = id; leases[b] = lease
   active[a] = expires_s; active[b] = id
   if timeouts[n] then

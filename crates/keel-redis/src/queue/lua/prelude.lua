@@ -7,7 +7,8 @@
 -- rather than on script calls. Columns: `n` name, `p` payload (JSON), `d` what else never
 -- changes, `created|attempts allowed|order|backoff` (the order is the waiting member without
 -- the id; the backoff is JSON, empty for the default), `st` state, `uk` unique key, `g` group,
--- `to` timeout, `ra` run at (absent = created), `am` attempts made, `fa` finished, `ls` the last lease
+-- `to` timeout, `ra` run at (absent = created), `am` attempts made (absent: 1 if the job has a
+-- lease, else 0 — a job's first fetch writes no count), `fa` finished, `ls` the last lease
 -- (token|expiry|started|worker; its worker and expiry count only while the job is active),
 -- `cx` cancel asked, `pg` progress (absent for a completed job: 100), `pd` progress data, `rs`
 -- result, `er` errors (JSON list), `sl` stalls. Absent means the default (0, none).
@@ -46,6 +47,17 @@ local function max_attempts(id)
 end
 local function put(name, id, value) redis.call('HSET', col(name), id, value) end
 local function drop(name, id) redis.call('HDEL', col(name), id) end
+-- Attempts made by job `id` (see `am` above).
+local function attempts_made(id)
+  local am = get('am', id)
+  if am then return tonumber(am) end
+  if get('ls', id) then return 1 end
+  return 0
+end
+-- Gives job `id` a fresh set of attempts (its last lease stays, for its start time).
+local function reset_attempts(id)
+  put('am', id, '0')
+end
 -- Whether any job of the queue has column `name` (most queues never use some: no unique keys,
 -- no cancels…); reading such a column for a batch is skipped.
 local function has_column(name) return redis.call('EXISTS', col(name)) == 1 end
@@ -161,7 +173,7 @@ local function end_failed(id, now, retry, retry_after, random, note, default_bk)
     if not wait then
       local _, _, _, bk = described(get('d', id))
       if bk == '' then bk = default_bk end
-      wait = backoff_wait(bk, tonumber(get('am', id) or '0'), random)
+      wait = backoff_wait(bk, attempts_made(id), random)
     end
     local at = now + wait
     put('st', id, 'delayed')

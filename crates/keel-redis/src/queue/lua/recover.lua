@@ -13,7 +13,7 @@ for _, id in ipairs(stalled) do
   push_error(id, string.format('stalled: the lease of worker %s expired without a report (stall %d)', worker, stalls))
   if get('cx', id) == '1' then
     finish(id, 'cancelled', now)
-  elseif stalls > max_stalls or tonumber(get('am', id) or '0') >= max_attempts(id) then
+  elseif stalls > max_stalls or attempts_made(id) >= max_attempts(id) then
     finish(id, 'failed', now)
   else
     to_waiting(id, now)
@@ -22,7 +22,7 @@ end
 local overdue = redis.call('ZRANGEBYSCORE', B .. 't', '-inf', now, 'LIMIT', 0, 1000)
 for _, id in ipairs(overdue) do
   local note = 'timed out: the attempt ran longer than the job\'s timeout (' .. human(tonumber(get('to', id))) .. ')'
-  local retry = tonumber(get('am', id) or '0') < max_attempts(id)
+  local retry = attempts_made(id) < max_attempts(id)
   end_failed(id, now, retry, nil, random, note, ARGV[4])
 end
 return {#stalled, #overdue}
