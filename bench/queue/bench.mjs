@@ -10,7 +10,6 @@
 // completes the last; keel: pull loops over HTTP, each reporting its finished batch of 50 and
 // taking the next one in one call) and prints jobs/s. keel is driven with Node's standard
 // `http` client on a keep-alive agent, as a worker would be.
-import { Queue, Worker } from 'bullmq';
 import { keelClient } from './keel-client.mjs';
 
 const [system, mode, jobsArg, concurrencyArg] = process.argv.slice(2);
@@ -27,6 +26,8 @@ function report(started, n) {
 }
 
 async function bullmq() {
+  // Loaded here, so a keel run does not spend its CPU on loading BullMQ and ioredis.
+  const { Queue, Worker } = await import('bullmq');
   const connection = { host: '127.0.0.1', port: Number(process.env.REDIS_PORT) };
   if (mode === 'enqueue') {
     const queue = new Queue(QUEUE, { connection });
