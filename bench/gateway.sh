@@ -7,9 +7,10 @@
 #   ratelimit  keel cache hits with a rate limit never reached vs without → rps ratio
 #   gzip       keel cache hits compressed (gzip) vs identity hits         → rps ratio
 #              (nginx proxy_cache + gzip level 1, compressing every hit, alongside for reference)
-#   instructions  user-space instructions per request (cache hit, pass-through) of each proxy, run
-#              under callgrind (when valgrind is installed): a figure machine noise does not
-#              move, where the CPU per request above moves 10–20 % between runs
+#   instructions  user-space instructions per request (cache hit, pass-through) of each proxy, and
+#              of keel's cache hits under a rate limit never reached, run under callgrind (when
+#              valgrind is installed): a figure machine noise does not move, where the CPU per
+#              request above moves 10–20 % between runs
 #
 # Usage: bench/gateway.sh [rounds]     (default 5; DURATION=10s CONNECTIONS=50;
 #        SCENARIOS="cached pass ratelimit gzip instructions" to run some of them; KEEL_MALLOC_CONF="…" to
@@ -205,4 +206,8 @@ if wanted instructions && command -v valgrind >/dev/null 2>&1; then
       "$KEEL" serve --config "$WORK/keel.toml" --listen "127.0.0.1:$API" \
       --gateway-listen "127.0.0.1:$KPORT" --data-dir "$WORK/keel-callgrind"
   done
+  # keel's cache hits under a rate limit never reached: the limiter's own cost per request.
+  URL="http://127.0.0.1:$KPORT/limited/data.json" KEEL_SERVER_WORKER_THREADS=1 instructions "keel limited" \
+    "$KEEL" serve --config "$WORK/keel.toml" --listen "127.0.0.1:$API" \
+    --gateway-listen "127.0.0.1:$KPORT" --data-dir "$WORK/keel-callgrind"
 fi

@@ -42,6 +42,9 @@ impl PathMatch {
     }
 }
 
+/// Headers keel adds to every cached answer: `Age`, `X-Cache` and `X-Request-Id`.
+pub(crate) const ANSWER_HEADERS: usize = 3;
+
 /// What a matched route asks of a request, every field resolved.
 #[derive(Debug)]
 pub(crate) struct Route {
@@ -128,6 +131,15 @@ impl RouteCache {
 impl Route {
     fn matches(&self, method: &Method, path: &str) -> bool {
         (self.methods.is_empty() || self.methods.contains(method)) && self.matcher.matches(path)
+    }
+
+    /// How many headers keel adds to a cached answer on this route: [`ANSWER_HEADERS`], the
+    /// rate-limit headers and the security headers. A hit's header map reserves room for them
+    /// at once (see `cache::heads`).
+    pub(crate) fn added_headers(&self) -> usize {
+        ANSWER_HEADERS
+            + if self.limiter.is_some() { 5 } else { 0 }
+            + if self.security_headers { 4 } else { 0 }
     }
 }
 

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
 use super::stored::{Stored, Times};
+use crate::routes::ANSWER_HEADERS;
 
 /// Heads kept at most; all are dropped when one more would not fit (entries whose writes are
 /// gone are never asked for again, so this is how they leave).
@@ -31,9 +32,19 @@ pub(crate) struct Head {
 impl Head {
     /// The head of `stored`, decoded from bytes of length `len` (its body is their end).
     pub(crate) fn of(stored: &Stored, len: usize) -> Self {
+        // A hit's map is a clone of this one, and a clone's entries have no room to spare
+        // whatever the size of its table. So the table is sized for the stored headers and
+        // those every answer adds (the first added then grows the entries once, to room for
+        // all of them); a route that adds more reserves them at once (`answer` in
+        // `proxy::cached`): one growth either way, where a larger table (as a decoded map
+        // has) made a rate-limited route's hit grow twice.
+        let mut headers = HeaderMap::with_capacity(stored.headers.len() + ANSWER_HEADERS);
+        for (name, value) in &stored.headers {
+            headers.append(name.clone(), value.clone());
+        }
         Self {
             status: stored.status,
-            headers: stored.headers.clone(),
+            headers,
             times: stored.times,
             tags: stored.tags.clone(),
             body_at: len.saturating_sub(stored.body.len()),

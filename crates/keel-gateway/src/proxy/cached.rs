@@ -94,6 +94,7 @@ pub(super) async fn serve(
         return Ok(response);
     }
     let cache = &proxy.cache;
+    let room = exchange.route.added_headers();
     let primary = policy.key.primary(&uri, &headers);
     // The encoding this client gets, if the route compresses (HEAD answers carry no body).
     let encoding = exchange
@@ -108,7 +109,15 @@ pub(super) async fn serve(
         // The common case first: a fresh encoded copy of a response that does not vary.
         let now = cache.now_ms();
         if now < encoded.times.fresh_until {
-            return Ok(answer(encoded, Outcome::Hit, now, head, &headers, policy));
+            return Ok(answer(
+                encoded,
+                Outcome::Hit,
+                now,
+                head,
+                &headers,
+                policy,
+                room,
+            ));
         }
     }
     let reply = |key: &str, stored: Stored, outcome: Outcome| {
@@ -118,9 +127,9 @@ pub(super) async fn serve(
         {
             let saved = stored.body.len().saturating_sub(encoded.body.len());
             RouteStats::add(&exchange.route.stats.bytes_saved, saved as u64);
-            return answer(encoded, outcome, now, head, &headers, policy);
+            return answer(encoded, outcome, now, head, &headers, policy, room);
         }
-        answer(stored, outcome, now, head, &headers, policy)
+        answer(stored, outcome, now, head, &headers, policy, room)
     };
     let mut stale = None;
     if let Some((key, stored)) = cache.lookup(&primary, &headers) {
@@ -569,7 +578,8 @@ where
 }
 
 /// The response for a client from a stored copy: `304` when the client's own validators match,
-/// else the stored response with `Age` and `X-Cache` (and no body for HEAD).
+/// else the stored response with `Age` and `X-Cache` (and no body for HEAD). `room`: how many
+/// headers keel adds to it on its way out, these two included (`Route::added_headers`).
 fn answer(
     stored: Stored,
     outcome: Outcome,
@@ -577,6 +587,7 @@ fn answer(
     head: bool,
     request: &HeaderMap,
     policy: &RouteCache,
+    room: usize,
 ) -> Response<Body> {
     let Stored {
         status,
@@ -585,6 +596,7 @@ fn answer(
         times,
         ..
     } = stored;
+    headers.reserve(room);
     let age_secs = now.saturating_sub(times.stored_at) / 1000 + u64::from(times.initial_age);
     headers.insert(header::AGE, HeaderValue::from(age_secs));
     headers.insert(X_CACHE.clone(), outcome.header());
@@ -622,6 +634,11 @@ fn answer(
     response
 }
 
+/// An entity tag without surrounding space or its weakness mark (`W/`).
+fn opaque_tag(tag: &str) -> &str {
+    tag.trim().trim_start_matches("W/")
+}
+
 /// Whether the client's `If-None-Match` (or, without it, `If-Modified-Since`) says its copy is
 /// current (RFC 9110 §13.1: weak comparison for `If-None-Match`).
 fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
@@ -632,20 +649,21 @@ fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
         let Ok(candidates) = candidates.to_str() else {
             return false;
         };
-        let opaque = |tag: &str| tag.trim().trim_start_matches("W/").to_owned();
+        let etag = opaque_tag(etag);
         return candidates
             .split(',')
-            .any(|c| c.trim() == "*" || opaque(c) == opaque(etag));
+            .any(|c| c.trim() == "*" || opaque_tag(c) == etag);
     }
-    let (Some(since), Some(modified)) = (
-        request
-            .get(header::IF_MODIFIED_SINCE)
-            .and_then(|v| http_date(v.as_bytes())),
-        stored
-            .get(header::LAST_MODIFIED)
-            .and_then(|v| http_date(v.as_bytes())),
-    ) else {
+    // The stored date is parsed only when the client sent one: most requests send neither,
+    // and parsing a date is a measurable part of a hit.
+    let Some(since) = request
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| http_date(v.as_bytes()))
+    else {
         return false;
     };
-    modified <= since
+    stored
+        .get(header::LAST_MODIFIED)
+        .and_then(|v| http_date(v.as_bytes()))
+        .is_some_and(|modified| modified <= since)
 }
