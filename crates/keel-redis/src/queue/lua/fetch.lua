@@ -93,8 +93,8 @@ if n_sorted > 0 then
   local before, leased = {}, column('ls', sorted_ids)
   if has_column('am') then before = column('am', sorted_ids) end
   for k = 1, n_sorted do
-    local made = (tonumber(before[k]) or (leased[k] and 1 or 0)) + 1
-    made = ATTEMPT[made] or string.format('%d', made)
+    local count = (tonumber(before[k]) or (leased[k] and 1 or 0)) + 1
+    local made = ATTEMPT[count] or string.format('%d', count)
     made_of[from_sorted[k]] = made
     attempts[2 * k - 1] = sorted_ids[k]; attempts[2 * k] = made
   end
