@@ -13,6 +13,8 @@ use keel_resilience::{Decision, Quota};
 
 use crate::config::{GatewayConfigError, RateLimitPolicy};
 
+/// How many headers a limited route's responses carry (see [`RouteLimiter::set_headers`]).
+pub(crate) const HEADERS: usize = 5;
 static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 static X_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
@@ -217,7 +219,7 @@ impl RouteLimiter {
     }
 
     /// `RateLimit-Policy`, `RateLimit` (IETF httpapi draft), `X-RateLimit-Limit`,
-    /// `-Remaining` and `-Reset`.
+    /// `-Remaining` and `-Reset`: [`HEADERS`].
     pub(crate) fn set_headers(&self, headers: &mut HeaderMap, decision: &Decision) {
         let (remaining, reset) = (decision.remaining, seconds_up(decision.reset_after));
         headers.insert(RATELIMIT_POLICY.clone(), self.policy_header.clone());

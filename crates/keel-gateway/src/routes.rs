@@ -137,9 +137,17 @@ impl Route {
     /// rate-limit headers and the security headers. A hit's header map reserves room for them
     /// at once (see `cache::heads`).
     pub(crate) fn added_headers(&self) -> usize {
-        ANSWER_HEADERS
-            + if self.limiter.is_some() { 5 } else { 0 }
-            + if self.security_headers { 4 } else { 0 }
+        let limit = if self.limiter.is_some() {
+            crate::ratelimit::HEADERS
+        } else {
+            0
+        };
+        let security = if self.security_headers {
+            crate::proxy::SECURITY_HEADERS.len()
+        } else {
+            0
+        };
+        ANSWER_HEADERS + limit + security
     }
 }
 

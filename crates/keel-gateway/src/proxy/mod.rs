@@ -449,17 +449,20 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
+/// The security headers and their values (`security_headers = true`).
+pub(crate) const SECURITY_HEADERS: [(HeaderName, &str); 4] = [
+    (
+        header::STRICT_TRANSPORT_SECURITY,
+        "max-age=31536000; includeSubDomains",
+    ),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (header::X_FRAME_OPTIONS, "DENY"),
+    (header::REFERRER_POLICY, "strict-origin-when-cross-origin"),
+];
+
 /// The security headers, where the upstream did not set its own.
 fn add_security_headers(headers: &mut HeaderMap) {
-    for (name, value) in [
-        (
-            header::STRICT_TRANSPORT_SECURITY,
-            "max-age=31536000; includeSubDomains",
-        ),
-        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::X_FRAME_OPTIONS, "DENY"),
-        (header::REFERRER_POLICY, "strict-origin-when-cross-origin"),
-    ] {
+    for (name, value) in SECURITY_HEADERS {
         headers
             .entry(name)
             .or_insert_with(|| HeaderValue::from_static(value));
