@@ -144,20 +144,24 @@ impl RedisStore {
             .iter()
             .map(|m| text(m).unwrap_or_default())
             .collect();
-        let made: Vec<String> = items(reply.next().unwrap_or_default())
-            .iter()
-            .map(|m| text(m).unwrap_or_default())
-            .collect();
+        // Attempts made: 1, but for the jobs listed (position, count), back for another.
+        let mut made: Vec<Option<String>> = vec![None; ids.len()];
+        for pair in items(reply.next().unwrap_or_default()).chunks(2) {
+            if let [Value::Int(at), count] = pair
+                && let Some(slot) = usize::try_from(*at).ok().and_then(|at| made.get_mut(at))
+            {
+                *slot = text(count);
+            }
+        }
         let columns: Vec<Vec<Value>> = reply.map(items).collect();
-        let leased: Vec<(String, String)> = ids.into_iter().zip(made).collect();
         let lease = format!("{token}|{expires}|{now}|{worker}");
-        let mut fetched = Vec::with_capacity(leased.len());
-        for (k, (id, made)) in leased.iter().enumerate() {
+        let mut fetched = Vec::with_capacity(ids.len());
+        for (k, (id, made)) in ids.iter().zip(&made).enumerate() {
             // What the lease changed is known here; the rest is read from the reply in place.
             let column = |name: &str| -> Option<&str> {
                 match name {
                     "st" => Some(JobState::Active.as_str()),
-                    "am" => Some(made.as_str()),
+                    "am" => Some(made.as_deref().unwrap_or("1")),
                     "ls" => Some(lease.as_str()),
                     _ => {
                         let at = READ.iter().position(|c| *c == name)?;

@@ -1,7 +1,8 @@
 -- Leases ready jobs. ARGV: now, worker, max, lease expiry (Unix ms), lease token, then the
--- names of the columns to return. Returns {the jobs' ids, attempts made with this lease, then
--- each column asked for: its values for those jobs, in order, or 0 when no job of the queue
--- has that column}.
+-- names of the columns to return. Returns {the jobs' ids, the attempts made with this lease
+-- of those past their first (flat: position from 0, count; every other job's is 1), then each
+-- column asked for: its values for those jobs, in order, or 0 when no job of the queue has that
+-- column}.
 local now_s, worker, max, expires_s, token = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local now = tonumber(now_s)
 local meta = redis.call('HMGET', M, 'paused', 'conc', 'rmax', 'rper', 'gmax', 'gper', 'floor')
@@ -99,15 +100,19 @@ if n_sorted > 0 then
     attempts[2 * k - 1] = sorted_ids[k]; attempts[2 * k] = made
   end
 end
+-- The reply names only counts past 1: most jobs are on their first attempt.
+local again = {}
+for k = 1, n_sorted do
+  local n = from_sorted[k]
+  if made_of[n] ~= '1' then again[#again + 1] = n - 1; again[#again + 1] = made_of[n] end
+end
 local timeouts = {}
 if has_column('to') then timeouts = column('to', ids) end
-local made_all = {}
 local lease = token .. '|' .. expires_s .. '|' .. now_s .. '|' .. worker
 local states, leases, active, timed, window = {}, {}, {}, {}, {}
 local n_timed = 0
 for n = 1, n_picked do
   local id = ids[n]
-  made_all[n] = made_of[n] or '1'
   local a, b = 2 * n - 1, 2 * n
   states[a] = id; states[b] = 'active'
   leases[a] = id; leases[b] = lease
@@ -125,7 +130,7 @@ batch('ZADD', B .. 'a', active)
 batch('ZADD', B .. 't', timed)
 batch('ZADD', B .. 's', window)
 if raised then redis.call('HSET', M, 'floor', string.format('%d', floor)) end
-local out = {ids, made_all}
+local out = {ids, again}
 for k = 6, #ARGV do
   if has_column(ARGV[k]) then out[#out + 1] = column(ARGV[k], ids) else out[#out + 1] = 0 end
 end
