@@ -81,7 +81,8 @@ end
 -- run before, so their attempts made are read and written. Jobs of the plain list are always
 -- new: their first attempt writes no count (their lease says it; see `am` in the prelude).
 local ATTEMPT = {'1', '2', '3', '4', '5', '6', '7', '8', '9', '10'}
-local sorted_members, sorted_ids, made_of, attempts = {}, {}, {}, {}
+-- The reply names only counts past 1 (`again`): most jobs are on their first attempt.
+local sorted_members, sorted_ids, attempts, again = {}, {}, {}, {}
 for k = 1, n_sorted do
   local n = from_sorted[k]
   sorted_members[k] = picked[n]; sorted_ids[k] = ids[n]
@@ -96,15 +97,9 @@ if n_sorted > 0 then
   for k = 1, n_sorted do
     local count = (tonumber(before[k]) or (leased[k] and 1 or 0)) + 1
     local made = ATTEMPT[count] or string.format('%d', count)
-    made_of[from_sorted[k]] = made
     attempts[2 * k - 1] = sorted_ids[k]; attempts[2 * k] = made
+    if count > 1 then again[#again + 1] = from_sorted[k] - 1; again[#again + 1] = made end
   end
-end
--- The reply names only counts past 1: most jobs are on their first attempt.
-local again = {}
-for k = 1, n_sorted do
-  local n = from_sorted[k]
-  if made_of[n] ~= '1' then again[#again + 1] = n - 1; again[#again + 1] = made_of[n] end
 end
 local timeouts = {}
 if has_column('to') then timeouts = column('to', ids) end
