@@ -15,6 +15,7 @@ use crate::config::{GatewayConfigError, RateLimitPolicy};
 
 /// How many headers a limited route's responses carry (see [`RouteLimiter::set_headers`]).
 pub(crate) const HEADERS: usize = 5;
+
 static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 static X_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
